@@ -1,0 +1,399 @@
+//! Butler's YAML config file, and the agent's own settings inside it.
+//!
+//! The agent reads the config file Butler already has (`Butler:` root) and looks at two kinds of
+//! keys:
+//! - keys that steer the agent (`Butler.anonTelemetry`, `Butler.dockerHealthCheck.*`,
+//!   `Butler.configQRS.host` and everything under [`AGENT_KEY`]) are checked strictly: a wrong
+//!   type stops the agent with one message naming file, line, key path and what was expected;
+//! - keys that are only reported as feature flags are read leniently from the whole tree
+//!   ([`LoadedConfig::tree`]) by `telemetry::features`: Butler validates its own config.
+//!
+//! Reading is split from parsing: [`parse_str`] is pure and tested on literals; [`load`] does
+//! the file I/O with a size cap.
+
+pub mod env;
+pub mod settings;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use env::{Env, MapEnv, ProcessEnv};
+pub use settings::{AgentSettings, DEFAULT_POSTHOG_HOST, DEFAULT_POSTHOG_KEY};
+
+/// The agent's own section, directly below `Butler:`. Butler's schema accepts new keys at that
+/// level but rejects extra keys inside its own sections, so a shared file keeps working for both.
+pub const AGENT_KEY: &str = "butlerAgent";
+
+/// Larger config files are refused before parsing. Butler's full template is about 80 KB;
+/// 4 MiB leaves room for any real config while keeping memory bounded.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Exit code for configuration and usage errors (`EX_USAGE` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Where the config came from, for logs and `telemetry status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config FILE`.
+    Flag(PathBuf),
+    /// `$BUTLER_CONFIG`.
+    EnvVar(PathBuf),
+    /// `./config/$NODE_ENV.yaml`, Butler's own convention.
+    NodeEnv(PathBuf),
+    /// No file: built-in defaults.
+    Defaults,
+}
+
+impl ConfigSource {
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::Flag(p) | ConfigSource::EnvVar(p) | ConfigSource::NodeEnv(p) => Some(p),
+            ConfigSource::Defaults => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Flag(p) => write!(f, "{} (--config)", p.display()),
+            ConfigSource::EnvVar(p) => write!(f, "{} (BUTLER_CONFIG)", p.display()),
+            ConfigSource::NodeEnv(p) => write!(f, "{} (NODE_ENV)", p.display()),
+            ConfigSource::Defaults => write!(f, "none (built-in defaults)"),
+        }
+    }
+}
+
+/// A configuration problem: one clear message, exit code 64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or the environment variable, that holds the bad value.
+    pub origin: String,
+    /// 1-based line and column, where the parser gives them.
+    pub location: Option<(u64, u64)>,
+    /// Dotted key path (`Butler.anonTelemetry`), where known.
+    pub key: Option<String>,
+    /// What went wrong and what was expected.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}", self.origin)?;
+        if let Some((line, col)) = self.location {
+            write!(f, " at line {line}, column {col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key {key}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn file(origin: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.to_string(),
+            location: None,
+            key: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A bad environment variable.
+    pub fn env(var: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: format!("environment variable {var}"),
+            location: None,
+            key: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// The keys of Butler's own sections that steer the agent, typed so that a wrong type is an
+/// error with a location. Everything else in the file is ignored here.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+struct FileRoot {
+    #[serde(rename = "Butler", default)]
+    butler: Option<ButlerSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct ButlerSection {
+    #[serde(default)]
+    anon_telemetry: Option<bool>,
+    #[serde(default)]
+    docker_health_check: Option<DockerHealthCheck>,
+    #[serde(rename = "configQRS", default)]
+    config_qrs: Option<ConfigQrs>,
+    #[serde(rename = "butlerAgent", default)]
+    agent: Option<settings::AgentFile>,
+}
+
+/// `Butler.dockerHealthCheck`: reported as a feature; checked because a wrong type here is
+/// almost certainly a broken file.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+pub struct DockerHealthCheck {
+    #[serde(default)]
+    pub enable: Option<bool>,
+    #[serde(default)]
+    pub port: Option<settings::Port>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+struct ConfigQrs {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+/// The steering keys of Butler's own sections, checked.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ButlerKeys {
+    /// `Butler.anonTelemetry`.
+    pub anon_telemetry: Option<bool>,
+    /// `Butler.dockerHealthCheck`.
+    pub docker_health_check: DockerHealthCheck,
+    /// `Butler.configQRS.host`: part of the instance ID, and never sent.
+    pub qrs_host: Option<String>,
+}
+
+/// A parsed config file (or the defaults), with environment overrides applied.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub source: ConfigSource,
+    /// The whole file as a lenient tree (`Value::Null` without a file); feature flags and the
+    /// privacy guard's list of config strings read from it.
+    pub tree: Value,
+    pub butler: ButlerKeys,
+    pub agent: AgentSettings,
+}
+
+impl LoadedConfig {
+    /// Built-in defaults with environment overrides, as used when no file exists.
+    pub fn defaults(env: &dyn Env) -> Result<Self, ConfigError> {
+        Ok(LoadedConfig {
+            source: ConfigSource::Defaults,
+            tree: Value::Null,
+            butler: ButlerKeys::default(),
+            agent: AgentSettings::resolve(None, env)?,
+        })
+    }
+}
+
+/// Chooses the config file: `--config`, else `$BUTLER_CONFIG`, else `./config/$NODE_ENV.yaml`
+/// when it exists (below `cwd`), else none.
+pub fn choose_source(flag: Option<&Path>, env: &dyn Env, cwd: &Path) -> ConfigSource {
+    if let Some(p) = flag {
+        return ConfigSource::Flag(p.to_path_buf());
+    }
+    if let Some(p) = env.var("BUTLER_CONFIG").filter(|p| !p.is_empty()) {
+        return ConfigSource::EnvVar(PathBuf::from(p));
+    }
+    let node_env = env
+        .var("NODE_ENV")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "production".to_string());
+    let candidate = cwd.join("config").join(format!("{node_env}.yaml"));
+    if candidate.is_file() {
+        return ConfigSource::NodeEnv(PathBuf::from("config").join(format!("{node_env}.yaml")));
+    }
+    ConfigSource::Defaults
+}
+
+/// Reads and parses the chosen source. A file named explicitly must exist.
+pub fn load(source: ConfigSource, env: &dyn Env) -> Result<LoadedConfig, ConfigError> {
+    let Some(path) = source.path() else {
+        return LoadedConfig::defaults(env);
+    };
+    let origin = path.display().to_string();
+    let text = read_capped(path).map_err(|e| e.with_origin(&origin))?;
+    let (tree, butler, agent_file) = parse_str(&text, &origin)?;
+    let agent = AgentSettings::resolve(agent_file.as_ref(), env).map_err(|mut e| {
+        if e.origin == settings::SETTINGS_ORIGIN {
+            e.origin = origin.clone();
+        }
+        e
+    })?;
+    Ok(LoadedConfig {
+        source,
+        tree,
+        butler,
+        agent,
+    })
+}
+
+struct ReadError(ConfigError);
+
+impl ReadError {
+    fn with_origin(self, origin: &str) -> ConfigError {
+        ConfigError {
+            origin: origin.to_string(),
+            ..self.0
+        }
+    }
+}
+
+fn read_capped(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    let fail = |msg: String, hint: &str| ReadError(ConfigError::file("", msg).with_hint(hint));
+    let file = std::fs::File::open(path).map_err(|e| {
+        fail(
+            format!("cannot open the file: {e}"),
+            "check the path given by --config, BUTLER_CONFIG or NODE_ENV, and that the file is readable",
+        )
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read the file: {e}"), "check permissions"))?;
+    if meta.is_dir() {
+        return Err(fail(
+            "this is a directory, not a file".into(),
+            "point the config setting at Butler's YAML file, e.g. config/production.yaml",
+        ));
+    }
+    let mut buf = Vec::new();
+    // Read one byte past the cap so an oversized file is detected without reading it all.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| fail(format!("cannot read the file: {e}"), "check permissions"))?;
+    if buf.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(
+            format!(
+                "the file is larger than {} MiB",
+                MAX_CONFIG_BYTES / 1024 / 1024
+            ),
+            "a Butler config is normally under 100 KB; point the agent at the right file",
+        ));
+    }
+    String::from_utf8(buf).map_err(|e| {
+        fail(
+            format!(
+                "the file is not valid UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+            "save the file as UTF-8",
+        )
+    })
+}
+
+/// YAML parser limits: generous for any real config, small enough that alias bombs and deep
+/// nesting are refused quickly with bounded memory.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 200_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_nodes = 100_000;
+    budget.max_depth = 64;
+    budget.max_documents = 1;
+    budget.max_total_scalar_bytes = MAX_CONFIG_BYTES as usize;
+    budget.max_recorded_anchor_events = 20_000;
+    budget.max_recorded_anchor_bytes = MAX_CONFIG_BYTES as usize;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.with_snippet = false;
+    // YAML 1.2 booleans only, as Butler's own parser reads them: `yes` is a string there.
+    options.strict_booleans = true;
+    options
+}
+
+/// Parses the text of a config file. Pure: `origin` only names the file in messages.
+pub fn parse_str(
+    text: &str,
+    origin: &str,
+) -> Result<(Value, ButlerKeys, Option<settings::AgentFile>), ConfigError> {
+    // Strict pass over the steering keys, tracking the key path for the message.
+    let mut key_path: Option<String> = None;
+    let root: Result<FileRoot, serde_saphyr::Error> =
+        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                if path != "." && !path.is_empty() {
+                    key_path = Some(path);
+                }
+                e.into_inner()
+            })
+        });
+    let root = root.map_err(|e| yaml_error(e, origin, key_path.take()))?;
+    // Lenient pass: the whole tree, for feature flags and the privacy guard.
+    let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(e, origin, None))?;
+    if !tree.is_null() && root.butler.is_none() {
+        return Err(ConfigError::file(origin, "no `Butler:` section at the top level")
+            .with_hint("this does not look like a Butler config file"));
+    }
+    let butler = root.butler.unwrap_or_default();
+    let keys = ButlerKeys {
+        anon_telemetry: butler.anon_telemetry,
+        docker_health_check: butler.docker_health_check.unwrap_or_default(),
+        qrs_host: butler
+            .config_qrs
+            .and_then(|q| q.host)
+            .filter(|h| !h.is_empty()),
+    };
+    Ok((tree, keys, butler.agent))
+}
+
+fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> ConfigError {
+    let location = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .filter(|(l, _)| *l > 0);
+    let mut message = e.to_string();
+    // The crate appends its own "at line X column Y"; we print the location once, up front.
+    if let Some(idx) = message.find(" at line ") {
+        message.truncate(idx);
+    }
+    let mut message = message.lines().next().unwrap_or("").trim().to_string();
+    if message.contains("budget breached") {
+        message = format!(
+            "refused: the YAML exceeds the parser's limits ({})",
+            message.trim_start_matches("budget breached: ")
+        );
+    }
+    let type_error = [
+        "invalid type",
+        "invalid value",
+        "invalid boolean",
+        "unknown field",
+        "expected",
+    ]
+        .iter()
+        .any(|p| message.contains(p));
+    let hint = if type_error && key.is_some() {
+        "fix the value, or remove the key to use the default"
+    } else {
+        "fix the YAML syntax; aliases, nesting depth and size are limited"
+    };
+    let key = key.filter(|_| type_error);
+    ConfigError {
+        origin: origin.to_string(),
+        location,
+        key,
+        message,
+        hint: Some(hint.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,360 @@
+//! The agent's own settings: `Butler.butlerAgent.*` in the file, each overridable by an
+//! environment variable (the variable wins, as container users expect).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Env};
+
+/// PostHog's EU ingestion host, where Butler's data lives.
+pub const DEFAULT_POSTHOG_HOST: &str = "https://eu.i.posthog.com";
+/// Butler's public project key (write-only, public by PostHog's design).
+pub const DEFAULT_POSTHOG_KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
+/// Butler sends every 12 hours.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(12 * 3600);
+/// Shorter intervals would turn a snapshot into a stream.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// Butler's client timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounded retries per cycle; the next cycle brings a fresh snapshot anyway.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// A few seconds, so a crash loop does not flood the destination.
+pub const DEFAULT_START_DELAY: Duration = Duration::from_secs(5);
+/// Butler's well-known health port.
+pub const DEFAULT_HEALTH_PORT: u16 = 12398;
+/// Below Docker's 10 s stop timeout, so the agent always exits on its own.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Audit log rotation size: a year of events at 2 a day fits many times over.
+pub const DEFAULT_AUDIT_LOG_MAX_BYTES: u64 = 1024 * 1024;
+
+/// `Butler.butlerAgent` as written in the file. Unknown keys are an error here (it is the
+/// agent's own section, so a typo should be caught), unlike in Butler's sections.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentFile {
+    posthog_host: Option<String>,
+    posthog_key: Option<String>,
+    interval: Option<DurationValue>,
+    request_timeout: Option<DurationValue>,
+    max_retries: Option<u32>,
+    start_delay: Option<DurationValue>,
+    geoip_disable: Option<bool>,
+    ca_file: Option<PathBuf>,
+    health_enable: Option<bool>,
+    health_host: Option<IpAddr>,
+    health_port: Option<Port>,
+    state_dir: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    audit_log_max_bytes: Option<u64>,
+    shutdown_grace: Option<DurationValue>,
+}
+
+/// A TCP port, 1 to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        u16::try_from(n)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Port)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid value {n}: expected a port number from 1 to 65535"
+                ))
+            })
+    }
+}
+
+/// A duration written as `12h`, `90s`, `1h 30m`, or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DurationValue(Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration like 12h, 90s or 1h 30m, or a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(DurationValue(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(|v| DurationValue(Duration::from_secs(v)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `12h`, `90s`, `1h 30m` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("{t:?} is not a duration ({e}); expected e.g. 12h, 90s, 1h 30m or seconds")
+    })
+}
+
+/// The agent's settings after the file and the environment are combined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// Capture host, e.g. `https://eu.i.posthog.com` (no path).
+    pub posthog_host: String,
+    pub posthog_key: String,
+    pub interval: Duration,
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+    pub start_delay: Duration,
+    /// Sets `$geoip_disable` so PostHog does not geolocate the sender's IP.
+    pub geoip_disable: bool,
+    /// Extra PEM root certificates for corporate proxies.
+    pub ca_file: Option<PathBuf>,
+    pub health_enable: bool,
+    pub health_host: IpAddr,
+    pub health_port: u16,
+    pub state_dir: Option<PathBuf>,
+    pub audit_log: Option<PathBuf>,
+    pub audit_log_max_bytes: u64,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            posthog_host: DEFAULT_POSTHOG_HOST.to_string(),
+            posthog_key: DEFAULT_POSTHOG_KEY.to_string(),
+            interval: DEFAULT_INTERVAL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            start_delay: DEFAULT_START_DELAY,
+            geoip_disable: true,
+            ca_file: None,
+            health_enable: true,
+            health_host: IpAddr::from([0, 0, 0, 0]),
+            health_port: DEFAULT_HEALTH_PORT,
+            state_dir: None,
+            audit_log: None,
+            audit_log_max_bytes: DEFAULT_AUDIT_LOG_MAX_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Origin named in a settings error until the loader replaces it with the file's path.
+pub const SETTINGS_ORIGIN: &str = "the agent settings";
+
+/// One environment variable per setting; README lists them.
+pub const ENV_VARS: &[&str] = &[
+    "BUTLER_POSTHOG_HOST",
+    "BUTLER_POSTHOG_KEY",
+    "BUTLER_TELEMETRY_INTERVAL",
+    "BUTLER_TELEMETRY_TIMEOUT",
+    "BUTLER_TELEMETRY_RETRIES",
+    "BUTLER_TELEMETRY_START_DELAY",
+    "BUTLER_GEOIP_DISABLE",
+    "BUTLER_CA_FILE",
+    "BUTLER_HEALTH_ENABLE",
+    "BUTLER_HEALTH_HOST",
+    "BUTLER_HEALTH_PORT",
+    "BUTLER_STATE_DIR",
+    "BUTLER_TELEMETRY_AUDIT_LOG",
+    "BUTLER_TELEMETRY_AUDIT_LOG_MAX_BYTES",
+    "BUTLER_SHUTDOWN_GRACE",
+];
+
+impl AgentSettings {
+    /// Combines defaults, the file's section and the environment (highest precedence).
+    pub fn resolve(file: Option<&AgentFile>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let f = file.cloned().unwrap_or_default();
+        let d = AgentSettings::default();
+        let s = AgentSettings {
+            posthog_host: env_or(env, "BUTLER_POSTHOG_HOST", f.posthog_host, d.posthog_host, ok)?,
+            posthog_key: env_or(env, "BUTLER_POSTHOG_KEY", f.posthog_key, d.posthog_key, ok)?,
+            interval: env_or(
+                env,
+                "BUTLER_TELEMETRY_INTERVAL",
+                f.interval.map(|v| v.0),
+                d.interval,
+                parse_duration,
+            )?,
+            request_timeout: env_or(
+                env,
+                "BUTLER_TELEMETRY_TIMEOUT",
+                f.request_timeout.map(|v| v.0),
+                d.request_timeout,
+                parse_duration,
+            )?,
+            max_retries: env_or(
+                env,
+                "BUTLER_TELEMETRY_RETRIES",
+                f.max_retries,
+                d.max_retries,
+                parse_num,
+            )?,
+            start_delay: env_or(
+                env,
+                "BUTLER_TELEMETRY_START_DELAY",
+                f.start_delay.map(|v| v.0),
+                d.start_delay,
+                parse_duration,
+            )?,
+            geoip_disable: env_or(
+                env,
+                "BUTLER_GEOIP_DISABLE",
+                f.geoip_disable,
+                d.geoip_disable,
+                parse_bool,
+            )?,
+            ca_file: env_opt(env, "BUTLER_CA_FILE", f.ca_file),
+            health_enable: env_or(
+                env,
+                "BUTLER_HEALTH_ENABLE",
+                f.health_enable,
+                d.health_enable,
+                parse_bool,
+            )?,
+            health_host: env_or(
+                env,
+                "BUTLER_HEALTH_HOST",
+                f.health_host,
+                d.health_host,
+                parse_num,
+            )?,
+            health_port: env_or(
+                env,
+                "BUTLER_HEALTH_PORT",
+                f.health_port.map(|p| p.0),
+                d.health_port,
+                parse_num,
+            )?,
+            state_dir: env_opt(env, "BUTLER_STATE_DIR", f.state_dir),
+            audit_log: env_opt(env, "BUTLER_TELEMETRY_AUDIT_LOG", f.audit_log),
+            audit_log_max_bytes: env_or(
+                env,
+                "BUTLER_TELEMETRY_AUDIT_LOG_MAX_BYTES",
+                f.audit_log_max_bytes,
+                d.audit_log_max_bytes,
+                parse_num,
+            )?,
+            shutdown_grace: env_or(
+                env,
+                "BUTLER_SHUTDOWN_GRACE",
+                f.shutdown_grace.map(|v| v.0),
+                d.shutdown_grace,
+                parse_duration,
+            )?,
+        };
+        s.validate()
+    }
+
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        let bad = |key: &str, msg: String| ConfigError {
+            origin: SETTINGS_ORIGIN.into(),
+            location: None,
+            key: Some(format!("Butler.{}.{key}", super::AGENT_KEY)),
+            message: msg,
+            hint: None,
+        };
+        self.posthog_host = normalize_host(&self.posthog_host)
+            .map_err(|m| bad("posthogHost (BUTLER_POSTHOG_HOST)", m))?;
+        if self.posthog_key.trim().is_empty() {
+            return Err(bad(
+                "posthogKey (BUTLER_POSTHOG_KEY)",
+                "the project key is empty; remove the setting to use Butler's key".into(),
+            ));
+        }
+        if self.interval < MIN_INTERVAL {
+            return Err(bad(
+                "interval (BUTLER_TELEMETRY_INTERVAL)",
+                format!(
+                    "{} is below the minimum of 1 minute",
+                    humantime::format_duration(self.interval)
+                ),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(bad(
+                "requestTimeout (BUTLER_TELEMETRY_TIMEOUT)",
+                "the request timeout must be above zero".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Checks a capture host and rewrites PostHog's app hosts to their ingestion hosts, as
+/// PostHog's own clients do (`eu.posthog.com` → `eu.i.posthog.com`).
+pub fn normalize_host(raw: &str) -> Result<String, String> {
+    let host = raw.trim().trim_end_matches('/');
+    let rest = host
+        .strip_prefix("https://")
+        .or_else(|| host.strip_prefix("http://"))
+        .ok_or_else(|| format!("{host:?} must start with https:// or http://"))?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(format!("{host:?} has no host name"));
+    }
+    let scheme = &host[..host.len() - rest.len()];
+    let rewritten = match rest {
+        "eu.posthog.com" => "eu.i.posthog.com",
+        "app.posthog.com" | "us.posthog.com" => "us.i.posthog.com",
+        other => other,
+    };
+    Ok(format!("{scheme}{rewritten}"))
+}
+
+fn ok(s: &str) -> Result<String, String> {
+    Ok(s.to_string())
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim()
+        .parse::<T>()
+        .map_err(|e| format!("{s:?} is not valid: {e}"))
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) for environment variables.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean; expected true or false")),
+    }
+}
+
+fn env_or<T>(
+    env: &dyn Env,
+    var: &str,
+    file: Option<T>,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match env.var(var).filter(|v| !v.trim().is_empty()) {
+        Some(v) => parse(&v).map_err(|m| ConfigError::env(var, m)),
+        None => Ok(file.unwrap_or(default)),
+    }
+}
+
+fn env_opt(env: &dyn Env, var: &str, file: Option<PathBuf>) -> Option<PathBuf> {
+    env.var(var)
+        .filter(|v| !v.trim().is_empty())
+        .map(PathBuf::from)
+        .or(file)
+}

@@ -1,0 +1,15 @@
+//! butler-agent: anonymous telemetry and a health endpoint for Butler, the Qlik Sense companion.
+//!
+//! # Layout
+//! - [`config`]: Butler's YAML file, the agent's own settings, the environment.
+//! - [`host`]: where the agent runs (OS, VM, container), read below one root path.
+//! - [`instance_id`]: the anonymous, stable instance ID.
+//! - [`telemetry`]: feature flags, the event, the opt-out decision.
+//! - [`cli`] and [`app`]: the command line and the edge that turns errors into exit codes.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod host;
+pub mod instance_id;
+pub mod telemetry;

@@ -1,0 +1,50 @@
+//! Telemetry: feature flags, the event, the opt-out decision.
+
+pub mod features;
+pub mod optout;
+pub mod payload;
+
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::config::LoadedConfig;
+use crate::host::{self, HostFacts, Roots};
+use crate::instance_id::{self, InstanceId};
+use features::Features;
+
+/// What one telemetry cycle knows: host facts, the instance ID and the feature flags.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub host: HostFacts,
+    pub id: InstanceId,
+    pub features: Features,
+}
+
+/// Gathers host facts, derives the ID and the flags. Never fails: unknown facts are `unknown`.
+pub fn gather(config: &LoadedConfig, roots: &Roots) -> Snapshot {
+    let host = host::detect(roots);
+    let id = instance_id::derive(roots, config.butler.qrs_host.as_deref());
+    let features = features::derive(&config.tree);
+    Snapshot { host, id, features }
+}
+
+/// Builds the capture body for a snapshot, stamped now with a fresh UUID v7.
+pub fn event(
+    config: &LoadedConfig,
+    snapshot: &Snapshot,
+    now: SystemTime,
+) -> Result<Value, getrandom::Error> {
+    let uuid = payload::new_uuid(now)?;
+    Ok(payload::build(
+        payload::EventInput {
+            api_key: &config.agent.posthog_key,
+            instance_id: &snapshot.id.id,
+            host: &snapshot.host,
+            features: &snapshot.features,
+            geoip_disable: config.agent.geoip_disable,
+        },
+        uuid,
+        now,
+    ))
+}
