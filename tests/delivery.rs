@@ -117,11 +117,13 @@ async fn faulty(fault: Fault) -> (String, Arc<AtomicU32>) {
                 }
                 Fault::NeverAnswer => held.push(s),
                 Fault::Reset => {
-                    let _ = s.set_linger(Some(Duration::ZERO));
+                    let _ = s.set_zero_linger();
                     drop(s);
                 }
                 Fault::Garbage => {
-                    let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff garbage\r\n\r\n").await;
+                    let _ = s
+                        .write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff garbage\r\n\r\n")
+                        .await;
                 }
                 Fault::CloseEarly => {
                     let _ = s
@@ -165,21 +167,39 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = schedule::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
+    let body =
+        schedule::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let tried = t.send(&body).await;
     assert_eq!(tried.attempt, Attempt::Delivered { status: 200 });
 
     let seen = rx.recv().await.unwrap();
     let head = seen.head.to_ascii_lowercase();
-    assert!(seen.head.starts_with("POST /i/v0/e/ HTTP/1.1\r\n"), "{}", seen.head);
-    assert!(head.contains("content-type: application/json\r\n"), "{head}");
     assert!(
-        head.contains(&format!("user-agent: butler-agent/{}\r\n", env!("CARGO_PKG_VERSION"))),
+        seen.head.starts_with("POST /i/v0/e/ HTTP/1.1\r\n"),
+        "{}",
+        seen.head
+    );
+    assert!(
+        head.contains("content-type: application/json\r\n"),
         "{head}"
     );
-    assert!(!head.contains("content-encoding"), "the body is sent plain: {head}");
-    assert_eq!(seen.body, body.as_ref(), "the guarded bytes are exactly the bytes sent");
+    assert!(
+        head.contains(&format!(
+            "user-agent: butler-agent/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{head}"
+    );
+    assert!(
+        !head.contains("content-encoding"),
+        "the body is sent plain: {head}"
+    );
+    assert_eq!(
+        seen.body,
+        body.as_ref(),
+        "the guarded bytes are exactly the bytes sent"
+    );
 
     // PostHog's own rules accept it, and the fields have the types capture expects.
     let accepted = capture::accept(&seen.body, capture::EVENT_BODY_LIMIT).expect("capture accepts");
@@ -253,7 +273,10 @@ async fn rejections_are_sent_once_and_say_why() {
         assert_eq!(count.load(Ordering::SeqCst), 1, "{code}");
         assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
         let text = d.last.describe();
-        assert!(text.contains(words) && text.contains("[test]"), "{code}: {text}");
+        assert!(
+            text.contains(words) && text.contains("[test]"),
+            "{code}: {text}"
+        );
     }
 }
 
@@ -297,12 +320,20 @@ async fn refused_connection_and_dns_failure_are_transient() {
     drop(l);
     let d = deliver_to(&closed, "2s", 1).await;
     assert_eq!(d.attempts, 2);
-    assert!(d.last.describe().contains("could not connect"), "{}", d.last.describe());
+    assert!(
+        d.last.describe().contains("could not connect"),
+        "{}",
+        d.last.describe()
+    );
     assert!(d.sent.is_empty(), "nothing left the machine");
 
     let d = deliver_to("http://capture.butler-agent.invalid", "3s", 1).await;
     assert_eq!(d.attempts, 2);
-    assert!(matches!(d.last, Attempt::Transient { status: None, .. }), "{:?}", d.last);
+    assert!(
+        matches!(d.last, Attempt::Transient { status: None, .. }),
+        "{:?}",
+        d.last
+    );
     assert!(d.sent.is_empty() || d.last.describe().contains("timed out"));
 }
 
@@ -312,10 +343,17 @@ async fn a_bad_ca_file_is_a_clear_setup_error() {
     let ca = dir.path().join("corp-ca.pem");
     std::fs::write(&ca, "not a certificate").unwrap();
     let env = MapEnv::new([("BUTLER_CA_FILE", ca.to_str().unwrap())]);
-    let err = HttpTransport::new(&config(&env).agent).unwrap_err().to_string();
-    assert!(err.contains("BUTLER_CA_FILE") && err.contains("corp-ca.pem"), "{err}");
+    let err = HttpTransport::new(&config(&env).agent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("BUTLER_CA_FILE") && err.contains("corp-ca.pem"),
+        "{err}"
+    );
     let env = MapEnv::new([("BUTLER_CA_FILE", "/nonexistent/ca.pem")]);
-    let err = HttpTransport::new(&config(&env).agent).unwrap_err().to_string();
+    let err = HttpTransport::new(&config(&env).agent)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot read"), "{err}");
 }
 
@@ -371,7 +409,9 @@ async fn schedule_delivers_audits_and_stops() {
     let rec: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(rec["status"], 200);
     assert_eq!(rec["event"]["uuid"], got["uuid"]);
-    let last = butler_agent::telemetry::state::load(&state).unwrap().unwrap();
+    let last = butler_agent::telemetry::state::load(&state)
+        .unwrap()
+        .unwrap();
     assert_eq!(last.result, "delivered");
     assert_eq!(last.http_status, Some(200));
 
@@ -413,4 +453,87 @@ async fn schedule_opens_no_socket_when_off() {
     stop.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 0);
+}
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The destination goes away for several cycles and comes back: one warning for the whole
+/// outage, a bounded number of tries per cycle, one pending event at most, one recovery line.
+#[tokio::test]
+async fn outage_gives_one_warning_then_one_recovery_line() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let host = format!("http://{addr}");
+    let env = MapEnv::new([
+        ("BUTLER_POSTHOG_HOST", host.as_str()),
+        ("BUTLER_TELEMETRY_RETRIES", "0"),
+    ]);
+    let tree = host_tree();
+    let roots = Roots::at(tree.path());
+    let mut runner = schedule::Runner::new(config(&env));
+    let (_tx, mut rx) = watch::channel(false);
+    for _ in 0..5 {
+        let out = runner
+            .cycle(&env, &roots, &mut rx, HttpTransport::new)
+            .await;
+        assert_eq!(
+            out,
+            schedule::CycleOutcome::Sent {
+                delivered: false,
+                attempts: 1,
+                interrupted: false
+            }
+        );
+        assert_eq!(runner.outbox.len(), 1);
+    }
+    // The sink comes back on the same address.
+    let l = TcpListener::bind(addr).await.unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(sink::serve(l, sink::Output::default(), stop_rx));
+    let out = runner
+        .cycle(&env, &roots, &mut rx, HttpTransport::new)
+        .await;
+    assert_eq!(
+        out,
+        schedule::CycleOutcome::Sent {
+            delivered: true,
+            attempts: 1,
+            interrupted: false
+        }
+    );
+    assert!(runner.outbox.is_empty());
+    stop.send(true).unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("could not connect"), "{text}");
+    let recovered: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("delivered again"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{text}");
+    assert!(recovered[0].contains("after 5 failed cycle(s)"), "{text}");
 }

@@ -339,8 +339,10 @@ pub fn parse_str(
     let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(e, origin, None))?;
     if !tree.is_null() && root.butler.is_none() {
-        return Err(ConfigError::file(origin, "no `Butler:` section at the top level")
-            .with_hint("this does not look like a Butler config file"));
+        return Err(
+            ConfigError::file(origin, "no `Butler:` section at the top level")
+                .with_hint("this does not look like a Butler config file"),
+        );
     }
     let butler = root.butler.unwrap_or_default();
     let keys = ButlerKeys {
@@ -378,8 +380,8 @@ fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> Conf
         "unknown field",
         "expected",
     ]
-        .iter()
-        .any(|p| message.contains(p));
+    .iter()
+    .any(|p| message.contains(p));
     let hint = if type_error && key.is_some() {
         "fix the value, or remove the key to use the default"
     } else {

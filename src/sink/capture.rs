@@ -136,7 +136,9 @@ pub fn decode(body: &[u8], limit: usize) -> Result<String, CaptureError> {
             .read_to_end(&mut out)
             .map_err(|_| CaptureError::RequestDecoding("invalid gzip data".into()))?;
         if out.len() > limit {
-            return Err(CaptureError::TooBig(format!("more than {limit} bytes after gunzip")));
+            return Err(CaptureError::TooBig(format!(
+                "more than {limit} bytes after gunzip"
+            )));
         }
         out
     } else {
@@ -145,7 +147,8 @@ pub fn decode(body: &[u8], limit: usize) -> Result<String, CaptureError> {
         }
         body.to_vec()
     };
-    String::from_utf8(bytes).map_err(|_| CaptureError::RequestDecoding("invalid body encoding".into()))
+    String::from_utf8(bytes)
+        .map_err(|_| CaptureError::RequestDecoding("invalid body encoding".into()))
 }
 
 /// Validates a capture request body and returns its events.
@@ -168,7 +171,9 @@ pub fn accept(body: &[u8], limit: usize) -> Result<Vec<Accepted>, CaptureError> 
             match o.remove("batch") {
                 Some(Value::Array(events)) => (token, events),
                 _ => {
-                    return Err(CaptureError::RequestParsing("batch must be an array".into()));
+                    return Err(CaptureError::RequestParsing(
+                        "batch must be an array".into(),
+                    ));
                 }
             }
         }
@@ -186,7 +191,11 @@ pub fn accept(body: &[u8], limit: usize) -> Result<Vec<Accepted>, CaptureError> 
     for e in events {
         match e {
             Value::Object(o) => objects.push(o),
-            _ => return Err(CaptureError::RequestParsing("an event must be an object".into())),
+            _ => {
+                return Err(CaptureError::RequestParsing(
+                    "an event must be an object".into(),
+                ));
+            }
         }
     }
 
@@ -230,7 +239,9 @@ fn event_token(o: &Map<String, Value>) -> Result<Option<String>, CaptureError> {
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) => return Ok(Some(s.clone())),
             Some(_) => {
-                return Err(CaptureError::RequestParsing(format!("{key} must be a string")));
+                return Err(CaptureError::RequestParsing(format!(
+                    "{key} must be a string"
+                )));
             }
         }
     }
@@ -243,12 +254,18 @@ fn check_event(o: &Map<String, Value>) -> Result<String, CaptureError> {
         Some(Value::String(name)) if name.is_empty() => return Err(CaptureError::MissingEventName),
         Some(Value::String(_)) => {}
         None => return Err(CaptureError::RequestParsing("missing field `event`".into())),
-        Some(_) => return Err(CaptureError::RequestParsing("`event` must be a string".into())),
+        Some(_) => {
+            return Err(CaptureError::RequestParsing(
+                "`event` must be a string".into(),
+            ));
+        }
     }
     match o.get("properties") {
         None | Some(Value::Object(_)) => {}
         Some(_) => {
-            return Err(CaptureError::RequestParsing("`properties` must be an object".into()));
+            return Err(CaptureError::RequestParsing(
+                "`properties` must be an object".into(),
+            ));
         }
     }
     match o.get("uuid") {
@@ -258,7 +275,11 @@ fn check_event(o: &Map<String, Value>) -> Result<String, CaptureError> {
             uuid::Uuid::parse_str(s)
                 .map_err(|e| CaptureError::RequestParsing(format!("invalid uuid: {e}")))?;
         }
-        Some(_) => return Err(CaptureError::RequestParsing("`uuid` must be a string".into())),
+        Some(_) => {
+            return Err(CaptureError::RequestParsing(
+                "`uuid` must be a string".into(),
+            ));
+        }
     }
     match o.get("timestamp") {
         None | Some(Value::Null) => {}
@@ -311,7 +332,9 @@ mod tests {
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].token, KEY);
         assert_eq!(one[0].distinct_id, "abc");
-        let arr = ok(r#"[{"token":"t1","event":"a","distinct_id":"x"},{"token":"t1","event":"b","$distinct_id":"y"}]"#);
+        let arr = ok(
+            r#"[{"token":"t1","event":"a","distinct_id":"x"},{"token":"t1","event":"b","$distinct_id":"y"}]"#,
+        );
         assert_eq!(arr.len(), 2);
         assert_eq!(arr[1].distinct_id, "y");
         let batch = ok(r#"{"api_key":"batched","batch":[{"event":"a","distinct_id":1}]}"#);
@@ -321,7 +344,10 @@ mod tests {
 
     #[test]
     fn token_rules() {
-        assert_eq!(err(r#"{"event":"e","distinct_id":"d"}"#), CaptureError::NoToken);
+        assert_eq!(
+            err(r#"{"event":"e","distinct_id":"d"}"#),
+            CaptureError::NoToken
+        );
         assert_eq!(err(r#"{"event":"e","distinct_id":"d"}"#).status(), 401);
         for (token, why) in [
             ("", "empty"),
@@ -331,32 +357,51 @@ mod tests {
             ("clé", "not_ascii"),
             ("a\\u0000b", "null_byte"),
         ] {
-            let e = err(&format!(r#"{{"api_key":"{token}","event":"e","distinct_id":"d"}}"#));
+            let e = err(&format!(
+                r#"{{"api_key":"{token}","event":"e","distinct_id":"d"}}"#
+            ));
             assert_eq!(e, CaptureError::InvalidToken(why), "{token:?}");
             assert_eq!(e.status(), 403);
             assert_eq!(e.code(), "ingest_key_unknown");
         }
         // Surrounding whitespace is trimmed, as capture does.
-        assert_eq!(ok(r#"{"$token":" phc_x\n","event":"e","distinct_id":"d"}"#)[0].token, "phc_x");
         assert_eq!(
-            err(r#"[{"token":"a","event":"e","distinct_id":"d"},{"token":"b","event":"e","distinct_id":"d"}]"#),
+            ok(r#"{"$token":" phc_x\n","event":"e","distinct_id":"d"}"#)[0].token,
+            "phc_x"
+        );
+        assert_eq!(
+            err(
+                r#"[{"token":"a","event":"e","distinct_id":"d"},{"token":"b","event":"e","distinct_id":"d"}]"#
+            ),
             CaptureError::MultipleTokens
         );
     }
 
     #[test]
     fn event_rules() {
-        assert_eq!(err(r#"{"token":"t","event":"","distinct_id":"d"}"#), CaptureError::MissingEventName);
-        assert_eq!(err(r#"{"token":"t","distinct_id":"d"}"#).code(), "request_parsing_error");
+        assert_eq!(
+            err(r#"{"token":"t","event":"","distinct_id":"d"}"#),
+            CaptureError::MissingEventName
+        );
+        assert_eq!(
+            err(r#"{"token":"t","distinct_id":"d"}"#).code(),
+            "request_parsing_error"
+        );
         for d in [r#""#, r#","distinct_id":null"#, r#","distinct_id":"""#] {
             assert_eq!(
                 err(&format!(r#"{{"token":"t","event":"e"{d}}}"#)),
                 CaptureError::MissingDistinctId
             );
         }
-        let long = ok(&format!(r#"{{"token":"t","event":"e","distinct_id":"{}"}}"#, "z".repeat(222)));
+        let long = ok(&format!(
+            r#"{{"token":"t","event":"e","distinct_id":"{}"}}"#,
+            "z".repeat(222)
+        ));
         assert_eq!(long[0].distinct_id.len(), 200);
-        assert_eq!(ok(r#"{"token":"t","event":"e","properties":{"distinct_id":"p"}}"#)[0].distinct_id, "p");
+        assert_eq!(
+            ok(r#"{"token":"t","event":"e","properties":{"distinct_id":"p"}}"#)[0].distinct_id,
+            "p"
+        );
         assert_eq!(
             err(r#"{"token":"t","event":"e","distinct_id":"d","uuid":"not-a-uuid"}"#).code(),
             "request_parsing_error"
@@ -381,8 +426,14 @@ mod tests {
         // Broken gzip, non-UTF-8, and a bomb that inflates past the limit.
         let mut broken = gz.clone();
         broken.truncate(12);
-        assert_eq!(accept(&broken, EVENT_BODY_LIMIT).unwrap_err().code(), "request_decoding_error");
-        assert_eq!(accept(&[0xff, 0xfe], EVENT_BODY_LIMIT).unwrap_err().code(), "request_decoding_error");
+        assert_eq!(
+            accept(&broken, EVENT_BODY_LIMIT).unwrap_err().code(),
+            "request_decoding_error"
+        );
+        assert_eq!(
+            accept(&[0xff, 0xfe], EVENT_BODY_LIMIT).unwrap_err().code(),
+            "request_decoding_error"
+        );
         let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         bomb.write_all(&vec![b' '; 3 * 1024 * 1024]).unwrap();
         let bomb = bomb.finish().unwrap();

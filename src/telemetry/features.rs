@@ -70,7 +70,10 @@ const SIMPLE: &[Simple] = &[
         "feature_apiButlerPing",
         "restServerEndpointsEnable.butlerping",
     ),
-    v("feature_apiCreateDir", "restServerEndpointsEnable.createDir"),
+    v(
+        "feature_apiCreateDir",
+        "restServerEndpointsEnable.createDir",
+    ),
     v(
         "feature_apiCreateDirQvd",
         "restServerEndpointsEnable.createDirQVD",

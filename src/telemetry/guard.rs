@@ -318,7 +318,9 @@ fn skeleton(v: &Value) -> String {
         match v {
             Value::String(_) => Value::String(String::new()),
             Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
-            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), strip(v))).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), strip(v))).collect())
+            }
             other => other.clone(),
         }
     }

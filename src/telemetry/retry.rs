@@ -83,14 +83,20 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Attempt {
 pub fn status_reason(status: u16) -> &'static str {
     match status {
         400 => "the destination refused the event as malformed (not retried)",
-        401 => "the destination wants a project key: check posthogKey / BUTLER_POSTHOG_KEY (not retried)",
+        401 => {
+            "the destination wants a project key: check posthogKey / BUTLER_POSTHOG_KEY (not retried)"
+        }
         403 => "the project key is wrong: check posthogKey / BUTLER_POSTHOG_KEY (not retried)",
-        404 => "no capture endpoint at this address: check posthogHost / BUTLER_POSTHOG_HOST (not retried)",
+        404 => {
+            "no capture endpoint at this address: check posthogHost / BUTLER_POSTHOG_HOST (not retried)"
+        }
         408 => "the destination timed out reading the request",
         413 => "the destination refused the event as too large (not retried)",
         429 => "rate limited by the destination",
         500..=599 => "the destination had a server error",
-        300..=399 => "the destination redirected; point posthogHost at the final address (not retried)",
+        300..=399 => {
+            "the destination redirected; point posthogHost at the final address (not retried)"
+        }
         _ => "unexpected answer from the destination (not retried)",
     }
 }
@@ -260,13 +266,22 @@ mod tests {
     #[test]
     fn classes_follow_posthog_capture() {
         for s in [200, 201, 204] {
-            assert!(matches!(classify_status(s, None), Attempt::Delivered { .. }), "{s}");
+            assert!(
+                matches!(classify_status(s, None), Attempt::Delivered { .. }),
+                "{s}"
+            );
         }
         for s in [408, 429, 500, 502, 503, 504] {
-            assert!(matches!(classify_status(s, None), Attempt::Transient { .. }), "{s}");
+            assert!(
+                matches!(classify_status(s, None), Attempt::Transient { .. }),
+                "{s}"
+            );
         }
         for s in [301, 400, 401, 403, 404, 413, 422] {
-            assert!(matches!(classify_status(s, None), Attempt::Rejected { .. }), "{s}");
+            assert!(
+                matches!(classify_status(s, None), Attempt::Rejected { .. }),
+                "{s}"
+            );
         }
         assert!(status_reason(401).contains("BUTLER_POSTHOG_KEY"));
         assert!(status_reason(403).contains("key is wrong"));
@@ -304,7 +319,10 @@ mod tests {
     fn bounded_number_of_retries() {
         let p = RetryPolicy::new(3);
         for done in 0..3 {
-            assert!(matches!(next(&p, done, &transient(), 0.0), Next::RetryAfter(_)));
+            assert!(matches!(
+                next(&p, done, &transient(), 0.0),
+                Next::RetryAfter(_)
+            ));
         }
         assert_eq!(
             next(&p, 3, &transient(), 0.0),
@@ -321,7 +339,10 @@ mod tests {
     fn retry_after_replaces_backoff_and_is_bounded() {
         let p = RetryPolicy::new(5);
         let a = classify_status(429, Some(Duration::from_secs(7)));
-        assert_eq!(next(&p, 0, &a, 0.9), Next::RetryAfter(Duration::from_secs(7)));
+        assert_eq!(
+            next(&p, 0, &a, 0.9),
+            Next::RetryAfter(Duration::from_secs(7))
+        );
         let long = classify_status(503, Some(Duration::from_secs(24 * 3600)));
         assert_eq!(
             next(&p, 0, &long, 0.0),
@@ -332,7 +353,10 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_http_date() {
         let now = humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now),
             Some(Duration::from_secs(90))
@@ -342,7 +366,14 @@ mod tests {
             parse_retry_after("Wed, 31 Dec 2025 23:00:00 GMT", now),
             Some(Duration::ZERO)
         );
-        for bad in ["", "-5", "soon", "Thu, 01 Jan 2026 00:01:30 CET", "1.5", "Thu, 32 Foo 2026 00:00:00 GMT"] {
+        for bad in [
+            "",
+            "-5",
+            "soon",
+            "Thu, 01 Jan 2026 00:01:30 CET",
+            "1.5",
+            "Thu, 32 Foo 2026 00:00:00 GMT",
+        ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
     }
@@ -360,7 +391,9 @@ mod tests {
         assert_eq!(s.failed(true), None);
         assert_eq!(
             s.delivered(),
-            Some(StreakLog::Recovered { failed_cycles: 1003 })
+            Some(StreakLog::Recovered {
+                failed_cycles: 1003
+            })
         );
         assert_eq!(s.delivered(), None);
         assert_eq!(s.failed(false), Some(StreakLog::Warn));

@@ -275,10 +275,7 @@ impl Runner {
                 Some(StreakLog::Recovered { failed_cycles }) => tracing::info!(
                     "telemetry: delivered again to {destination} after {failed_cycles} failed cycle(s)"
                 ),
-                _ => tracing::info!(
-                    "telemetry: {} to {destination}",
-                    delivery.last.describe()
-                ),
+                _ => tracing::info!("telemetry: {} to {destination}", delivery.last.describe()),
             }
         } else if !delivery.interrupted {
             let rejected = delivery.gave_up == Some(GiveUpReason::Rejected);
@@ -333,8 +330,7 @@ pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    let event =
-        super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
+    let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
     let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
     let known = guard::Known::gather(cfg, roots, env);
     guard::check(&text, &known).map_err(PrepareError::Refused)?;
@@ -347,7 +343,10 @@ pub fn record(settings: &AgentSettings, destination: &str, d: &Delivery, body: &
         for (time, attempt) in &d.sent {
             let line = audit::line(*time, destination, attempt, body);
             if let Err(e) = audit::append(path, settings.audit_log_max_bytes, &line) {
-                tracing::warn!("telemetry: cannot write the audit log {}: {e}", path.display());
+                tracing::warn!(
+                    "telemetry: cannot write the audit log {}: {e}",
+                    path.display()
+                );
             }
         }
     }

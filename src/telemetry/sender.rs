@@ -394,7 +394,10 @@ mod tests {
             assert_eq!(gaps.len(), 3);
             for (i, gap) in gaps.iter().enumerate() {
                 let full = policy.base_delay * 2u32.pow(i as u32);
-                assert!(*gap >= full / 2 && *gap < full, "{status:?} gap {i}: {gap:?}");
+                assert!(
+                    *gap >= full / 2 && *gap < full,
+                    "{status:?} gap {i}: {gap:?}"
+                );
             }
             assert!(t.bodies.lock().unwrap().iter().all(|b| *b == body));
         }
@@ -422,7 +425,10 @@ mod tests {
         let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
         assert!(d.delivered());
         assert_eq!(d.attempts, 3);
-        assert_eq!(t.gaps(), vec![Duration::from_secs(42), Duration::from_secs(7)]);
+        assert_eq!(
+            t.gaps(),
+            vec![Duration::from_secs(42), Duration::from_secs(7)]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -438,17 +444,30 @@ mod tests {
         let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
         assert!(d.interrupted);
         assert_eq!(d.attempts, 1);
-        assert_eq!(tokio::time::Instant::now() - start, Duration::from_millis(500));
+        assert_eq!(
+            tokio::time::Instant::now() - start,
+            Duration::from_millis(500)
+        );
         drop(stopper.await);
     }
 
     #[test]
     fn urls_and_headers() {
-        assert_eq!(capture_url("https://eu.i.posthog.com"), "https://eu.i.posthog.com/i/v0/e/");
-        assert_eq!(capture_url("http://127.0.0.1:1/"), "http://127.0.0.1:1/i/v0/e/");
-        assert_eq!(user_agent(), format!("butler-agent/{}", env!("CARGO_PKG_VERSION")));
         assert_eq!(
-            posthog_error_code(br#"{"status":403,"code":"ingest_key_unknown","error":"x"}"#).as_deref(),
+            capture_url("https://eu.i.posthog.com"),
+            "https://eu.i.posthog.com/i/v0/e/"
+        );
+        assert_eq!(
+            capture_url("http://127.0.0.1:1/"),
+            "http://127.0.0.1:1/i/v0/e/"
+        );
+        assert_eq!(
+            user_agent(),
+            format!("butler-agent/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            posthog_error_code(br#"{"status":403,"code":"ingest_key_unknown","error":"x"}"#)
+                .as_deref(),
             Some("ingest_key_unknown")
         );
         assert_eq!(posthog_error_code(b"<html>"), None);

@@ -85,7 +85,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = dir.path().join("state");
         assert_eq!(load(&sd), Ok(None));
-        let rec = LastAttempt::new(SystemTime::now(), "delivered", Some(200), "ok".into(), 1, "d");
+        let rec = LastAttempt::new(
+            SystemTime::now(),
+            "delivered",
+            Some(200),
+            "ok".into(),
+            1,
+            "d",
+        );
         save(&sd, &rec).unwrap();
         assert_eq!(load(&sd), Ok(Some(rec)));
         std::fs::write(path(&sd), "{").unwrap();

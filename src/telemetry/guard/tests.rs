@@ -22,7 +22,11 @@ fn planted_host() -> tempfile::TempDir {
     write(r, "host/etc/hostname", "qlik-prod-node7.corp.example\n");
     write(r, "etc/hostname", "sense-butler-01\n");
     write(r, "proc/sys/kernel/hostname", "sense-butler-01\n");
-    write(r, "host/etc/machine-id", "8a2f7c0e5b3d4e6f9a1b2c3d4e5f6a7b\n");
+    write(
+        r,
+        "host/etc/machine-id",
+        "8a2f7c0e5b3d4e6f9a1b2c3d4e5f6a7b\n",
+    );
     write(r, "sys/class/net/eth0/address", "02:42:ac:11:00:02\n");
     write(r, "sys/class/net/lo/address", "00:00:00:00:00:00\n");
     write(
@@ -87,10 +91,12 @@ fn gathers_every_kind_from_the_host_tree() {
     assert!(has(&Kind::IpAddress, "fe80::42:acff:fe11:2"));
     assert!(has(&Kind::ContainerId, CONTAINER_ID));
     assert!(has(&Kind::ContainerId, &CONTAINER_ID[..12]));
-    assert!(has(
-        &Kind::ConfigValue("Butler.configQRS.host".into()),
-        cfg.butler.qrs_host.as_deref().unwrap()
-    ) || has(&Kind::QrsHost, cfg.butler.qrs_host.as_deref().unwrap()));
+    assert!(
+        has(
+            &Kind::ConfigValue("Butler.configQRS.host".into()),
+            cfg.butler.qrs_host.as_deref().unwrap()
+        ) || has(&Kind::QrsHost, cfg.butler.qrs_host.as_deref().unwrap())
+    );
     // Loopback, broadcast and the all-zero MAC identify nothing and are not collected.
     assert!(!has(&Kind::IpAddress, "127.0.0.1"));
     assert!(!has(&Kind::IpAddress, "10.20.30.255"));
@@ -233,18 +239,27 @@ fn json_escaped_values_are_found() {
 
 #[test]
 fn parsers() {
-    assert_eq!(parse_mac("02:42:AC:11:00:02\n").as_deref(), Some("02:42:ac:11:00:02"));
+    assert_eq!(
+        parse_mac("02:42:AC:11:00:02\n").as_deref(),
+        Some("02:42:ac:11:00:02")
+    );
     assert_eq!(parse_mac("00:00:00:00:00:00"), None);
     assert_eq!(parse_mac("garbage"), None);
     assert_eq!(parse_mac(""), None);
-    assert_eq!(parse_fib_trie_local("|-- 1.2.3.4\n/32 host LOCAL\n"), vec![Ipv4Addr::new(1, 2, 3, 4)]);
+    assert_eq!(
+        parse_fib_trie_local("|-- 1.2.3.4\n/32 host LOCAL\n"),
+        vec![Ipv4Addr::new(1, 2, 3, 4)]
+    );
     assert!(parse_fib_trie_local("/32 host LOCAL\n|-- x\n").is_empty());
     assert_eq!(
         parse_if_inet6("20010db8000000000000000000000001 02 40 00 80 eth0\nshort 1\n"),
         vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]
     );
     let cg = format!("0::/system.slice/docker-{CONTAINER_ID}.scope\n");
-    assert_eq!(container_ids_in(&cg).into_iter().collect::<Vec<_>>(), vec![CONTAINER_ID.to_string()]);
+    assert_eq!(
+        container_ids_in(&cg).into_iter().collect::<Vec<_>>(),
+        vec![CONTAINER_ID.to_string()]
+    );
     // 63 or 65 hex digits are not container IDs.
     assert!(container_ids_in(&"a".repeat(63)).is_empty());
     assert!(container_ids_in(&"a".repeat(65)).is_empty());

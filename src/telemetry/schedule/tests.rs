@@ -75,9 +75,14 @@ async fn off_builds_no_client_and_sends_nothing() {
         let mut runner = Runner::new(defaults(&MapEnv::default()));
         let (_tx, mut rx) = watch::channel(false);
         let outcome = runner
-            .cycle(&env, &Roots::at("/nonexistent"), &mut rx, |_| -> Result<Down<'_>, _> {
-                panic!("a client was built although telemetry is off")
-            })
+            .cycle(
+                &env,
+                &Roots::at("/nonexistent"),
+                &mut rx,
+                |_| -> Result<Down<'_>, _> {
+                    panic!("a client was built although telemetry is off")
+                },
+            )
             .await;
         assert_eq!(outcome, CycleOutcome::Off);
         assert!(runner.outbox.is_empty());
@@ -112,14 +117,20 @@ async fn refused_events_are_never_handed_to_the_transport() {
     std::fs::write(dir.path().join("etc/os-release"), "NAME=\"Plantedix\"\n").unwrap();
     let file = dir.path().join("c.yaml");
     std::fs::write(&file, "Butler:\n  someSecret: Plantedix\n").unwrap();
-    let env = MapEnv::new([("BUTLER_STATE_DIR", dir.path().join("state").to_str().unwrap())]);
+    let env = MapEnv::new([(
+        "BUTLER_STATE_DIR",
+        dir.path().join("state").to_str().unwrap(),
+    )]);
     let cfg = config::load(ConfigSource::Flag(file), &env).unwrap();
     let mut runner = Runner::new(cfg);
     let (_tx, mut rx) = watch::channel(false);
     let outcome = runner
-        .cycle(&env, &Roots::at(dir.path()), &mut rx, |_| -> Result<Down<'_>, _> {
-            panic!("a refused event reached the transport")
-        })
+        .cycle(
+            &env,
+            &Roots::at(dir.path()),
+            &mut rx,
+            |_| -> Result<Down<'_>, _> { panic!("a refused event reached the transport") },
+        )
         .await;
     assert_eq!(
         outcome,
