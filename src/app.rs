@@ -76,6 +76,7 @@ fn dispatch(cli: Cli, env: &dyn Env) -> Result<i32, ConfigError> {
         }
         Command::Sink(args) => Ok(sink(args)),
         Command::Run => {
+            load_config(&cli, env)?;
             eprintln!("butler-agent: this command is not built yet");
             Ok(EXIT_FAILURE)
         }
