@@ -146,7 +146,12 @@ fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<i32, ConfigEr
             (Some(_), None) => println!("last attempt: none yet"),
             (Some(_), Some(l)) => {
                 println!("last attempt: {}", l.time);
-                println!("result:       {}: {}", l.result, l.detail);
+                println!(
+                    "result:       {} ({} {})",
+                    l.detail,
+                    l.attempts,
+                    if l.attempts == 1 { "try" } else { "tries" }
+                );
             }
         }
     }

@@ -39,6 +39,9 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 
 /// Appends one line, rotating first when the file would pass `max_bytes`.
 pub fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let add = line.len() as u64 + 1;
     if size > 0 && size + add > max_bytes {
@@ -88,7 +91,7 @@ mod tests {
     #[test]
     fn rotates_at_the_limit_keeping_one_old_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
+        let path = dir.path().join("logs/audit.jsonl");
         let record = "x".repeat(99); // 100 bytes with the newline
         for _ in 0..25 {
             append(&path, 1000, &record).unwrap();
@@ -98,7 +101,10 @@ mod tests {
         assert_eq!(size(&rotated_path(&path)), 1000);
         assert_eq!(size(&path), 500);
         // No .2: only one old file is kept.
-        assert!(!dir.path().join("audit.jsonl.1.1").exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert!(!dir.path().join("logs/audit.jsonl.1.1").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("logs")).unwrap().count(),
+            2
+        );
     }
 }
