@@ -66,7 +66,9 @@ fn start_sink(out: Option<&std::path::Path>) -> Sink {
 /// `butler-agent telemetry send` with a clean environment plus `vars`.
 fn send(vars: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(["telemetry", "send"]).env_clear().env("NO_COLOR", "1");
+    cmd.args(["telemetry", "send"])
+        .env_clear()
+        .env("NO_COLOR", "1");
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -140,7 +142,10 @@ fn send_delivers_to_the_sink_which_prints_and_appends() {
         .output()
         .unwrap();
     let t = String::from_utf8_lossy(&st.stdout);
-    assert!(t.contains("last attempt:") && t.contains("delivered"), "{t}");
+    assert!(
+        t.contains("last attempt:") && t.contains("delivered"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -148,7 +153,10 @@ fn send_fails_with_exit_1_when_nothing_listens() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let host = format!("http://{}", l.local_addr().unwrap());
     drop(l);
-    let o = send(&[("BUTLER_POSTHOG_HOST", &host), ("BUTLER_TELEMETRY_TIMEOUT", "2s")]);
+    let o = send(&[
+        ("BUTLER_POSTHOG_HOST", &host),
+        ("BUTLER_TELEMETRY_TIMEOUT", "2s"),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("could not connect"), "{}", text(&o));
 }
@@ -186,7 +194,11 @@ fn off_opens_no_socket() {
         all.push(("HTTP_PROXY", &host));
         let o = send(&all);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        assert!(text(&o).contains("not sent: telemetry is off"), "{}", text(&o));
+        assert!(
+            text(&o).contains("not sent: telemetry is off"),
+            "{}",
+            text(&o)
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(count.load(Ordering::SeqCst), 0);
@@ -226,10 +238,13 @@ fn proxy(upstream: Option<String>) -> (String, Arc<Mutex<Vec<String>>>) {
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
                 })
                 .unwrap_or(0);
-            let head_len = rewritten.find("\r\n\r\n").map_or(rewritten.len(), |i| i + 4);
+            let head_len = rewritten
+                .find("\r\n\r\n")
+                .map_or(rewritten.len(), |i| i + 4);
             let mut body = rewritten.as_bytes()[head_len..].to_vec();
             while body.len() < len {
                 match s.read(&mut buf) {
@@ -263,7 +278,10 @@ fn https_proxy_is_used_with_connect() {
     let (paddr, seen) = proxy(None);
     // A name that cannot resolve: only the proxy can have been asked for it.
     let o = send(&[
-        ("BUTLER_POSTHOG_HOST", "https://capture.butler-agent.invalid"),
+        (
+            "BUTLER_POSTHOG_HOST",
+            "https://capture.butler-agent.invalid",
+        ),
         ("HTTPS_PROXY", &format!("http://{paddr}")),
         ("BUTLER_TELEMETRY_TIMEOUT", "5s"),
     ]);
@@ -328,8 +346,22 @@ fn post(path: &str, body: &str) -> String {
 fn sink_answers_as_posthog_does() {
     let sink = start_sink(None);
     let a = sink.addr.as_str();
-    assert_eq!(http(a, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 200);
-    assert_eq!(http(a, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 404);
+    assert_eq!(
+        http(
+            a,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            a,
+            "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        404
+    );
     let good = r#"{"api_key":"phc_x","event":"e","distinct_id":"d"}"#;
     for path in ["/i/v0/e/", "/i/v0/e", "/e/", "/capture/", "/batch/"] {
         let body = if path == "/batch/" {
@@ -338,14 +370,34 @@ fn sink_answers_as_posthog_does() {
             good.to_string()
         };
         let (status, body) = http(a, &post(path, &body));
-        assert_eq!((status, body.as_str()), (200, r#"{"status":"Ok"}"#), "{path}");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"status":"Ok"}"#),
+            "{path}"
+        );
     }
     let cases = [
-        (r#"{"event":"e","distinct_id":"d"}"#, 401, "ingest_key_required"),
-        (r#"{"api_key":"phx_personal","event":"e","distinct_id":"d"}"#, 403, "ingest_key_unknown"),
-        (r#"{"api_key":"k","event":"","distinct_id":"d"}"#, 400, "missing_event_name"),
+        (
+            r#"{"event":"e","distinct_id":"d"}"#,
+            401,
+            "ingest_key_required",
+        ),
+        (
+            r#"{"api_key":"phx_personal","event":"e","distinct_id":"d"}"#,
+            403,
+            "ingest_key_unknown",
+        ),
+        (
+            r#"{"api_key":"k","event":"","distinct_id":"d"}"#,
+            400,
+            "missing_event_name",
+        ),
         (r#"{"api_key":"k","event":"e"}"#, 400, "missing_distinct_id"),
-        (r#"{"api_key":"k","event":"e","distinct_id":"d","uuid":"x"}"#, 400, "request_parsing_error"),
+        (
+            r#"{"api_key":"k","event":"e","distinct_id":"d","uuid":"x"}"#,
+            400,
+            "request_parsing_error",
+        ),
         ("{", 400, "request_parsing_error"),
     ];
     for (body, status, code) in cases {
@@ -372,7 +424,13 @@ fn sink_answers_as_posthog_does() {
 #[test]
 fn sink_refuses_a_bad_listen_address_or_out_file() {
     let o = Command::new(BIN)
-        .args(["sink", "--listen", "127.0.0.1:0", "--out", "/nonexistent/dir/x.jsonl"])
+        .args([
+            "sink",
+            "--listen",
+            "127.0.0.1:0",
+            "--out",
+            "/nonexistent/dir/x.jsonl",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
