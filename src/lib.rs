@@ -4,7 +4,9 @@
 //! - [`config`]: Butler's YAML file, the agent's own settings, the environment.
 //! - [`host`]: where the agent runs (OS, VM, container), read below one root path.
 //! - [`instance_id`]: the anonymous, stable instance ID.
-//! - [`telemetry`]: feature flags, the event, the opt-out decision.
+//! - [`telemetry`]: feature flags, the event, the opt-out decision, and delivery (privacy
+//!   guard, sender with retries, schedule, audit log, state file).
+//! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
 //! - [`cli`] and [`app`]: the command line and the edge that turns errors into exit codes.
 
 pub mod app;
@@ -12,4 +14,5 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod instance_id;
+pub mod sink;
 pub mod telemetry;

@@ -1,8 +1,15 @@
-//! Telemetry: feature flags, the event, the opt-out decision.
+//! Telemetry: feature flags, the event, the opt-out decision, and its delivery (privacy
+//! guard, sender with retries, schedule, audit log, state file).
 
+pub mod audit;
 pub mod features;
+pub mod guard;
 pub mod optout;
 pub mod payload;
+pub mod retry;
+pub mod schedule;
+pub mod sender;
+pub mod state;
 
 use std::time::SystemTime;
 

@@ -1,0 +1,266 @@
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::*;
+use crate::config::{self, ConfigSource, MapEnv};
+use crate::telemetry;
+
+const TEMPLATE: &str = "../shared/fixtures/butler-production-template.yaml";
+const CONTAINER_ID: &str = "4f3c2b1a09e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2";
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A host tree with one planted value of every kind.
+fn planted_host() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    // The host's /etc is mounted at /host/etc; our own /etc is the container's.
+    write(r, "host/etc/hostname", "qlik-prod-node7.corp.example\n");
+    write(r, "etc/hostname", "sense-butler-01\n");
+    write(r, "proc/sys/kernel/hostname", "sense-butler-01\n");
+    write(
+        r,
+        "host/etc/machine-id",
+        "8a2f7c0e5b3d4e6f9a1b2c3d4e5f6a7b\n",
+    );
+    write(r, "sys/class/net/eth0/address", "02:42:ac:11:00:02\n");
+    write(r, "sys/class/net/lo/address", "00:00:00:00:00:00\n");
+    write(
+        r,
+        "proc/net/fib_trie",
+        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     \
+         +-- 127.0.0.0/8 2 0 2\n        |-- 127.0.0.1\n           /32 host LOCAL\n     \
+         |-- 10.20.30.40\n        /32 host LOCAL\n     |-- 10.20.30.255\n        /32 link BROADCAST\n",
+    );
+    write(
+        r,
+        "proc/net/if_inet6",
+        "00000000000000000000000000000001 01 80 10 80       lo\n\
+         fe800000000000000042acfffe110002 02 40 20 80     eth0\n",
+    );
+    write(
+        r,
+        "proc/self/mountinfo",
+        &format!(
+            "1 0 0:1 / / rw - overlay overlay rw\n\
+             2 1 8:1 /var/lib/docker/containers/{CONTAINER_ID}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+        ),
+    );
+    dir
+}
+
+fn roots(host: &tempfile::TempDir) -> Roots {
+    Roots {
+        etc: host.path().join("host/etc"),
+        ..Roots::at(host.path())
+    }
+}
+
+fn template_config(env: &MapEnv) -> LoadedConfig {
+    config::load(ConfigSource::Flag(TEMPLATE.into()), env).expect("the template loads")
+}
+
+fn event_body(cfg: &LoadedConfig, roots: &Roots) -> Value {
+    let snap = telemetry::gather(cfg, roots);
+    telemetry::event(cfg, &snap, SystemTime::now()).expect("random source available")
+}
+
+#[test]
+fn gathers_every_kind_from_the_host_tree() {
+    let host = planted_host();
+    let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
+    let cfg = template_config(&env);
+    let known = Known::gather(&cfg, &roots(&host), &env);
+    let has = |kind: &Kind, v: &str| {
+        known
+            .identifiers
+            .iter()
+            .any(|i| &i.kind == kind && (i.value == v || i.alternates.iter().any(|a| a == v)))
+    };
+    assert!(has(&Kind::HostName, "qlik-prod-node7.corp.example"));
+    assert!(has(&Kind::ContainerHostName, "sense-butler-01"));
+    assert!(has(&Kind::HostName, "butler-agent-pod-xyz"));
+    assert!(has(&Kind::MachineId, "8a2f7c0e5b3d4e6f9a1b2c3d4e5f6a7b"));
+    assert!(has(&Kind::MacAddress, "02:42:ac:11:00:02"));
+    assert!(has(&Kind::MacAddress, "0242ac110002"));
+    assert!(has(&Kind::IpAddress, "10.20.30.40"));
+    assert!(has(&Kind::IpAddress, "fe80::42:acff:fe11:2"));
+    assert!(has(&Kind::ContainerId, CONTAINER_ID));
+    assert!(has(&Kind::ContainerId, &CONTAINER_ID[..12]));
+    assert!(
+        has(
+            &Kind::ConfigValue("Butler.configQRS.host".into()),
+            cfg.butler.qrs_host.as_deref().unwrap()
+        ) || has(&Kind::QrsHost, cfg.butler.qrs_host.as_deref().unwrap())
+    );
+    // Loopback, broadcast and the all-zero MAC identify nothing and are not collected.
+    assert!(!has(&Kind::IpAddress, "127.0.0.1"));
+    assert!(!has(&Kind::IpAddress, "10.20.30.255"));
+    assert!(!has(&Kind::IpAddress, "::1"));
+    assert!(!has(&Kind::MacAddress, "00:00:00:00:00:00"));
+}
+
+#[test]
+fn the_real_event_from_the_template_passes() {
+    let host = planted_host();
+    let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
+    let cfg = template_config(&env);
+    let roots = roots(&host);
+    let known = Known::gather(&cfg, &roots, &env);
+    for _ in 0..20 {
+        // Fresh uuid and timestamp each time: a chance match would show up as a flaky failure.
+        let body = serde_json::to_string(&event_body(&cfg, &roots)).unwrap();
+        check(&body, &known).expect("the genuine event carries nothing identifying");
+    }
+}
+
+/// Plants each known value into a string field of the genuine event and expects a refusal
+/// naming its kind.
+#[test]
+fn refuses_each_planted_value_and_names_its_kind() {
+    let host = planted_host();
+    let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
+    let mut cfg = template_config(&env);
+    cfg.tree["Butler"]["mqttConfig"]["brokerPassword"] = "s3cr3t-Pa55".into();
+    let roots = roots(&host);
+    let known = Known::gather(&cfg, &roots, &env);
+    let cases: Vec<(&str, Kind)> = vec![
+        ("qlik-prod-node7.corp.example", Kind::HostName),
+        ("QLIK-PROD-NODE7.corp.example", Kind::HostName),
+        ("sense-butler-01", Kind::ContainerHostName),
+        ("8a2f7c0e5b3d4e6f9a1b2c3d4e5f6a7b", Kind::MachineId),
+        ("02:42:AC:11:00:02", Kind::MacAddress),
+        ("02-42-ac-11-00-02", Kind::MacAddress),
+        ("10.20.30.40", Kind::IpAddress),
+        ("fe80::42:acff:fe11:2", Kind::IpAddress),
+        (CONTAINER_ID, Kind::ContainerId),
+        (&CONTAINER_ID[..12], Kind::ContainerId),
+        (
+            "s3cr3t-Pa55",
+            Kind::ConfigValue("Butler.mqttConfig.brokerPassword".into()),
+        ),
+    ];
+    for (planted, kind) in cases {
+        let mut ev = event_body(&cfg, &roots);
+        ev["properties"]["system_distro"] = format!("Ubuntu ({planted})").into();
+        let body = serde_json::to_string(&ev).unwrap();
+        let err = check(&body, &known).expect_err(planted);
+        assert_eq!(err.kind, kind, "planted {planted}");
+        // The message names the kind, never the value.
+        assert!(!err.to_string().contains(planted), "{err}");
+    }
+}
+
+#[test]
+fn qrs_host_is_refused_even_when_not_in_the_tree() {
+    let mut known = Known::default();
+    known.push(Kind::QrsHost, "qrs.internal.example");
+    let body = r#"{"event":"telemetry sent","properties":{"x":"qrs.internal.example"}}"#;
+    assert_eq!(check(body, &known).unwrap_err().kind, Kind::QrsHost);
+}
+
+#[test]
+fn hex_identifiers_are_found_inside_the_id_fields() {
+    // An ID derivation that leaked the machine-id into distinct_id must be caught, although
+    // the ID fields are blanked for short values.
+    let mut known = Known::default();
+    let mid = "8a2f7c0e5b3d4e6f9a1b2c3d4e5f6a7b";
+    known.push(Kind::MachineId, mid);
+    let body = format!(r#"{{"distinct_id":"{mid}{mid}","properties":{{}}}}"#);
+    assert_eq!(check(&body, &known).unwrap_err().kind, Kind::MachineId);
+}
+
+#[test]
+fn exemption_rule() {
+    let mut known = Known {
+        fixed_words: fixed_words("phc_testkey_0123456789"),
+        ..Known::default()
+    };
+    let word = |k: &mut Known, v: &str| k.push(Kind::ConfigValue(format!("Butler.{v}")), v);
+    // Fixed vocabulary values, keys of the event, booleans, short strings, the project key.
+    for v in [
+        "butler",
+        "Linux",
+        "telemetry sent",
+        "butler-agent",
+        "true",
+        "false",
+        "null",
+        "system",
+        "enabledFeatures",
+        "feature",
+        "x64",
+        "en",
+        "phc_testkey_0123456789",
+    ] {
+        word(&mut known, v);
+    }
+    // A 4-digit year and a hex word would match the timestamp and uuid by chance: blanked.
+    word(&mut known, "2026");
+    word(&mut known, "beef");
+    let body = serde_json::json!({
+        "api_key": "phc_testkey_0123456789",
+        "event": "telemetry sent",
+        "distinct_id": "ab".repeat(32),
+        "uuid": "019b6f4e-beef-7000-8000-2026beef2026",
+        "timestamp": "2026-05-01T12:00:00.000Z",
+        "properties": {
+            "service": "butler",
+            "system_platform": "linux",
+            "system_arch": "x64",
+            "$lib": "butler-agent",
+            "system_isRunningInDocker": true,
+            "telemetry_json": {"system": {"id": "ab".repeat(32)}, "enabledFeatures": {"feature": {"x": null}}},
+            "feature_x": false
+        }
+    })
+    .to_string();
+    check(&body, &known).expect("no exempt value blocks the event");
+
+    // But the same short-ish value in a free-text field is found.
+    let leaky = body.replace("\"linux\"", "\"linux 2026\"");
+    assert_eq!(
+        check(&leaky, &known).unwrap_err().kind,
+        Kind::ConfigValue("Butler.2026".into())
+    );
+}
+
+#[test]
+fn json_escaped_values_are_found() {
+    let mut known = Known::default();
+    known.push(Kind::ConfigValue("Butler.pw".into()), "pa\"ss\\word");
+    let body = serde_json::json!({"properties": {"x": "pa\"ss\\word"}}).to_string();
+    assert!(check(&body, &known).is_err());
+}
+
+#[test]
+fn parsers() {
+    assert_eq!(
+        parse_mac("02:42:AC:11:00:02\n").as_deref(),
+        Some("02:42:ac:11:00:02")
+    );
+    assert_eq!(parse_mac("00:00:00:00:00:00"), None);
+    assert_eq!(parse_mac("garbage"), None);
+    assert_eq!(parse_mac(""), None);
+    assert_eq!(
+        parse_fib_trie_local("|-- 1.2.3.4\n/32 host LOCAL\n"),
+        vec![Ipv4Addr::new(1, 2, 3, 4)]
+    );
+    assert!(parse_fib_trie_local("/32 host LOCAL\n|-- x\n").is_empty());
+    assert_eq!(
+        parse_if_inet6("20010db8000000000000000000000001 02 40 00 80 eth0\nshort 1\n"),
+        vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]
+    );
+    let cg = format!("0::/system.slice/docker-{CONTAINER_ID}.scope\n");
+    assert_eq!(
+        container_ids_in(&cg).into_iter().collect::<Vec<_>>(),
+        vec![CONTAINER_ID.to_string()]
+    );
+    // 63 or 65 hex digits are not container IDs.
+    assert!(container_ids_in(&"a".repeat(63)).is_empty());
+    assert!(container_ids_in(&"a".repeat(65)).is_empty());
+}

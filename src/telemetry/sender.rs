@@ -1,0 +1,484 @@
+//! Sending the event: one HTTP POST to PostHog's capture endpoint, and the retry loop.
+//!
+//! The transport is a direct reqwest call rather than the posthog-rs client: the event is a
+//! single pre-built JSON body, and the agent needs to own what posthog-rs decides for its
+//! users — the exact bytes (so the privacy guard checks what is sent and a retry resends the
+//! same `uuid`), which statuses are retried, the timeout, the proxy and CA settings. reqwest
+//! with rustls and bundled roots is already in the binary for that.
+//!
+//! [`Transport`] is the seam: [`HttpTransport`] talks to the network; tests drive [`deliver`]
+//! with a scripted transport under tokio's paused clock to check retry counts and spacing.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
+use crate::config::AgentSettings;
+use crate::telemetry::payload;
+
+/// PostHog's single-event capture path (`rust/capture/src/router.rs`).
+pub const CAPTURE_PATH: &str = "/i/v0/e/";
+/// Connecting should be quick; a slow connect is usually a firewall dropping packets.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Of an error answer only the start is kept, for the log line.
+const MAX_ERROR_BODY: usize = 4 * 1024;
+
+/// The capture URL for a configured host.
+pub fn capture_url(posthog_host: &str) -> String {
+    format!("{}{CAPTURE_PATH}", posthog_host.trim_end_matches('/'))
+}
+
+/// The `User-Agent` header: which client sent the event.
+pub fn user_agent() -> String {
+    format!("{}/{}", payload::LIB, payload::VERSION)
+}
+
+/// One attempt's result, plus whether the body may have left the machine (for the audit log:
+/// a refused connection sent nothing; a timeout after connecting may have sent it all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tried {
+    pub attempt: Attempt,
+    pub body_may_have_left: bool,
+}
+
+/// Sends one body once.
+pub trait Transport {
+    fn send(&self, body: &Bytes) -> impl Future<Output = Tried> + Send;
+    /// Where it sends to, for messages.
+    fn destination(&self) -> &str;
+}
+
+/// Why the HTTP client could not be built (a setting, not the network).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// The real transport: reqwest over rustls, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+/// (reqwest reads them), extra roots from the CA file setting.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl HttpTransport {
+    pub fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
+        let url = capture_url(&settings.posthog_host);
+        reqwest::Url::parse(&url)
+            .map_err(|e| SetupError(format!("the capture URL {url} is not valid: {e}")))?;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(user_agent())
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(MAX_CONNECT_TIMEOUT))
+            // A redirect would re-send the event somewhere nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
+            // Two sends a day: keeping connections open between them only holds memory.
+            .pool_max_idle_per_host(0);
+        if let Some(path) = &settings.ca_file {
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| SetupError(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+        Ok(HttpTransport { client, url })
+    }
+}
+
+/// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
+    let fail = |m: String| {
+        SetupError(format!(
+            "CA file {} (caFile / BUTLER_CA_FILE): {m}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail(
+            "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+impl Transport for HttpTransport {
+    fn destination(&self) -> &str {
+        &self.url
+    }
+
+    async fn send(&self, body: &Bytes) -> Tried {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                return Tried {
+                    body_may_have_left: !e.is_connect(),
+                    attempt: transport_error(&e),
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        // Read (a bounded part of) the answer so the exchange completes, and keep PostHog's
+        // error code for the log.
+        let mut head = Vec::new();
+        let mut read_error = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_ERROR_BODY.saturating_sub(head.len());
+                    head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if room == 0 {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut attempt = retry::classify_status(status, retry_after);
+        match (&mut attempt, read_error) {
+            // The status line arrived but the answer broke off: PostHog may not have stored
+            // the event, so it counts as transient (the same uuid lets PostHog deduplicate).
+            (Attempt::Delivered { .. }, Some(e)) => {
+                attempt = Attempt::Transient {
+                    status: Some(status),
+                    reason: format!("the answer broke off: {}", chain(&e)),
+                    retry_after: None,
+                };
+            }
+            (Attempt::Rejected { reason, .. } | Attempt::Transient { reason, .. }, _) => {
+                if let Some(code) = posthog_error_code(&head) {
+                    reason.push_str(&format!(" [{code}]"));
+                }
+            }
+            _ => {}
+        }
+        Tried {
+            attempt,
+            body_may_have_left: true,
+        }
+    }
+}
+
+/// PostHog's capture answers errors as `{"status":…,"code":"…","error":"…"}`.
+fn posthog_error_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = v.get("code")?.as_str()?;
+    let safe = code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    safe.then(|| code.to_string())
+}
+
+/// Every transport error is transient: DNS, refused, reset, TLS, timeout, garbage.
+fn transport_error(e: &reqwest::Error) -> Attempt {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "the exchange failed"
+    };
+    Attempt::Transient {
+        status: None,
+        reason: format!("{what}: {}", chain(e)),
+        retry_after: None,
+    }
+}
+
+/// An error and its sources on one line (reqwest's own message alone is often just
+/// "error sending request").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// How a delivery (first attempt plus retries) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The last attempt's result.
+    pub last: Attempt,
+    /// Attempts made (1 + retries).
+    pub attempts: u32,
+    /// Why it stopped without delivering, if it did.
+    pub gave_up: Option<GiveUpReason>,
+    /// Stopped because the agent is shutting down.
+    pub interrupted: bool,
+    /// Every attempt whose body may have left the machine, with its result (for the audit log).
+    pub sent: Vec<(SystemTime, Attempt)>,
+}
+
+impl Delivery {
+    pub fn delivered(&self) -> bool {
+        matches!(self.last, Attempt::Delivered { .. })
+    }
+}
+
+/// A uniform sample in `[0, 1)` from the OS's random source; 0.5 if there is none (the pause
+/// is then still bounded and non-zero: failing randomness must not stop delivery).
+pub fn random_unit() -> f64 {
+    match getrandom::u64() {
+        Ok(n) => (n >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
+}
+
+/// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
+/// when `shutdown` turns true; an attempt in flight is finished (the caller bounds it).
+pub async fn deliver<T: Transport>(
+    transport: &T,
+    body: &Bytes,
+    policy: &RetryPolicy,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Delivery {
+    let mut attempts = 0u32;
+    let mut sent = Vec::new();
+    loop {
+        let tried = transport.send(body).await;
+        attempts += 1;
+        if tried.body_may_have_left {
+            sent.push((SystemTime::now(), tried.attempt.clone()));
+        }
+        let done = |gave_up, interrupted, sent| Delivery {
+            last: tried.attempt.clone(),
+            attempts,
+            gave_up,
+            interrupted,
+            sent,
+        };
+        match retry::next(policy, attempts - 1, &tried.attempt, random_unit()) {
+            Next::Done => return done(None, false, sent),
+            Next::GiveUp(why) => return done(Some(why), false, sent),
+            Next::RetryAfter(pause) => {
+                tracing::debug!(
+                    attempt = attempts,
+                    pause = %humantime::format_duration(pause),
+                    "telemetry: {}; trying again",
+                    tried.attempt.describe()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown_requested(shutdown) => return done(None, true, sent),
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the watch value is (or becomes) true; never if the sender is gone.
+pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Answers from a script and records when (on tokio's clock) each attempt came.
+    struct Scripted {
+        answers: Mutex<VecDeque<Attempt>>,
+        calls: Mutex<Vec<tokio::time::Instant>>,
+        bodies: Mutex<Vec<Bytes>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Attempt>) -> Self {
+            Scripted {
+                answers: Mutex::new(answers.into()),
+                calls: Mutex::new(Vec::new()),
+                bodies: Mutex::new(Vec::new()),
+            }
+        }
+        fn gaps(&self) -> Vec<Duration> {
+            let calls = self.calls.lock().unwrap();
+            calls.windows(2).map(|w| w[1] - w[0]).collect()
+        }
+    }
+
+    impl Transport for Scripted {
+        fn destination(&self) -> &str {
+            "scripted"
+        }
+        async fn send(&self, body: &Bytes) -> Tried {
+            self.calls.lock().unwrap().push(tokio::time::Instant::now());
+            self.bodies.lock().unwrap().push(body.clone());
+            let attempt = self
+                .answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Attempt::Delivered { status: 200 });
+            Tried {
+                body_may_have_left: true,
+                attempt,
+            }
+        }
+    }
+
+    fn fail(status: Option<u16>) -> Attempt {
+        match status {
+            Some(s) => retry::classify_status(s, None),
+            None => Attempt::Transient {
+                status: None,
+                reason: "could not connect".into(),
+                retry_after: None,
+            },
+        }
+    }
+
+    fn no_shutdown() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+        watch::channel(false)
+    }
+
+    /// Each transient class is retried up to the bound, with growing, jittered pauses, and
+    /// always with the same body.
+    #[tokio::test(start_paused = true)]
+    async fn transient_classes_retry_to_the_bound_with_backoff() {
+        for status in [None, Some(408), Some(500), Some(502), Some(503), Some(504)] {
+            let t = Scripted::new(vec![fail(status); 10]);
+            let (_tx, mut rx) = no_shutdown();
+            let policy = RetryPolicy::new(3);
+            let body = Bytes::from_static(br#"{"uuid":"same"}"#);
+            let d = deliver(&t, &body, &policy, &mut rx).await;
+            assert_eq!(d.attempts, 4, "{status:?}");
+            assert_eq!(d.gave_up, Some(GiveUpReason::RetriesExhausted));
+            let gaps = t.gaps();
+            assert_eq!(gaps.len(), 3);
+            for (i, gap) in gaps.iter().enumerate() {
+                let full = policy.base_delay * 2u32.pow(i as u32);
+                assert!(
+                    *gap >= full / 2 && *gap < full,
+                    "{status:?} gap {i}: {gap:?}"
+                );
+            }
+            assert!(t.bodies.lock().unwrap().iter().all(|b| *b == body));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejections_are_tried_once() {
+        for status in [400, 401, 403, 413] {
+            let t = Scripted::new(vec![fail(Some(status))]);
+            let (_tx, mut rx) = no_shutdown();
+            let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+            assert_eq!(d.attempts, 1, "{status}");
+            assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn honours_retry_after_then_recovers() {
+        let t = Scripted::new(vec![
+            retry::classify_status(429, Some(Duration::from_secs(42))),
+            retry::classify_status(503, Some(Duration::from_secs(7))),
+            Attempt::Delivered { status: 200 },
+        ]);
+        let (_tx, mut rx) = no_shutdown();
+        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+        assert!(d.delivered());
+        assert_eq!(d.attempts, 3);
+        assert_eq!(
+            t.gaps(),
+            vec![Duration::from_secs(42), Duration::from_secs(7)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_pause_at_once() {
+        let t = Scripted::new(vec![fail(None); 10]);
+        let (tx, mut rx) = no_shutdown();
+        let start = tokio::time::Instant::now();
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.send(true).unwrap();
+            tx
+        });
+        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+        assert!(d.interrupted);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(
+            tokio::time::Instant::now() - start,
+            Duration::from_millis(500)
+        );
+        drop(stopper.await);
+    }
+
+    #[test]
+    fn urls_and_headers() {
+        assert_eq!(
+            capture_url("https://eu.i.posthog.com"),
+            "https://eu.i.posthog.com/i/v0/e/"
+        );
+        assert_eq!(
+            capture_url("http://127.0.0.1:1/"),
+            "http://127.0.0.1:1/i/v0/e/"
+        );
+        assert_eq!(
+            user_agent(),
+            format!("butler-agent/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            posthog_error_code(br#"{"status":403,"code":"ingest_key_unknown","error":"x"}"#)
+                .as_deref(),
+            Some("ingest_key_unknown")
+        );
+        assert_eq!(posthog_error_code(b"<html>"), None);
+        assert_eq!(posthog_error_code(br#"{"code":"a b\n"}"#), None);
+    }
+
+    #[test]
+    fn random_unit_is_in_range() {
+        for _ in 0..1000 {
+            let u = random_unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The state file: the last delivery attempt and its result, for `telemetry status`.
+//!
+//! Kept only when a state directory is set (`Butler.butlerAgent.stateDir` /
+//! `BUTLER_STATE_DIR`), as `telemetry-state.json` there. Written to a temporary file and renamed,
+//! so a reader never sees half a file.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::payload::rfc3339_millis;
+
+/// File name inside the state directory.
+pub const FILE_NAME: &str = "telemetry-state.json";
+
+/// What `telemetry status` shows about the last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastAttempt {
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// `delivered`, `failed`, `rejected`, `refused` (privacy guard) or `error` (setup).
+    pub result: String,
+    /// The HTTP status of the last try, if there was one.
+    pub http_status: Option<u16>,
+    /// One line: what happened (never event content).
+    pub detail: String,
+    /// Tries made in that cycle.
+    pub attempts: u32,
+    pub destination: String,
+}
+
+impl LastAttempt {
+    pub fn new(
+        time: SystemTime,
+        result: &str,
+        http_status: Option<u16>,
+        detail: String,
+        attempts: u32,
+        destination: &str,
+    ) -> Self {
+        LastAttempt {
+            time: rfc3339_millis(time),
+            result: result.to_string(),
+            http_status,
+            detail,
+            attempts,
+            destination: destination.to_string(),
+        }
+    }
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+/// Writes the record atomically.
+pub fn save(state_dir: &Path, last: &LastAttempt) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join(format!(".{FILE_NAME}.tmp"));
+    let text = serde_json::to_string_pretty(last).expect("serializing plain data cannot fail");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path(state_dir))
+}
+
+/// Reads the record; `Ok(None)` when there is none yet.
+pub fn load(state_dir: &Path) -> Result<Option<LastAttempt>, String> {
+    let p = path(state_dir);
+    match std::fs::read(&p) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is not a valid state file: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path().join("state");
+        assert_eq!(load(&sd), Ok(None));
+        let rec = LastAttempt::new(
+            SystemTime::now(),
+            "delivered",
+            Some(200),
+            "ok".into(),
+            1,
+            "d",
+        );
+        save(&sd, &rec).unwrap();
+        assert_eq!(load(&sd), Ok(Some(rec)));
+        std::fs::write(path(&sd), "{").unwrap();
+        assert!(load(&sd).unwrap_err().contains("not a valid state file"));
+    }
+}

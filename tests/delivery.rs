@@ -1,0 +1,539 @@
+//! Delivery against real sockets on 127.0.0.1: a recording server, the sink, and servers that
+//! fail in every way the transport must survive. Retry counts are checked here; retry spacing
+//! is checked with tokio's paused clock in the unit tests of `telemetry::sender`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use butler_agent::config::{LoadedConfig, MapEnv};
+use butler_agent::host::Roots;
+use butler_agent::sink::{self, capture};
+use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
+use butler_agent::telemetry::schedule::{self, ScheduleContext};
+use butler_agent::telemetry::sender::{self, HttpTransport, Transport};
+
+fn config(env: &MapEnv) -> LoadedConfig {
+    LoadedConfig::defaults(env).expect("valid test settings")
+}
+
+fn fast_policy(max_retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        ..RetryPolicy::new(max_retries)
+    }
+}
+
+/// A host tree with just an os-release, so the event does not depend on this machine.
+fn host_tree() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc")).unwrap();
+    std::fs::write(
+        d.path().join("etc/os-release"),
+        "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nVERSION_CODENAME=jammy\n",
+    )
+    .unwrap();
+    d
+}
+
+/// One raw HTTP request as a server saw it.
+#[derive(Debug)]
+struct Seen {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 request (head + Content-Length body).
+async fn read_request(s: &mut TcpStream) -> Option<Seen> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Seen { head, body })
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Status(u16, Option<&'static str>),
+    NeverAnswer,
+    Reset,
+    Garbage,
+    CloseEarly,
+}
+
+/// A server that answers every connection with `fault`, counting connections.
+async fn faulty(fault: Fault) -> (String, Arc<AtomicU32>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&count);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = read_request(&mut s).await;
+            match fault {
+                Fault::Status(code, retry_after) => {
+                    let extra = retry_after
+                        .map(|r| format!("Retry-After: {r}\r\n"))
+                        .unwrap_or_default();
+                    let body = format!(r#"{{"status":{code},"code":"test","error":"x"}}"#);
+                    let resp = format!(
+                        "HTTP/1.1 {code} X\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                }
+                Fault::NeverAnswer => held.push(s),
+                Fault::Reset => {
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                }
+                Fault::Garbage => {
+                    let _ = s
+                        .write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff garbage\r\n\r\n")
+                        .await;
+                }
+                Fault::CloseEarly => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"sta")
+                        .await;
+                }
+            }
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+fn transport(host: &str, timeout: &str) -> HttpTransport {
+    let env = MapEnv::new([
+        ("BUTLER_POSTHOG_HOST", host),
+        ("BUTLER_TELEMETRY_TIMEOUT", timeout),
+    ]);
+    HttpTransport::new(&config(&env).agent).expect("client builds")
+}
+
+async fn deliver_to(host: &str, timeout: &str, retries: u32) -> sender::Delivery {
+    let t = transport(host, timeout);
+    let (_tx, mut rx) = watch::channel(false);
+    let body = Bytes::from_static(br#"{"api_key":"k","event":"e","distinct_id":"d"}"#);
+    sender::deliver(&t, &body, &fast_policy(retries), &mut rx).await
+}
+
+#[tokio::test]
+async fn the_request_is_what_posthog_capture_accepts() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", l.local_addr().unwrap());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let seen = read_request(&mut s).await.unwrap();
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"status\":\"Ok\"}")
+            .await;
+        tx.send(seen).unwrap();
+    });
+    let tree = host_tree();
+    let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
+    let cfg = config(&env);
+    let body =
+        schedule::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
+    let t = HttpTransport::new(&cfg.agent).unwrap();
+    let tried = t.send(&body).await;
+    assert_eq!(tried.attempt, Attempt::Delivered { status: 200 });
+
+    let seen = rx.recv().await.unwrap();
+    let head = seen.head.to_ascii_lowercase();
+    assert!(
+        seen.head.starts_with("POST /i/v0/e/ HTTP/1.1\r\n"),
+        "{}",
+        seen.head
+    );
+    assert!(
+        head.contains("content-type: application/json\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!(
+            "user-agent: butler-agent/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{head}"
+    );
+    assert!(
+        !head.contains("content-encoding"),
+        "the body is sent plain: {head}"
+    );
+    assert_eq!(
+        seen.body,
+        body.as_ref(),
+        "the guarded bytes are exactly the bytes sent"
+    );
+
+    // PostHog's own rules accept it, and the fields have the types capture expects.
+    let accepted = capture::accept(&seen.body, capture::EVENT_BODY_LIMIT).expect("capture accepts");
+    assert_eq!(accepted.len(), 1);
+    let e = &accepted[0].event;
+    assert_eq!(accepted[0].token, butler_agent::config::DEFAULT_POSTHOG_KEY);
+    assert_eq!(e["event"], "telemetry sent");
+    let id = e["distinct_id"].as_str().unwrap();
+    assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let uuid = uuid::Uuid::parse_str(e["uuid"].as_str().unwrap()).unwrap();
+    assert_eq!(uuid.get_version_num(), 7);
+    assert!(humantime::parse_rfc3339(e["timestamp"].as_str().unwrap()).is_ok());
+    let p = e["properties"].as_object().unwrap();
+    assert_eq!(p["$lib"], "butler-agent");
+    assert_eq!(p["$process_person_profile"], false);
+    assert_eq!(p["$geoip_disable"], true);
+    assert_eq!(p["system_distro"], "Ubuntu");
+}
+
+#[tokio::test]
+async fn delivers_to_the_sink() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", l.local_addr().unwrap());
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let (_stop, stop_rx) = watch::channel(false);
+    let output = sink::Output {
+        channel: Some(tx),
+        ..Default::default()
+    };
+    tokio::spawn(sink::serve(l, output, stop_rx));
+    let tree = host_tree();
+    let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
+    let cfg = config(&env);
+    let body = schedule::prepare(&cfg, &Roots::at(tree.path()), &env).unwrap();
+    let d = deliver_to_body(&cfg, &body).await;
+    assert!(d.delivered(), "{d:?}");
+    let got = events.recv().await.unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(got, sent);
+}
+
+async fn deliver_to_body(cfg: &LoadedConfig, body: &Bytes) -> sender::Delivery {
+    let t = HttpTransport::new(&cfg.agent).unwrap();
+    let (_tx, mut rx) = watch::channel(false);
+    sender::deliver(&t, body, &fast_policy(2), &mut rx).await
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_to_the_bound() {
+    for code in [408, 429, 500, 502, 503, 504] {
+        let (host, count) = faulty(Fault::Status(code, None)).await;
+        let d = deliver_to(&host, "5s", 2).await;
+        assert_eq!(d.attempts, 3, "{code}");
+        assert_eq!(count.load(Ordering::SeqCst), 3, "{code}");
+        assert_eq!(d.gave_up, Some(GiveUpReason::RetriesExhausted));
+        assert_eq!(d.last.status(), Some(code));
+        assert_eq!(d.sent.len(), 3, "each try's body left the machine");
+    }
+}
+
+#[tokio::test]
+async fn rejections_are_sent_once_and_say_why() {
+    for (code, words) in [
+        (400, "malformed"),
+        (401, "BUTLER_POSTHOG_KEY"),
+        (403, "key is wrong"),
+        (413, "too large"),
+    ] {
+        let (host, count) = faulty(Fault::Status(code, None)).await;
+        let d = deliver_to(&host, "5s", 3).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1, "{code}");
+        assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
+        let text = d.last.describe();
+        assert!(
+            text.contains(words) && text.contains("[test]"),
+            "{code}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let (host, count) = faulty(Fault::Status(429, Some("1"))).await;
+    let start = std::time::Instant::now();
+    let d = deliver_to(&host, "5s", 1).await;
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert_eq!(d.gave_up, Some(GiveUpReason::RetriesExhausted));
+    // The computed backoff here is at most 50 ms: a pause of a second is the server's.
+    assert!(start.elapsed() >= Duration::from_millis(950));
+    // A Retry-After beyond the bound ends the cycle instead of waiting.
+    let (host, count) = faulty(Fault::Status(503, Some("86400"))).await;
+    let d = deliver_to(&host, "5s", 3).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(d.gave_up, Some(GiveUpReason::RetryAfterTooLong));
+}
+
+#[tokio::test]
+async fn broken_servers_are_transient_and_bounded() {
+    for (fault, words) in [
+        (Fault::NeverAnswer, "timed out"),
+        (Fault::Reset, ""),
+        (Fault::Garbage, ""),
+        (Fault::CloseEarly, ""),
+    ] {
+        let (host, count) = faulty(fault).await;
+        let d = deliver_to(&host, "300ms", 2).await;
+        assert_eq!(d.attempts, 3, "{}", d.last.describe());
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert!(matches!(d.last, Attempt::Transient { .. }), "{:?}", d.last);
+        assert!(d.last.describe().contains(words), "{}", d.last.describe());
+    }
+}
+
+#[tokio::test]
+async fn refused_connection_and_dns_failure_are_transient() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let d = deliver_to(&closed, "2s", 1).await;
+    assert_eq!(d.attempts, 2);
+    assert!(
+        d.last.describe().contains("could not connect"),
+        "{}",
+        d.last.describe()
+    );
+    assert!(d.sent.is_empty(), "nothing left the machine");
+
+    let d = deliver_to("http://capture.butler-agent.invalid", "3s", 1).await;
+    assert_eq!(d.attempts, 2);
+    assert!(
+        matches!(d.last, Attempt::Transient { status: None, .. }),
+        "{:?}",
+        d.last
+    );
+    assert!(d.sent.is_empty() || d.last.describe().contains("timed out"));
+}
+
+#[tokio::test]
+async fn a_bad_ca_file_is_a_clear_setup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("corp-ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let env = MapEnv::new([("BUTLER_CA_FILE", ca.to_str().unwrap())]);
+    let err = HttpTransport::new(&config(&env).agent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("BUTLER_CA_FILE") && err.contains("corp-ca.pem"),
+        "{err}"
+    );
+    let env = MapEnv::new([("BUTLER_CA_FILE", "/nonexistent/ca.pem")]);
+    let err = HttpTransport::new(&config(&env).agent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+/// The schedule end to end: first event after the start delay, to the sink, audited and
+/// recorded; shutdown returns promptly.
+#[tokio::test]
+async fn schedule_delivers_audits_and_stops() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", l.local_addr().unwrap());
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let (_sink_stop, sink_rx) = watch::channel(false);
+    tokio::spawn(sink::serve(
+        l,
+        sink::Output {
+            channel: Some(tx),
+            ..Default::default()
+        },
+        sink_rx,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let state = dir.path().join("state");
+    let env = MapEnv::new([
+        ("BUTLER_POSTHOG_HOST", host.as_str()),
+        ("BUTLER_TELEMETRY_START_DELAY", "0"),
+        ("BUTLER_TELEMETRY_INTERVAL", "1m"),
+        ("BUTLER_TELEMETRY_AUDIT_LOG", audit.to_str().unwrap()),
+        ("BUTLER_STATE_DIR", state.to_str().unwrap()),
+    ]);
+    let tree = host_tree();
+    let ctx = ScheduleContext {
+        source: butler_agent::config::ConfigSource::Defaults,
+        initial: config(&env),
+        env: Arc::new(env),
+        roots: Roots::at(tree.path()),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(schedule::run(ctx, stop_rx));
+    let got = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("an event within seconds")
+        .unwrap();
+    assert_eq!(got["event"], "telemetry sent");
+    // The audit line and the state file are written right after the answer.
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&audit).unwrap_or_default();
+        if !line.is_empty() && state.join("telemetry-state.json").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rec: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(rec["status"], 200);
+    assert_eq!(rec["event"]["uuid"], got["uuid"]);
+    let last = butler_agent::telemetry::state::load(&state)
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.result, "delivered");
+    assert_eq!(last.http_status, Some(200));
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("run returns promptly on shutdown")
+        .unwrap();
+}
+
+/// Off means off through the schedule: many cycles, not one connection.
+#[tokio::test(start_paused = true)]
+async fn schedule_opens_no_socket_when_off() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", l.local_addr().unwrap());
+    let count = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&count);
+    tokio::spawn(async move {
+        while l.accept().await.is_ok() {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let env = MapEnv::new([
+        ("BUTLER_POSTHOG_HOST", host.as_str()),
+        ("DO_NOT_TRACK", "1"),
+        ("BUTLER_TELEMETRY_INTERVAL", "1m"),
+    ]);
+    let tree = host_tree();
+    let ctx = ScheduleContext {
+        source: butler_agent::config::ConfigSource::Defaults,
+        initial: config(&env),
+        env: Arc::new(env),
+        roots: Roots::at(tree.path()),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(schedule::run(ctx, stop_rx));
+    // Two simulated hours: over a hundred cycles.
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+}
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The destination goes away for several cycles and comes back: one warning for the whole
+/// outage, a bounded number of tries per cycle, one pending event at most, one recovery line.
+#[tokio::test]
+async fn outage_gives_one_warning_then_one_recovery_line() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let host = format!("http://{addr}");
+    let env = MapEnv::new([
+        ("BUTLER_POSTHOG_HOST", host.as_str()),
+        ("BUTLER_TELEMETRY_RETRIES", "0"),
+    ]);
+    let tree = host_tree();
+    let roots = Roots::at(tree.path());
+    let mut runner = schedule::Runner::new(config(&env));
+    let (_tx, mut rx) = watch::channel(false);
+    for _ in 0..5 {
+        let out = runner
+            .cycle(&env, &roots, &mut rx, HttpTransport::new)
+            .await;
+        assert_eq!(
+            out,
+            schedule::CycleOutcome::Sent {
+                delivered: false,
+                attempts: 1,
+                interrupted: false
+            }
+        );
+        assert_eq!(runner.outbox.len(), 1);
+    }
+    // The sink comes back on the same address.
+    let l = TcpListener::bind(addr).await.unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(sink::serve(l, sink::Output::default(), stop_rx));
+    let out = runner
+        .cycle(&env, &roots, &mut rx, HttpTransport::new)
+        .await;
+    assert_eq!(
+        out,
+        schedule::CycleOutcome::Sent {
+            delivered: true,
+            attempts: 1,
+            interrupted: false
+        }
+    );
+    assert!(runner.outbox.is_empty());
+    stop.send(true).unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("could not connect"), "{text}");
+    let recovered: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("delivered again"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{text}");
+    assert!(recovered[0].contains("after 5 failed cycle(s)"), "{text}");
+}
