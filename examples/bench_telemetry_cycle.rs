@@ -1,7 +1,8 @@
 //! Benchmark helper: the cost of one telemetry cycle, measured in process.
 //!
 //! A cycle is what the agent does every interval before the network: gather host facts and the
-//! instance ID, derive the feature flags, build the event and serialize it to the request body.
+//! instance ID, derive the feature flags, build the event, serialize it and run the privacy
+//! guard on those bytes ([`telemetry::schedule::prepare`], the function the schedule calls).
 //! The config is loaded once, as the agent does at start-up. `bench/run` runs this example
 //! twice under callgrind (with 1 and with N+1 cycles) so the instruction count of one cycle is
 //! the difference, free of process start-up; it also runs it natively for wall and CPU time.
@@ -11,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use butler_agent::config::{self, ConfigSource, ProcessEnv};
 use butler_agent::host::Roots;
@@ -55,10 +56,8 @@ fn run() -> Result<(), String> {
     let wall_start = Instant::now();
     let mut body_len = 0;
     for _ in 0..cycles {
-        let snapshot = telemetry::gather(&cfg, &roots);
-        let event = telemetry::event(&cfg, &snapshot, SystemTime::now())
-            .map_err(|e| format!("no random source for the event's UUID: {e}"))?;
-        let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        let body = telemetry::schedule::prepare(&cfg, &roots, &ProcessEnv)
+            .map_err(|e| format!("the cycle failed: {e}"))?;
         body_len = std::hint::black_box(body).len();
     }
     let wall = wall_start.elapsed().as_nanos();
