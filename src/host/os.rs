@@ -276,7 +276,9 @@ mod tests {
     }
 
     #[test]
-    fn alpine_has_no_codename() {
+    fn alpine_takes_release_from_pretty_name() {
+        // PRETTY_NAME "Alpine Linux v3.20" minus "Alpine Linux " wins over VERSION_ID, as in
+        // systeminformation.
         let os = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME=\"Alpine Linux v3.20\"\n";
         let info = derive(&[f("/etc/os-release", os)]);
         assert_eq!(
@@ -285,7 +287,7 @@ mod tests {
                 info.release.as_str(),
                 info.codename.as_str()
             ),
-            ("Alpine Linux", "3.20.3", "")
+            ("Alpine Linux", "v3.20", "")
         );
     }
 
