@@ -65,6 +65,9 @@ fn dispatch(cli: Cli, env: &dyn Env) -> Result<i32, ConfigError> {
             Ok(0)
         }
         Command::Run | Command::Telemetry(TelemetryCommand::Send) | Command::Sink(_) => {
+            if !matches!(command, Command::Sink(_)) {
+                load_config(&cli, env)?;
+            }
             eprintln!("butler-agent: this command is not built yet");
             Ok(EXIT_FAILURE)
         }
