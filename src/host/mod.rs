@@ -148,8 +148,8 @@ impl Roots {
             kubernetes_service_host: set("KUBERNETES_SERVICE_HOST").is_some(),
             docker_host: set("DOCKER_HOST"),
             cpuid: roots.env.cpuid
-                && !set(NO_CPUID)
-                    .is_some_and(|v| crate::config::settings::parse_bool(&v) == Ok(true)),
+                && set(NO_CPUID)
+                    .is_none_or(|v| crate::config::settings::parse_bool(&v) != Ok(true)),
         };
         roots
     }
