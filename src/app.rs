@@ -32,7 +32,7 @@ pub fn run(cli: Cli, env: &dyn Env) -> i32 {
 
 fn dispatch(cli: Cli, env: &dyn Env) -> Result<i32, ConfigError> {
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
-    let roots = Roots::at(&cli.root);
+    let roots = Roots::from_env(&cli.root, env);
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
@@ -47,20 +47,14 @@ fn dispatch(cli: Cli, env: &dyn Env) -> Result<i32, ConfigError> {
             if args.json {
                 println!("{}", to_json(&facts, false));
             } else {
-                for (k, v) in serde_json::to_value(&facts)
-                    .unwrap_or_default()
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                {
-                    println!("{k:<20} {v}");
-                }
+                print!("{}", host::render_table(&facts));
             }
             Ok(0)
         }
         Command::Id(args) => {
             let cfg = load_config(&cli, env)?;
-            let id = crate::instance_id::derive(&roots, cfg.butler.qrs_host.as_deref());
+            let facts = host::detect(&roots);
+            let id = crate::instance_id::derive(&roots, &facts, telemetry::id_config(&cfg));
             println!("{}", id.id);
             if args.explain {
                 println!("method: {}", id.method);

@@ -1,13 +1,37 @@
-//! The anonymous instance ID: 64 lowercase hex digits from a one-way HMAC-SHA256.
+//! The anonymous instance ID: 64 lowercase hex digits from a one-way HMAC-SHA256, stable across
+//! restarts, different per host and per Qlik Sense server, and never carrying its inputs.
 //!
-//! Foundation placeholder: HMAC over the machine-id and `Butler.configQRS.host`. The host
-//! issue replaces it with the Butler-compatible and container derivations.
+//! Two derivations:
+//!
+//! - **Butler-compatible**, when the default-route interface is the host's own (not in a
+//!   container, or a container on the host network, seen by the interface being backed by a
+//!   device): exactly Butler's `initHostInfo()`, so a user moving from Butler keeps the same ID.
+//!   Key = the interface's MAC (lowercase, colon-separated); message = MAC + IPv4 +
+//!   `Butler.configQRS.host` + system UUID (`si.system().uuid`: `product_uuid` from DMI, lower
+//!   case, empty when unreadable without root). With no such interface Butler's fallback: key =
+//!   `<total memory in bytes>_`, message = OS serial (machine-id, dbus copy first) or else
+//!   total memory or else OS release, + QRS host + system UUID.
+//! - **Container**, when the interface is the container's own (its MAC and IP change with
+//!   every re-creation, which is why Butler counts each new container as a new instance): key =
+//!   the first available of the host's machine-id (only through `HOST_ETC`/`HOST_ROOT`), the
+//!   Docker engine's ID (via a reachable Docker socket, never required), or a random secret
+//!   created once in the state directory; message = a fixed label, the anchor's kind and
+//!   `Butler.configQRS.host`, so two instances on one host for different Sense servers differ.
+//!   With none of these, Butler's algorithm on the container's own values, and one warning that
+//!   names the mount or volume that makes the ID stable.
+//!
+//! Raw inputs stay in this module: [`InstanceId::inputs`] names them and their sources only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::host::Roots;
+use crate::host::syscalls::DockerEndpoint;
+use crate::host::{self, HostFacts, RealSyscalls, Roots, Syscalls, machine_id, network};
 
 /// The ID and how it was made (names and sources of the inputs, never their values).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,6 +41,24 @@ pub struct InstanceId {
     pub inputs: Vec<String>,
 }
 
+/// Method names, as `id --explain` prints them.
+pub const METHOD_BUTLER: &str = "butler-compatible";
+pub const METHOD_BUTLER_FALLBACK: &str =
+    "butler-compatible (no default interface: Butler's fallback)";
+pub const METHOD_MACHINE_ID: &str = "container: host machine-id";
+pub const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
+pub const METHOD_STATE_SECRET: &str = "container: state-directory secret";
+pub const METHOD_OWN_VALUES: &str =
+    "container: own values (changes when the container is re-created)";
+
+/// The file in the state directory that holds the secret.
+pub const SECRET_FILE: &str = "instance-secret";
+/// Where Docker's socket usually is.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Domain separation for the container derivation: the same machine-id hashed by another
+/// program never gives this ID.
+const CONTAINER_LABEL: &str = "butler-agent instance id v1";
+
 /// hex(HMAC-SHA256(key, message)).
 pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
@@ -24,16 +66,401 @@ pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Placeholder derivation (see the module doc).
-pub fn derive(roots: &Roots, qrs_host: Option<&str>) -> InstanceId {
-    let machine_id = std::fs::read_to_string(roots.etc.join("machine-id")).unwrap_or_default();
-    let message = format!("{}{}", machine_id.trim(), qrs_host.unwrap_or(""));
+/// Butler's inputs, as its `initHostInfo()` sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ButlerInputs {
+    /// MAC and IPv4 (empty when none) of the default interface; `None` when there is none.
+    pub interface: Option<(String, String)>,
+    pub qrs_host: String,
+    /// `si.system().uuid`: empty when DMI's product_uuid is unreadable.
+    pub system_uuid: String,
+    /// `si.osInfo().serial`: the machine-id, empty when none.
+    pub os_serial: String,
+    /// `si.mem().total` in bytes; `None` when unknown.
+    pub mem_total: Option<u64>,
+    /// `si.osInfo().release`.
+    pub os_release: String,
+}
+
+/// Butler's ID from its inputs (pure).
+pub fn butler_id(i: &ButlerInputs) -> String {
+    if let Some((mac, ipv4)) = &i.interface {
+        let message = format!("{mac}{ipv4}{}{}", i.qrs_host, i.system_uuid);
+        return hmac_hex(mac.as_bytes(), message.as_bytes());
+    }
+    let usable = |s: &str| !s.is_empty() && s != host::UNKNOWN;
+    let first = if usable(&i.os_serial) {
+        i.os_serial.clone()
+    } else if let Some(m) = i.mem_total {
+        m.to_string()
+    } else if usable(&i.os_release) {
+        i.os_release.clone()
+    } else {
+        String::new()
+    };
+    let message = format!("{first}{}{}", i.qrs_host, i.system_uuid);
+    let salt = match i.mem_total {
+        Some(m) => format!("{m}_"),
+        None => "fallback_".to_string(),
+    };
+    hmac_hex(salt.as_bytes(), message.as_bytes())
+}
+
+/// What anchors a container's ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    HostMachineId(String),
+    EngineId(String),
+    StateSecret(String),
+}
+
+/// The container ID from its anchor (pure).
+pub fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
+    let (kind, key) = match anchor {
+        Anchor::HostMachineId(v) => ("machine-id", v),
+        Anchor::EngineId(v) => ("docker-engine-id", v),
+        Anchor::StateSecret(v) => ("state-secret", v),
+    };
+    let message = format!("{CONTAINER_LABEL}\0{kind}\0{qrs_host}");
+    hmac_hex(key.as_bytes(), message.as_bytes())
+}
+
+/// What the derivation reads from the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdConfig<'a> {
+    /// `Butler.configQRS.host` (Butler cannot start without it; absent here means empty).
+    pub qrs_host: Option<&'a str>,
+    /// `Butler.butlerAgent.stateDir` / `BUTLER_STATE_DIR`.
+    pub state_dir: Option<&'a Path>,
+}
+
+/// Derives the ID with the real syscalls.
+pub fn derive(roots: &Roots, host: &HostFacts, cfg: IdConfig<'_>) -> InstanceId {
+    derive_with(roots, host, cfg, &RealSyscalls)
+}
+
+/// Derives the ID (see the module doc). Never fails.
+pub fn derive_with(
+    roots: &Roots,
+    host: &HostFacts,
+    cfg: IdConfig<'_>,
+    sys: &dyn Syscalls,
+) -> InstanceId {
+    let qrs = cfg.qrs_host.unwrap_or("");
+    let qrs_input = if cfg.qrs_host.is_some() {
+        "Butler.configQRS.host from the config".to_string()
+    } else {
+        "Butler.configQRS.host (not set: empty)".to_string()
+    };
+    let iface = network::default_interface(roots, sys);
+
+    let host_network = iface
+        .as_ref()
+        .filter(|i| network::is_device_backed(&roots.own, &i.name));
+    if !host.is_running_in_docker || host_network.is_some() {
+        let mut id = butler(roots, host, qrs, qrs_input, iface.as_ref(), sys);
+        id.inputs.insert(
+            0,
+            if host.is_running_in_docker {
+                "path: container on the host's network (default interface is backed by a device)"
+                    .into()
+            } else {
+                "path: not in a container".into()
+            },
+        );
+        return id;
+    }
+
+    let mut tried = Vec::new();
+    if roots.etc_origin.is_host_mount() {
+        if let Some(m) = machine_id::read(&roots.etc) {
+            return InstanceId {
+                id: container_id(&Anchor::HostMachineId(m.value), qrs),
+                method: METHOD_MACHINE_ID.into(),
+                inputs: vec![
+                    format!(
+                        "machine-id from {} ({})",
+                        roots.etc_origin,
+                        m.path.display()
+                    ),
+                    qrs_input,
+                ],
+            };
+        }
+        tried.push(format!(
+            "no valid machine-id below {} ({})",
+            roots.etc.display(),
+            roots.etc_origin
+        ));
+    } else {
+        tried.push("host /etc not mounted (HOST_ETC or HOST_ROOT unset)".into());
+    }
+
+    match docker_endpoint(roots) {
+        Some(ep) => match sys.docker_engine_id(&ep) {
+            Ok(engine) => {
+                return InstanceId {
+                    id: container_id(&Anchor::EngineId(engine), qrs),
+                    method: METHOD_ENGINE_ID.into(),
+                    inputs: vec![format!("Docker engine ID from {ep}"), qrs_input],
+                };
+            }
+            Err(e) => {
+                tracing::debug!("Docker engine ID unavailable: {e}");
+                tried.push(format!("Docker engine at {ep} did not give its ID"));
+            }
+        },
+        None => {
+            tried.push("no Docker socket (DOCKER_HOST unset, /var/run/docker.sock absent)".into())
+        }
+    }
+
+    match cfg.state_dir {
+        Some(dir) => match state_secret(dir) {
+            Ok(secret) => {
+                return InstanceId {
+                    id: container_id(&Anchor::StateSecret(secret), qrs),
+                    method: METHOD_STATE_SECRET.into(),
+                    inputs: vec![
+                        format!(
+                            "secret from the state directory ({})",
+                            dir.join(SECRET_FILE).display()
+                        ),
+                        qrs_input,
+                    ],
+                };
+            }
+            Err(e) => tried.push(format!("state directory {} unusable: {e}", dir.display())),
+        },
+        None => tried.push(
+            "no state directory (BUTLER_STATE_DIR / Butler.butlerAgent.stateDir unset)".into(),
+        ),
+    }
+
+    warn_unstable_once(&tried);
+    let mut id = butler(roots, host, qrs, qrs_input, iface.as_ref(), sys);
+    id.method = METHOD_OWN_VALUES.into();
+    id.inputs
+        .insert(0, format!("path: container; {}", tried.join("; ")));
+    id
+}
+
+fn butler(
+    roots: &Roots,
+    host: &HostFacts,
+    qrs: &str,
+    qrs_input: String,
+    iface: Option<&network::DefaultIface>,
+    sys: &dyn Syscalls,
+) -> InstanceId {
+    let uuid_path = roots.sys.join("class/dmi/id/product_uuid");
+    let system_uuid = host::read_trimmed(&uuid_path)
+        .map(|u| clean_default(&u.to_ascii_lowercase()))
+        .unwrap_or_default();
+    let uuid_input = if system_uuid.is_empty() {
+        format!(
+            "system UUID ({} unreadable or a placeholder: empty, as in Butler without root)",
+            uuid_path.display()
+        )
+    } else {
+        format!("system UUID from {}", uuid_path.display())
+    };
+    let addrs = iface.and_then(|i| sys.interface(&i.name).map(|a| (i, a)));
+    if let Some((i, a)) = addrs {
+        let ipv4 = a.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
+        let inputs = vec![
+            format!(
+                "MAC address of the default interface ({}; address from the kernel)",
+                i.rule
+            ),
+            if ipv4.is_empty() {
+                "IPv4 address of the default interface (none: empty)".to_string()
+            } else {
+                "IPv4 address of the default interface (from the kernel)".to_string()
+            },
+            qrs_input,
+            uuid_input,
+        ];
+        let inputs_for_id = ButlerInputs {
+            interface: Some((a.mac, ipv4)),
+            qrs_host: qrs.to_string(),
+            system_uuid,
+            ..ButlerInputs::default()
+        };
+        return InstanceId {
+            id: butler_id(&inputs_for_id),
+            method: METHOD_BUTLER.into(),
+            inputs,
+        };
+    }
+
+    let serial = machine_id::read_dbus_first(&roots.etc);
+    let meminfo = roots.proc.join("meminfo");
+    let mem_total = host::read_text(&meminfo).and_then(|t| mem_total_bytes(&t));
+    let mut inputs = Vec::new();
+    if let Some(m) = &serial {
+        inputs.push(format!("OS serial (machine-id from {})", m.path.display()));
+    } else if mem_total.is_some() {
+        inputs.push(format!("total memory from {}", meminfo.display()));
+    } else if host.release != host::UNKNOWN {
+        inputs.push("OS release (from the release files)".into());
+    }
+    inputs.push(qrs_input);
+    inputs.push(uuid_input);
+    inputs.push(match mem_total {
+        Some(_) => format!("HMAC key: total memory from {}", meminfo.display()),
+        None => "HMAC key: \"fallback_\" (total memory unknown)".into(),
+    });
     InstanceId {
-        id: hmac_hex(b"butler-agent placeholder", message.as_bytes()),
-        method: "placeholder".into(),
-        inputs: vec![
-            "machine-id from /etc".into(),
-            "Butler.configQRS.host".into(),
-        ],
+        id: butler_id(&ButlerInputs {
+            interface: None,
+            qrs_host: qrs.to_string(),
+            system_uuid,
+            os_serial: serial.map(|m| m.value).unwrap_or_default(),
+            mem_total,
+            os_release: host.release.clone(),
+        }),
+        method: METHOD_BUTLER_FALLBACK.into(),
+        inputs,
+    }
+}
+
+/// systeminformation's `cleanDefaults`: firmware placeholders count as empty.
+fn clean_default(s: &str) -> String {
+    let l = s.to_ascii_lowercase();
+    if l.contains("o.e.m.") || l.contains("default string") || l == "default" {
+        String::new()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes (as Node's `os.totalmem()`).
+pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        let rest = l.strip_prefix("MemTotal:")?;
+        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        kb.checked_mul(1024)
+    })
+}
+
+/// `DOCKER_HOST` (`unix://` or `tcp://`), else the default socket when it exists.
+fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
+    if let Some(h) = &roots.env.docker_host {
+        if let Some(p) = h.strip_prefix("unix://") {
+            return Some(DockerEndpoint::Unix(host::below(&roots.own, p)));
+        }
+        if let Some(a) = h.strip_prefix("tcp://") {
+            return Some(DockerEndpoint::Tcp(a.trim_end_matches('/').to_string()));
+        }
+        tracing::debug!("DOCKER_HOST {h:?} is neither unix:// nor tcp://; ignored");
+        return None;
+    }
+    let sock = roots.own_path(DOCKER_SOCKET);
+    host::exists(&sock).then_some(DockerEndpoint::Unix(sock))
+}
+
+/// Reads the secret, or creates it once: 32 random bytes, hex, mode 0600. Creation is atomic
+/// (a temporary file hard-linked into place), so two agents sharing the directory agree.
+pub fn state_secret(dir: &Path) -> Result<String, String> {
+    let path = dir.join(SECRET_FILE);
+    if let Some(s) = read_secret(&path)? {
+        return Ok(s);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
+    let secret = hex::encode(bytes);
+    let tmp: PathBuf = dir.join(format!(".{SECRET_FILE}.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(format!("{secret}\n").as_bytes())?;
+        f.sync_all()
+    };
+    let linked = write().and_then(|_| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(secret),
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_secret(&path)?.ok_or_else(|| "secret file vanished".to_string())
+        }
+        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let s = s.trim();
+            if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(Some(s.to_ascii_lowercase()))
+            } else {
+                Err(format!(
+                    "{} is not 64 hex digits; remove it to have a new secret made",
+                    path.display()
+                ))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+static UNSTABLE_WARNING: Once = Once::new();
+
+fn warn_unstable_once(tried: &[String]) {
+    UNSTABLE_WARNING.call_once(|| {
+        tracing::warn!(
+            "the instance ID will change whenever this container is re-created ({}). To make it \
+             stable, mount the host's /etc read-only and point HOST_ETC at it \
+             (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc), or mount a volume at the state \
+             directory (-v butler-agent-state:/var/lib/butler-agent -e BUTLER_STATE_DIR=/var/lib/butler-agent)",
+            tried.join("; ")
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_total() {
+        assert_eq!(
+            mem_total_bytes("MemTotal:       16318412 kB\nMemFree: 1 kB\n"),
+            Some(16318412 * 1024)
+        );
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn placeholders_are_empty() {
+        assert_eq!(clean_default("default string"), "");
+        assert_eq!(
+            clean_default("4c4c4544-004a-3510-804b-b4c04f4e3432"),
+            "4c4c4544-004a-3510-804b-b4c04f4e3432"
+        );
+    }
+
+    #[test]
+    fn state_secret_is_made_once() {
+        let dir = std::env::temp_dir().join(format!("butler-agent-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = state_secret(&dir).expect("a temp dir is writable");
+        let b = state_secret(&dir).expect("the secret exists now");
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        std::fs::write(dir.join(SECRET_FILE), "garbage").expect("a temp dir is writable");
+        assert!(
+            state_secret(&dir)
+                .unwrap_err()
+                .contains("not 64 hex digits")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,15 +1,91 @@
-//! What the agent knows about the machine it runs on.
+//! What the agent knows about the machine it runs on: OS, VM, container.
 //!
-//! Every file-based fact is read below one root path ([`Roots`]), so each detection rule is
-//! tested on fixture trees; facts from syscalls sit behind [`Syscalls`].
+//! Every file-based fact is read below a root ([`Roots`]): `/` in production, a fixture tree in
+//! tests, and the host's own files when they are mounted into a container (`HOST_ROOT`, or
+//! `HOST_ETC`/`HOST_PROC`/`HOST_SYS` individually, the gopsutil/Telegraf convention). Container
+//! detection always reads the agent's own view (`Roots::own`): the question is where *this
+//! process* runs, not what the host looks like. Facts that only a syscall gives (interface
+//! addresses, CPUID, the Docker engine's ID) sit behind [`Syscalls`], so tests replace them.
 //!
-//! This is the foundation's first version: OS facts from os-release and container detection
-//! from `/.dockerenv` only. The host issue replaces `detect` with the full rule set.
+//! Detection never fails: a file that cannot be read is "unknown" (logged at debug level), and
+//! each fact carries the rule that decided it, so `butler-agent host` can say why.
+//!
+//! One file per fact: [`os`] (os-release, as systeminformation's `osInfo()` reads it), [`virt`]
+//! (VM, after systemd's `detect_vm()`), [`container`] (after systemd's `detect_container()`, plus
+//! Kubernetes and WSL), [`network`] (default route and its interface), [`machine_id`].
+
+pub mod container;
+pub mod machine_id;
+pub mod network;
+pub mod os;
+pub mod syscalls;
+pub mod virt;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::config::Env;
+pub use syscalls::{CpuidVm, Interface, RealSyscalls, Syscalls};
+
+/// The host-mount variables (gopsutil/Telegraf convention).
+pub const HOST_ROOT: &str = "HOST_ROOT";
+pub const HOST_ETC: &str = "HOST_ETC";
+pub const HOST_PROC: &str = "HOST_PROC";
+pub const HOST_SYS: &str = "HOST_SYS";
+/// Overrides container detection: a runtime name (`docker`, `podman`, ...), or `none`/empty for
+/// "not in a container". For runtimes no rule recognises, or to correct a wrong guess.
+pub const CONTAINER_OVERRIDE: &str = "BUTLER_CONTAINER_RUNTIME";
+/// Set to `1`/`true` to skip the CPUID check (it is also skipped whenever `--root` is not `/`,
+/// because CPUID describes the real CPU, not a fixture tree).
+pub const NO_CPUID: &str = "BUTLER_HOST_NO_CPUID";
+
+/// Where one host root came from; named in `host` and `id --explain` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Below `--root` (default `/`): the agent's own view.
+    Root,
+    /// Below `$HOST_ROOT`.
+    HostRoot,
+    /// From the individual variable (`HOST_ETC`, `HOST_PROC`, `HOST_SYS`).
+    HostVar(&'static str),
+}
+
+impl Origin {
+    /// True when the files are the host's, mounted into the agent's view.
+    pub fn is_host_mount(&self) -> bool {
+        !matches!(self, Origin::Root)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Root => f.write_str("the agent's own view"),
+            Origin::HostRoot => f.write_str(HOST_ROOT),
+            Origin::HostVar(v) => f.write_str(v),
+        }
+    }
+}
+
+/// The environment facts detection needs, captured once so detection itself reads no
+/// process state (and tests pass exactly what a case needs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostEnv {
+    /// `BUTLER_CONTAINER_RUNTIME`.
+    pub container_override: Option<String>,
+    /// The agent's own `container` variable (authoritative only when the agent is PID 1).
+    pub container_var: Option<String>,
+    /// `KUBERNETES_SERVICE_HOST` is set (kubelet injects it into every pod).
+    pub kubernetes_service_host: bool,
+    /// `DOCKER_HOST`, for the engine ID.
+    pub docker_host: Option<String>,
+    /// Whether to ask the CPU (CPUID) about a hypervisor.
+    pub cpuid: bool,
+}
 
 /// Where host files are read from. `own` is the agent's own view (container detection);
 /// `etc`, `proc`, `sys` may point at the host's files mounted into a container.
@@ -19,10 +95,15 @@ pub struct Roots {
     pub etc: PathBuf,
     pub proc: PathBuf,
     pub sys: PathBuf,
+    pub etc_origin: Origin,
+    pub proc_origin: Origin,
+    pub sys_origin: Origin,
+    pub env: HostEnv,
 }
 
 impl Roots {
-    /// Everything below one root: `/` in production, a fixture tree in tests.
+    /// Everything below one root, no host mounts, no environment: `/` in production, a fixture
+    /// tree in tests. CPUID is used only for the real root.
     pub fn at(root: impl AsRef<Path>) -> Self {
         let root = root.as_ref();
         Roots {
@@ -30,8 +111,70 @@ impl Roots {
             etc: root.join("etc"),
             proc: root.join("proc"),
             sys: root.join("sys"),
+            etc_origin: Origin::Root,
+            proc_origin: Origin::Root,
+            sys_origin: Origin::Root,
+            env: HostEnv {
+                cpuid: root == Path::new("/"),
+                ..HostEnv::default()
+            },
         }
     }
+
+    /// `--root DIR` plus the environment: `HOST_ETC`/`HOST_PROC`/`HOST_SYS` win over
+    /// `HOST_ROOT`, which wins over `DIR`. Host paths are taken below `DIR`, so with the default
+    /// `/` they mean what they say, and a fixture tree can hold a mounted "host" too.
+    pub fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Self {
+        let mut roots = Roots::at(root.as_ref());
+        let set = |k: &str| env.var(k).filter(|v| !v.trim().is_empty());
+        let host_root = set(HOST_ROOT).map(|p| below(&roots.own, &p));
+        let pick = |var: &'static str, sub: &str| match (set(var), &host_root) {
+            (Some(p), _) => Some((below(&roots.own, &p), Origin::HostVar(var))),
+            (None, Some(h)) => Some((h.join(sub), Origin::HostRoot)),
+            (None, None) => None,
+        };
+        if let Some((p, o)) = pick(HOST_ETC, "etc") {
+            (roots.etc, roots.etc_origin) = (p, o);
+        }
+        if let Some((p, o)) = pick(HOST_PROC, "proc") {
+            (roots.proc, roots.proc_origin) = (p, o);
+        }
+        if let Some((p, o)) = pick(HOST_SYS, "sys") {
+            (roots.sys, roots.sys_origin) = (p, o);
+        }
+        roots.env = HostEnv {
+            container_override: env.var(CONTAINER_OVERRIDE),
+            container_var: env.var("container"),
+            kubernetes_service_host: set("KUBERNETES_SERVICE_HOST").is_some(),
+            docker_host: set("DOCKER_HOST"),
+            cpuid: roots.env.cpuid
+                && set(NO_CPUID)
+                    .is_none_or(|v| crate::config::settings::parse_bool(&v) != Ok(true)),
+        };
+        roots
+    }
+
+    /// A path in the agent's own view, e.g. `own_path("/run/.containerenv")`.
+    pub fn own_path(&self, abs: &str) -> PathBuf {
+        below(&self.own, abs)
+    }
+}
+
+/// `abs` taken below `root` (`/x/y` under `/fix` is `/fix/x/y`); `..` cannot climb out.
+pub fn below(root: &Path, abs: &str) -> PathBuf {
+    let mut out = root.to_path_buf();
+    for c in Path::new(abs).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                if out != root {
+                    out.pop();
+                }
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 /// The facts reported in the event and by `butler-agent host`.
@@ -55,36 +198,145 @@ pub struct HostFacts {
     pub rules: BTreeMap<String, String>,
 }
 
-const UNKNOWN: &str = "unknown";
+pub const UNKNOWN: &str = "unknown";
 
-/// First version: enough for the payload to be complete and honest.
+/// Detects everything with the real syscalls. Never fails.
 pub fn detect(roots: &Roots) -> HostFacts {
-    let os_release = std::fs::read_to_string(roots.etc.join("os-release")).unwrap_or_default();
-    let field = |key: &str| {
-        os_release.lines().find_map(|l| {
-            l.strip_prefix(key)
-                .and_then(|r| r.strip_prefix('='))
-                .map(|v| v.trim_matches('"').to_string())
-        })
+    detect_with(roots, &RealSyscalls)
+}
+
+/// Detects everything with the given syscalls (tests pass fakes). Never fails.
+pub fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
+    let mut rules = BTreeMap::new();
+    let mut rule = |k: &str, r: String| {
+        rules.insert(k.to_string(), r);
     };
-    let docker = roots.own.join(".dockerenv").exists();
+
+    let os = os::detect(roots);
+    rule("distro", os.distro_rule);
+    rule("codename", os.codename_rule);
+    rule("release", os.release_rule);
+
+    let kernel_path = roots.proc.join("sys/kernel/osrelease");
+    let kernel = read_trimmed(&kernel_path);
+    rule(
+        "kernel",
+        match &kernel {
+            Some(_) => format!("{} ({})", kernel_path.display(), roots.proc_origin),
+            None => format!("{} unreadable", kernel_path.display()),
+        },
+    );
+    let kernel = kernel.unwrap_or_else(|| UNKNOWN.to_string());
+
+    let wsl = container::is_wsl(&kernel);
+    rule(
+        "wsl",
+        if wsl {
+            "kernel release contains \"microsoft\" or \"WSL\"".to_string()
+        } else {
+            "kernel release names neither Microsoft nor WSL".to_string()
+        },
+    );
+
+    let c = container::detect(roots, sys);
+    rule("isRunningInDocker", c.runtime_rule.clone());
+    rule("containerRuntime", c.runtime_rule);
+    rule("kubernetes", c.kubernetes_rule);
+
+    let mut vm = virt::detect(roots, sys);
+    if vm.hypervisor.is_none() && wsl {
+        vm = virt::Vm {
+            hypervisor: Some("microsoft".into()),
+            rule: "WSL kernel: WSL2 runs in a Hyper-V utility VM".into(),
+        };
+    }
+    rule("virtual", vm.rule.clone());
+    rule("hypervisor", vm.rule);
+
+    rule("platform", "Node.js process.platform for this build".into());
+    rule("arch", "Node.js process.arch for this build".into());
+
     HostFacts {
         platform: node_platform().to_string(),
         arch: node_arch().to_string(),
-        distro: field("NAME").unwrap_or_else(|| UNKNOWN.into()),
-        codename: field("VERSION_CODENAME").unwrap_or_else(|| UNKNOWN.into()),
-        release: field("VERSION_ID").unwrap_or_else(|| UNKNOWN.into()),
-        kernel: std::fs::read_to_string(roots.proc.join("sys/kernel/osrelease"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| UNKNOWN.into()),
-        is_virtual: false,
-        hypervisor: None,
-        is_running_in_docker: docker,
-        container_runtime: docker.then(|| "docker".to_string()),
-        kubernetes: false,
-        wsl: false,
-        rules: BTreeMap::new(),
+        distro: os.distro,
+        codename: os.codename,
+        release: os.release,
+        kernel,
+        is_virtual: vm.hypervisor.is_some(),
+        hypervisor: vm.hypervisor,
+        is_running_in_docker: c.runtime.is_some(),
+        container_runtime: c.runtime,
+        kubernetes: c.kubernetes,
+        wsl,
+        rules,
     }
+}
+
+/// The keys of `host --json` in display order (rules excluded).
+pub const FACT_KEYS: &[&str] = &[
+    "platform",
+    "arch",
+    "distro",
+    "codename",
+    "release",
+    "kernel",
+    "virtual",
+    "hypervisor",
+    "isRunningInDocker",
+    "containerRuntime",
+    "kubernetes",
+    "wsl",
+];
+
+/// A readable table: fact, value, and the rule that decided it.
+pub fn render_table(facts: &HostFacts) -> String {
+    let v = serde_json::to_value(facts).expect("host facts are plain data");
+    let mut out = String::new();
+    for key in FACT_KEYS {
+        let value = match &v[key] {
+            serde_json::Value::String(s) if s.is_empty() => "\"\"".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".to_string(),
+            other => other.to_string(),
+        };
+        let rule = facts.rules.get(*key).map(String::as_str).unwrap_or("");
+        out.push_str(&format!("{key:<18} {value:<24} {rule}\n"));
+    }
+    out
+}
+
+/// Reads a small text file; `None` (with a debug log) when absent or unreadable.
+pub fn read_text(path: &Path) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => {
+            log_unreadable(path, &e);
+            None
+        }
+    }
+}
+
+/// The file's first line, trimmed; `None` when absent, unreadable or empty.
+pub fn read_trimmed(path: &Path) -> Option<String> {
+    read_text(path)
+        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether the path exists (a permission error counts as "no", logged).
+pub fn exists(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(e) => {
+            log_unreadable(path, &e);
+            false
+        }
+    }
+}
+
+fn log_unreadable(path: &Path, e: &io::Error) {
+    tracing::debug!(path = %path.display(), error = %e, "host fact source not readable");
 }
 
 /// Node.js's name for the platform (`process.platform`).
@@ -103,5 +355,43 @@ pub fn node_arch() -> &'static str {
         "aarch64" => "arm64",
         "x86" => "ia32",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn host_vars_win_over_host_root_and_stay_below_root() {
+        let env = MapEnv::new([("HOST_ROOT", "/host"), ("HOST_PROC", "/hostproc")]);
+        let r = Roots::from_env("/fix", &env);
+        assert_eq!(r.own, Path::new("/fix"));
+        assert_eq!(r.etc, Path::new("/fix/host/etc"));
+        assert_eq!(r.etc_origin, Origin::HostRoot);
+        assert_eq!(r.proc, Path::new("/fix/hostproc"));
+        assert_eq!(r.proc_origin, Origin::HostVar(HOST_PROC));
+        assert_eq!(r.sys, Path::new("/fix/host/sys"));
+        assert!(!r.env.cpuid, "CPUID is off for a fixture root");
+    }
+
+    #[test]
+    fn no_variables_means_everything_below_root() {
+        let r = Roots::from_env("/", &MapEnv::default());
+        assert_eq!(r.etc, Path::new("/etc"));
+        assert_eq!(r.etc_origin, Origin::Root);
+        assert!(r.env.cpuid);
+        let off = Roots::from_env("/", &MapEnv::new([(NO_CPUID, "1")]));
+        assert!(!off.env.cpuid);
+    }
+
+    #[test]
+    fn below_cannot_climb_out() {
+        assert_eq!(
+            below(Path::new("/fix"), "/../../etc"),
+            Path::new("/fix/etc")
+        );
+        assert_eq!(below(Path::new("/fix"), "a/../b"), Path::new("/fix/b"));
     }
 }

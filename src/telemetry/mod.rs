@@ -31,9 +31,17 @@ pub struct Snapshot {
 /// Gathers host facts, derives the ID and the flags. Never fails: unknown facts are `unknown`.
 pub fn gather(config: &LoadedConfig, roots: &Roots) -> Snapshot {
     let host = host::detect(roots);
-    let id = instance_id::derive(roots, config.butler.qrs_host.as_deref());
+    let id = instance_id::derive(roots, &host, id_config(config));
     let features = features::derive(&config.tree);
     Snapshot { host, id, features }
+}
+
+/// What the instance ID reads from the configuration.
+pub fn id_config(config: &LoadedConfig) -> instance_id::IdConfig<'_> {
+    instance_id::IdConfig {
+        qrs_host: config.butler.qrs_host.as_deref(),
+        state_dir: config.agent.state_dir.as_deref(),
+    }
 }
 
 /// Builds the capture body for a snapshot, stamped now with a fresh UUID v7.

@@ -1,0 +1,377 @@
+//! Is the agent in a container, and which runtime made it? Read from the agent's own view only.
+//!
+//! The order follows systemd's `detect_container()` (systemd `src/basic/virt.c`), because its
+//! answer is what `systemd-detect-virt -c` users expect, with the markers Butler and is-docker
+//! missed added after it:
+//!
+//! 1. `BUTLER_CONTAINER_RUNTIME` (explicit override; `none` means "not in a container");
+//! 2. OpenVZ (`/proc/vz` without `/proc/bc`);
+//! 3. `/run/host/container-manager`;
+//! 4. `container=` in our own environment when we are PID 1, else `/run/systemd/container`,
+//!    else `container=` in `/proc/1/environ` (lxc, systemd-nspawn, podman set it);
+//! 5. `/run/.containerenv` → podman, then `/.dockerenv` → docker (last, since the file can
+//!    slip into an image);
+//! 6. markers in `/proc/self/mountinfo` (`/docker/containers/<id>/`, `overlay-containers/<id>/`,
+//!    containerd's state directories): these still work on cgroup v2 with a private cgroup
+//!    namespace, where `/proc/self/cgroup` says only `0::/`;
+//! 7. cgroup v1 names in `/proc/self/cgroup` (docker, kubepods, containerd, libpod, lxc);
+//! 8. the cgroup-namespace test (`/sys/fs/cgroup/cgroup.type` exists in any non-root cgroup)
+//!    → `container-other`.
+//!
+//! Kubernetes is a separate fact (`KUBERNETES_SERVICE_HOST`, the service-account directory, or
+//! kubelet/kubepods markers), and so is WSL ([`is_wsl`]): systemd calls WSL a container, but
+//! Butler under WSL is not "running in Docker", so it is reported apart.
+
+use super::{Roots, Syscalls, exists, read_text};
+
+/// Runtime names reported in `containerRuntime`.
+pub const RUNTIMES: &[&str] = &[
+    "docker",
+    "podman",
+    "containerd",
+    "lxc",
+    "systemd-nspawn",
+    "container-other",
+];
+
+/// The container facts and the rules behind them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub runtime: Option<String>,
+    pub runtime_rule: String,
+    pub kubernetes: bool,
+    pub kubernetes_rule: String,
+}
+
+/// Maps a container manager's own name (`container=` values, override values) to ours.
+pub fn normalize(name: &str) -> String {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "docker" | "moby" => "docker",
+        "podman" | "libpod" => "podman",
+        "containerd" | "cri-containerd" => "containerd",
+        "lxc" | "lxc-libvirt" | "lxd" | "incus" => "lxc",
+        "systemd-nspawn" | "nspawn" => "systemd-nspawn",
+        _ => "container-other",
+    }
+    .to_string()
+}
+
+/// WSL kernels name themselves (`...-microsoft-standard-WSL2`, `...-Microsoft`).
+pub fn is_wsl(kernel_release: &str) -> bool {
+    let k = kernel_release.to_ascii_lowercase();
+    k.contains("microsoft") || k.contains("wsl")
+}
+
+/// Runs the rules in order; the first that answers decides.
+pub fn detect(roots: &Roots, sys: &dyn Syscalls) -> Container {
+    let (runtime, runtime_rule) = runtime(roots, sys);
+    let (kubernetes, kubernetes_rule) = kubernetes(roots);
+    match (runtime, kubernetes) {
+        (None, true) => Container {
+            runtime: Some(pod_runtime(roots)),
+            runtime_rule: format!("in a Kubernetes pod ({kubernetes_rule})"),
+            kubernetes,
+            kubernetes_rule,
+        },
+        (runtime, _) => Container {
+            runtime,
+            runtime_rule,
+            kubernetes,
+            kubernetes_rule,
+        },
+    }
+}
+
+fn runtime(roots: &Roots, sys: &dyn Syscalls) -> (Option<String>, String) {
+    if let Some(v) = &roots.env.container_override {
+        let v = v.trim();
+        return if v.is_empty() || v.eq_ignore_ascii_case("none") {
+            (
+                None,
+                format!("{}={v:?} (override)", super::CONTAINER_OVERRIDE),
+            )
+        } else {
+            (
+                Some(normalize(v)),
+                format!("{}={v} (override)", super::CONTAINER_OVERRIDE),
+            )
+        };
+    }
+    let own = |p: &str| roots.own_path(p);
+
+    if exists(&own("/proc/vz")) && !exists(&own("/proc/bc")) {
+        return (
+            Some("container-other".into()),
+            "OpenVZ: /proc/vz without /proc/bc".into(),
+        );
+    }
+    if let Some(m) = first_line(&own("/run/host/container-manager")) {
+        return translate(roots, &m, "/run/host/container-manager");
+    }
+    if sys.pid() == 1 {
+        if let Some(v) = &roots.env.container_var {
+            if v.is_empty() {
+                return (
+                    None,
+                    "container= is empty in our environment (PID 1)".into(),
+                );
+            }
+            return translate(roots, v, "container= in our environment (PID 1)");
+        }
+    } else {
+        if let Some(m) = first_line(&own("/run/systemd/container")) {
+            return translate(roots, &m, "/run/systemd/container");
+        }
+        if let Some(v) = read_text(&own("/proc/1/environ")).and_then(|t| container_var(&t)) {
+            if !v.is_empty() {
+                return translate(
+                    roots,
+                    &v,
+                    "container= in PID 1's environment (/proc/1/environ)",
+                );
+            }
+        }
+    }
+    if let Some(found) = container_files(roots) {
+        return found;
+    }
+    if let Some(found) = read_text(&own("/proc/self/mountinfo")).and_then(|t| mountinfo_runtime(&t))
+    {
+        return found;
+    }
+    if let Some(found) = read_text(&own("/proc/self/cgroup")).and_then(|t| cgroup_runtime(&t)) {
+        return found;
+    }
+    if let Some(rule) = cgroup_namespace(roots) {
+        return (Some("container-other".into()), rule);
+    }
+    (
+        None,
+        "no container marker (override, container=, /run/.containerenv, /.dockerenv, mountinfo, cgroup, cgroup namespace)"
+            .into(),
+    )
+}
+
+fn first_line(path: &std::path::Path) -> Option<String> {
+    super::read_trimmed(path)
+}
+
+fn container_files(roots: &Roots) -> Option<(Option<String>, String)> {
+    for (file, name) in [("/run/.containerenv", "podman"), ("/.dockerenv", "docker")] {
+        if exists(&roots.own_path(file)) {
+            return Some((Some(name.into()), format!("{file} exists")));
+        }
+    }
+    None
+}
+
+fn translate(roots: &Roots, value: &str, source: &str) -> (Option<String>, String) {
+    if value.trim() == "oci" {
+        // Some images hard-code container=oci, which names no manager: look at the files.
+        return container_files(roots)
+            .map(|(r, rule)| (r, format!("{source} says \"oci\"; {rule}")))
+            .unwrap_or_else(|| {
+                (
+                    Some("container-other".into()),
+                    format!("{source} says \"oci\""),
+                )
+            });
+    }
+    (
+        Some(normalize(value)),
+        format!("{source} says {:?}", value.trim()),
+    )
+}
+
+/// `container=` in a NUL-separated environment block.
+pub fn container_var(environ: &str) -> Option<String> {
+    environ
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("container="))
+        .map(str::to_string)
+}
+
+/// Runtime markers in `/proc/self/mountinfo`: inside a container, the bind mounts of hostname,
+/// hosts and resolv.conf come from the runtime's per-container state directory, which shows in
+/// the mount's *root* field (the 4th). Only that field is read: on the host the same
+/// directories appear as mount *points* (e.g. Docker's per-container `shm`), which must not count.
+pub fn mountinfo_runtime(text: &str) -> Option<(Option<String>, String)> {
+    let has = |needle: &str| mount_sources(text).any(|root| root.contains(needle));
+    let kubelet = has("/kubelet/pods/");
+    let found = if has("/docker/containers/") {
+        Some(("docker", "/docker/containers/<id>/"))
+    } else if has("/overlay-containers/") {
+        // containers/storage: podman, or CRI-O when the kubelet manages the pod.
+        Some((
+            if kubelet { "container-other" } else { "podman" },
+            "overlay-containers/<id>/",
+        ))
+    } else if has("/io.containerd.") || has("/containerd/") {
+        Some(("containerd", "containerd state directory"))
+    } else {
+        None
+    };
+    found.map(|(r, marker)| {
+        (
+            Some(r.to_string()),
+            format!("{marker} in /proc/self/mountinfo"),
+        )
+    })
+}
+
+/// The 4th field of each mountinfo line: the path, within its filesystem, that is mounted.
+fn mount_sources(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|l| l.split(' ').nth(3))
+}
+
+/// Runtime names in cgroup v1 paths of `/proc/self/cgroup`.
+pub fn cgroup_runtime(text: &str) -> Option<(Option<String>, String)> {
+    for line in text.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        if path == "/" || path.is_empty() {
+            continue;
+        }
+        let r = if path.contains("/docker/") || path.contains("/docker-") {
+            "docker"
+        } else if path.contains("cri-containerd") {
+            "containerd"
+        } else if path.contains("libpod") {
+            "podman"
+        } else if path.contains("/lxc/") || path.contains("lxc.payload") {
+            "lxc"
+        } else if path.contains("systemd-nspawn@") {
+            "systemd-nspawn"
+        } else if path.contains("kubepods") {
+            // kubepods without a runtime name (e.g. CRI-O's crio-<id>.scope).
+            "container-other"
+        } else {
+            continue;
+        };
+        return Some((
+            Some(r.into()),
+            format!("cgroup path {path:?} in /proc/self/cgroup"),
+        ));
+    }
+    None
+}
+
+/// systemd's `running_in_cgroupns()`: a non-root cgroup seen as `/sys/fs/cgroup` means the
+/// cgroup namespace was made for us.
+fn cgroup_namespace(roots: &Roots) -> Option<String> {
+    let cg = roots.own_path("/sys/fs/cgroup");
+    if exists(&cg.join("cgroup.controllers")) {
+        // cgroup v2: cgroup.type exists in every cgroup but the root.
+        (exists(&cg.join("cgroup.events")) && exists(&cg.join("cgroup.type"))).then(|| {
+            "cgroup namespace: /sys/fs/cgroup is a non-root cgroup (cgroup.type exists)".into()
+        })
+    } else {
+        // cgroup v1: release_agent exists only in the root of the systemd hierarchy.
+        (exists(&cg.join("systemd")) && !exists(&cg.join("systemd/release_agent"))).then(|| {
+            "cgroup namespace: /sys/fs/cgroup/systemd has no release_agent (not the root)".into()
+        })
+    }
+}
+
+fn kubernetes(roots: &Roots) -> (bool, String) {
+    if roots.env.kubernetes_service_host {
+        return (true, "KUBERNETES_SERVICE_HOST is set".into());
+    }
+    for dir in [
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "/run/secrets/kubernetes.io/serviceaccount",
+    ] {
+        if exists(&roots.own_path(dir)) {
+            return (true, format!("{dir} exists"));
+        }
+    }
+    if read_text(&roots.own_path("/proc/self/mountinfo"))
+        .is_some_and(|t| mount_sources(&t).any(|r| r.contains("/kubelet/pods/")))
+    {
+        return (true, "/kubelet/pods/ in /proc/self/mountinfo".into());
+    }
+    if read_text(&roots.own_path("/proc/self/cgroup")).is_some_and(|t| t.contains("kubepods")) {
+        return (true, "kubepods in /proc/self/cgroup".into());
+    }
+    (
+        false,
+        "no KUBERNETES_SERVICE_HOST, service-account directory, kubelet or kubepods marker".into(),
+    )
+}
+
+/// A pod's runtime when no earlier rule named it.
+fn pod_runtime(roots: &Roots) -> String {
+    let text = read_text(&roots.own_path("/proc/self/mountinfo")).unwrap_or_default();
+    mountinfo_runtime(&text)
+        .and_then(|(r, _)| r)
+        .unwrap_or_else(|| "container-other".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_ours() {
+        assert_eq!(normalize("lxc"), "lxc");
+        assert_eq!(normalize("systemd-nspawn"), "systemd-nspawn");
+        assert_eq!(normalize("Podman"), "podman");
+        assert_eq!(normalize("rkt"), "container-other");
+    }
+
+    #[test]
+    fn wsl_kernels() {
+        assert!(is_wsl("5.15.153.1-microsoft-standard-WSL2"));
+        assert!(is_wsl("4.4.0-19041-Microsoft"));
+        assert!(!is_wsl("6.8.0-45-generic"));
+    }
+
+    #[test]
+    fn environ_block() {
+        assert_eq!(
+            container_var("PATH=/bin\0container=lxc\0").as_deref(),
+            Some("lxc")
+        );
+        assert_eq!(container_var("PATH=/bin\0"), None);
+    }
+
+    #[test]
+    fn mountinfo_markers() {
+        let docker = "1234 1200 0:30 /var/lib/docker/containers/0123abcd/hostname /etc/hostname rw,relatime - ext4 /dev/sda1 rw\n";
+        assert_eq!(
+            mountinfo_runtime(docker).and_then(|r| r.0).as_deref(),
+            Some("docker")
+        );
+        let podman = "1 2 0:3 /home/u/.local/share/containers/storage/overlay-containers/abc/userdata/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(
+            mountinfo_runtime(podman).and_then(|r| r.0).as_deref(),
+            Some("podman")
+        );
+        assert_eq!(
+            mountinfo_runtime("1 2 0:3 / / rw - ext4 /dev/sda1 rw\n"),
+            None
+        );
+        // A Docker host sees each container's shm as a mount point: not a marker.
+        let host =
+            "700 29 0:55 / /var/lib/docker/containers/0123abcd/mounts/shm rw - tmpfs shm rw\n";
+        assert_eq!(mountinfo_runtime(host), None);
+    }
+
+    #[test]
+    fn cgroup_v1_names() {
+        let d = "12:memory:/docker/3f1e2d\n11:cpu:/docker/3f1e2d\n";
+        assert_eq!(
+            cgroup_runtime(d).and_then(|r| r.0).as_deref(),
+            Some("docker")
+        );
+        let k = "10:memory:/kubepods/burstable/pod1/cri-containerd-abc.scope\n";
+        assert_eq!(
+            cgroup_runtime(k).and_then(|r| r.0).as_deref(),
+            Some("containerd")
+        );
+        assert_eq!(cgroup_runtime("0::/\n"), None);
+        assert_eq!(
+            cgroup_runtime("0::/user.slice/user-1000.slice/session-2.scope\n"),
+            None
+        );
+    }
+}

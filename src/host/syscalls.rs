@@ -1,0 +1,225 @@
+//! Facts that no file below a root gives: interface addresses, CPUID, the Docker engine's ID.
+//!
+//! Behind one small trait so tests can replace them; [`RealSyscalls`] asks the kernel, the CPU
+//! and (only when asked, with a short time limit) a Docker socket.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Addresses of one network interface, as Node's `os.networkInterfaces()` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Lowercase, colon-separated; `00:00:00:00:00:00` for interfaces without a link address
+    /// (Node reports those the same way).
+    pub mac: String,
+    /// The first IPv4 address, as systeminformation picks it (`ip4`).
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+/// What CPUID says about a hypervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuidVm {
+    /// The hypervisor-present bit (leaf 1, ECX bit 31) is clear.
+    NoHypervisor,
+    /// The bit is set; the 12-byte vendor signature from leaf 0x40000000.
+    Vendor(String),
+}
+
+/// Where a Docker engine may be asked for its ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerEndpoint {
+    Unix(std::path::PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for DockerEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DockerEndpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            DockerEndpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// Syscall-backed facts. Every method answers "don't know" with `None`/`Err`, never panics.
+pub trait Syscalls {
+    /// CPUID's hypervisor answer; `None` on CPUs without CPUID (non-x86).
+    fn cpuid(&self) -> Option<CpuidVm>;
+    /// The addresses of the named interface; `None` when it has no address at all (Node's
+    /// `os.networkInterfaces()` then does not list it either).
+    fn interface(&self, name: &str) -> Option<Interface>;
+    /// The first non-loopback interface that has an address (systeminformation's fallback when
+    /// there is no default route).
+    fn first_external_interface(&self) -> Option<String>;
+    /// This process's PID (the `container` variable is authoritative only for PID 1).
+    fn pid(&self) -> u32;
+    /// The Docker engine's ID (`GET /info`, field `ID`). Must give up quickly.
+    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, String>;
+}
+
+/// Time limit for the engine query: the ID is never worth delaying start-up for.
+pub const DOCKER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The real kernel, CPU and Docker socket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealSyscalls;
+
+impl Syscalls for RealSyscalls {
+    fn cpuid(&self) -> Option<CpuidVm> {
+        cpuid_hypervisor()
+    }
+
+    fn interface(&self, name: &str) -> Option<Interface> {
+        let addrs = nix::ifaddrs::getifaddrs().ok()?;
+        let mut mac = None;
+        let mut ipv4 = None;
+        let mut any = false;
+        for a in addrs.filter(|a| a.interface_name == name) {
+            let Some(addr) = a.address else { continue };
+            if let Some(link) = addr.as_link_addr() {
+                if let Some(m) = link.addr() {
+                    mac = Some(format_mac(&m));
+                }
+            } else if let Some(v4) = addr.as_sockaddr_in() {
+                any = true;
+                ipv4 = ipv4.or(Some(v4.ip()));
+            } else if addr.as_sockaddr_in6().is_some() {
+                any = true;
+            }
+        }
+        any.then(|| Interface {
+            mac: mac.unwrap_or_else(|| "00:00:00:00:00:00".into()),
+            ipv4,
+        })
+    }
+
+    fn first_external_interface(&self) -> Option<String> {
+        let addrs = nix::ifaddrs::getifaddrs().ok()?;
+        for a in addrs {
+            let loopback = a
+                .flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
+            let has_ip = a
+                .address
+                .is_some_and(|s| s.as_sockaddr_in().is_some() || s.as_sockaddr_in6().is_some());
+            if !loopback && has_ip {
+                return Some(a.interface_name);
+            }
+        }
+        None
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, String> {
+        let endpoint = endpoint.clone();
+        // A thread of its own with its own small runtime: callers may be sync or already inside
+        // a runtime (where a nested `block_on` would panic).
+        std::thread::Builder::new()
+            .name("docker-engine-id".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("no runtime for the engine query: {e}"))?;
+                rt.block_on(async {
+                    tokio::time::timeout(DOCKER_TIMEOUT, engine_id(&endpoint))
+                        .await
+                        .map_err(|_| {
+                            format!("{endpoint} did not answer within {DOCKER_TIMEOUT:?}")
+                        })?
+                })
+            })
+            .map_err(|e| format!("cannot start the engine query: {e}"))?
+            .join()
+            .map_err(|_| "the engine query failed unexpectedly".to_string())?
+    }
+}
+
+async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, String> {
+    use bollard::{API_DEFAULT_VERSION, Docker};
+    let secs = DOCKER_TIMEOUT.as_secs().max(1);
+    let docker = match endpoint {
+        DockerEndpoint::Unix(p) => {
+            let p = p.to_string_lossy();
+            Docker::connect_with_unix(&p, secs, API_DEFAULT_VERSION)
+        }
+        DockerEndpoint::Tcp(a) => {
+            Docker::connect_with_http(&format!("http://{a}"), secs, API_DEFAULT_VERSION)
+        }
+    }
+    .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    info.id
+        .filter(|id| !id.trim().is_empty())
+        .ok_or_else(|| format!("{endpoint} reported no engine ID"))
+}
+
+/// `aa:bb:cc:dd:ee:ff`, lowercase, as Node formats MACs.
+pub fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+fn cpuid_hypervisor() -> Option<CpuidVm> {
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::__cpuid;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::__cpuid;
+
+    // CPUID is always available on x86_64 and on every x86 CPU Rust targets; the intrinsic
+    // is `unsafe` only on older toolchains.
+    #[allow(unused_unsafe)]
+    let leaf1 = unsafe { __cpuid(1) };
+    if leaf1.ecx & 0x8000_0000 == 0 {
+        return Some(CpuidVm::NoHypervisor);
+    }
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { __cpuid(0x4000_0000) };
+    let mut sig = Vec::with_capacity(12);
+    for r in [leaf.ebx, leaf.ecx, leaf.edx] {
+        sig.extend_from_slice(&r.to_le_bytes());
+    }
+    let text: String = sig
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    Some(CpuidVm::Vendor(text))
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+fn cpuid_hypervisor() -> Option<CpuidVm> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_lowercase_colon_separated() {
+        assert_eq!(
+            format_mac(&[0x02, 0x42, 0xAC, 0x11, 0x00, 0x02]),
+            "02:42:ac:11:00:02"
+        );
+    }
+
+    #[test]
+    fn loopback_has_zero_mac_and_127_0_0_1() {
+        let lo = RealSyscalls.interface("lo");
+        if let Some(lo) = lo {
+            assert_eq!(lo.mac, "00:00:00:00:00:00");
+            assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The instance ID through the real binary: raw inputs never appear in `telemetry preview`,
+//! `id` is stable and differs per host, and `id --explain` names inputs, never values.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const QRS_HOST: &str = "qrs-private-host.example.internal";
+const HOST_MACHINE_ID: &str = "0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a";
+const PRODUCT_UUID: &str = "4c4c4544-004a-3510-804b-b4c04f4e3432";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hosts")
+        .join(name)
+        .join("root")
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("butler-agent-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir is writable");
+    d
+}
+
+fn config(dir: &Path, state: &Path) -> PathBuf {
+    let p = dir.join("production.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "Butler:\n  configQRS:\n    host: {QRS_HOST}\n  butlerAgent:\n    stateDir: {}\n",
+            state.display()
+        ),
+    )
+    .expect("temp dir is writable");
+    p
+}
+
+fn run(root: &Path, cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_butler-agent"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every MAC and IPv4 address of this machine's interfaces: the Butler-compatible path hashes
+/// the real ones even on a fixture root.
+fn real_addresses() -> Vec<String> {
+    let mut out = Vec::new();
+    for a in nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs works")
+        .flatten_addrs()
+    {
+        out.push(a);
+    }
+    out.retain(|s| s != "00:00:00:00:00:00");
+    out
+}
+
+trait Flatten {
+    fn flatten_addrs(self) -> Vec<String>;
+}
+
+impl Flatten for nix::ifaddrs::InterfaceAddressIterator {
+    fn flatten_addrs(self) -> Vec<String> {
+        self.filter_map(|a| a.address)
+            .filter_map(|s| {
+                if let Some(l) = s.as_link_addr() {
+                    l.addr().map(|m| {
+                        m.iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":")
+                    })
+                } else {
+                    s.as_sockaddr_in().map(|v4| v4.ip().to_string())
+                }
+            })
+            .collect()
+    }
+}
+
+fn assert_no_raw_inputs(text: &str, extra: &[String]) {
+    let lower = text.to_lowercase();
+    for secret in [QRS_HOST, HOST_MACHINE_ID, PRODUCT_UUID]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+    {
+        assert!(
+            !lower.contains(&secret.to_lowercase()),
+            "raw input {secret:?} leaked into:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn preview_never_contains_raw_inputs() {
+    let dir = temp("privacy");
+    let state = dir.join("state");
+    let cfg = config(&dir, &state);
+
+    // Container path anchored on the host's machine-id (HOST_ROOT).
+    let out = run(
+        &fixture("docker-host-root"),
+        &cfg,
+        &[("HOST_ROOT", "/host")],
+        &["telemetry", "preview"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("\"distinct_id\""));
+    assert_no_raw_inputs(&text, &real_addresses());
+
+    // Container path anchored on the state secret.
+    let out = run(
+        &fixture("docker-cgroup-v1"),
+        &cfg,
+        &[],
+        &["telemetry", "preview", "--compact"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let secret = std::fs::read_to_string(state.join("instance-secret")).expect("secret created");
+    assert_no_raw_inputs(&text, &[secret.trim().to_string()]);
+
+    // Butler-compatible path on a bare-metal tree whose product_uuid is readable.
+    let tree = dir.join("bare");
+    copy_dir(&fixture("bare-metal"), &tree);
+    std::fs::write(
+        tree.join("sys/class/dmi/id/product_uuid"),
+        format!("{}\n", PRODUCT_UUID.to_uppercase()),
+    )
+    .expect("temp tree is writable");
+    let machine_id = std::fs::read_to_string(tree.join("etc/machine-id")).expect("fixture has one");
+    let out = run(&tree, &cfg, &[], &["telemetry", "preview"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut extra = real_addresses();
+    extra.push(machine_id.trim().to_string());
+    assert_no_raw_inputs(&text, &extra);
+    let explain = run(&tree, &cfg, &[], &["id", "--explain"]);
+    assert_no_raw_inputs(&String::from_utf8_lossy(&explain.stdout), &extra);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn id_is_stable_and_differs_per_host() {
+    let dir = temp("stable");
+    let cfg = config(&dir, &dir.join("state"));
+    let env = [("HOST_ROOT", "/host")];
+    let id = |root: &Path| {
+        String::from_utf8_lossy(&run(root, &cfg, &env, &["id"]).stdout)
+            .trim()
+            .to_string()
+    };
+    let first = id(&fixture("docker-host-root"));
+    assert_eq!(first.len(), 64);
+    assert_eq!(
+        first,
+        id(&fixture("docker-host-root")),
+        "same host, same ID"
+    );
+
+    let other = dir.join("other-host");
+    copy_dir(&fixture("docker-host-root"), &other);
+    std::fs::write(
+        other.join("host/etc/machine-id"),
+        "1e2d3c4b5a69788796a5b4c3d2e1f0a9\n",
+    )
+    .expect("temp tree is writable");
+    assert_ne!(first, id(&other), "another host, another ID");
+
+    let explain = String::from_utf8_lossy(
+        &run(
+            &fixture("docker-host-root"),
+            &cfg,
+            &env,
+            &["id", "--explain"],
+        )
+        .stdout,
+    )
+    .to_string();
+    assert!(
+        explain.contains("method: container: host machine-id"),
+        "{explain}"
+    );
+    assert!(explain.contains("machine-id from HOST_ROOT"), "{explain}");
+    assert!(!explain.contains(HOST_MACHINE_ID), "{explain}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unstable_container_id_warns_once_naming_the_mount() {
+    let dir = temp("warn");
+    let cfg_path = dir.join("c.yaml");
+    std::fs::write(
+        &cfg_path,
+        format!("Butler:\n  configQRS:\n    host: {QRS_HOST}\n"),
+    )
+    .expect("writable");
+    let out = run(
+        &fixture("docker-scratch"),
+        &cfg_path,
+        &[],
+        &["id", "--explain"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("WARN").count(), 1, "{err}");
+    assert!(
+        err.contains("HOST_ETC") && err.contains("BUTLER_STATE_DIR"),
+        "{err}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("own values"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("temp dir is writable");
+    for e in std::fs::read_dir(from).expect("fixture readable").flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let meta = std::fs::symlink_metadata(&src).expect("fixture readable");
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).expect("link readable");
+            std::os::unix::fs::symlink(target, &dst).expect("temp dir is writable");
+        } else if meta.is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("temp dir is writable");
+        }
+    }
+}
