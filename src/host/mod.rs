@@ -308,14 +308,27 @@ pub fn render_table(facts: &HostFacts) -> String {
 
 /// Reads a small text file; `None` (with a debug log) when absent or unreadable.
 pub fn read_text(path: &Path) -> Option<String> {
-    match std::fs::read(path) {
-        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+    read_bytes(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The file's bytes, at most [`MAX_FACT_FILE_BYTES`]; `None` (with a debug log) when unreadable.
+pub fn read_bytes(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(MAX_FACT_FILE_BYTES).read_to_end(&mut bytes));
+    match read {
+        Ok(_) => Some(bytes),
         Err(e) => {
             log_unreadable(path, &e);
             None
         }
     }
 }
+
+/// Fact files are small (mountinfo on a busy Kubernetes node is a few hundred KB); the cap
+/// keeps memory bounded when a path points somewhere strange, such as a link to `/dev/zero`.
+pub const MAX_FACT_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The file's first line, trimmed; `None` when absent, unreadable or empty.
 pub fn read_trimmed(path: &Path) -> Option<String> {

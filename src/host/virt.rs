@@ -232,7 +232,7 @@ pub fn is_metal(product_name: &str) -> bool {
 
 /// SMBIOS BIOS Characteristics Extension Byte 2, bit 4 ("virtual machine"); root-only.
 fn smbios_vm_bit(roots: &Roots) -> Option<bool> {
-    let raw = std::fs::read(roots.sys.join("firmware/dmi/entries/0-0/raw")).ok()?;
+    let raw = super::read_bytes(&roots.sys.join("firmware/dmi/entries/0-0/raw"))?;
     if raw.len() < 20 || raw[1] < 20 {
         return None;
     }
