@@ -5,11 +5,17 @@
 //! - [`host`]: where the agent runs (OS, VM, container), read below one root path.
 //! - [`instance_id`]: the anonymous, stable instance ID.
 //! - [`telemetry`]: feature flags, the event, the opt-out decision.
+//! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
+//! - [`run`] and [`shutdown`]: the long-running agent, its start-up banner, signals and
+//!   graceful stop.
 //! - [`cli`] and [`app`]: the command line and the edge that turns errors into exit codes.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod host;
 pub mod instance_id;
+pub mod run;
+pub mod shutdown;
 pub mod telemetry;

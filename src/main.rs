@@ -7,7 +7,7 @@ use butler_agent::{app, cli::Cli, config::ProcessEnv};
 fn main() {
     let cli = Cli::parse();
     init_tracing();
-    std::process::exit(app::run(cli, &ProcessEnv));
+    std::process::exit(app::run(cli, std::sync::Arc::new(ProcessEnv)));
 }
 
 /// Logs go to stderr (stdout carries command output). `BUTLER_LOG_FORMAT=json` gives one JSON

@@ -3,6 +3,7 @@
 pub mod features;
 pub mod optout;
 pub mod payload;
+pub mod schedule;
 
 use std::time::SystemTime;
 
