@@ -15,7 +15,6 @@
 //! one HTTP request every 12 hours, so worker threads would only add memory; blocking work goes
 //! to tokio's blocking pool, which starts its threads on demand.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -152,10 +151,8 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
 }
 
 /// Completes once the stop flag is set (or its sender is gone, which also means stop).
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Waits for the health server and the scheduler to end, at most `grace`, or until another
@@ -200,8 +197,8 @@ pub fn banner(
 ) -> Vec<String> {
     let h = &snapshot.host;
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory = total_memory_bytes(&roots.proc)
-        .map_or_else(|| "unknown".to_string(), |b| b.to_string());
+    let memory =
+        total_memory_bytes(&roots.proc).map_or_else(|| "unknown".to_string(), |b| b.to_string());
     let docker = match &h.container_runtime {
         Some(rt) if h.is_running_in_docker => format!("true ({rt})"),
         Some(rt) => format!("false (container runtime: {rt})"),
