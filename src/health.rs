@@ -297,7 +297,9 @@ mod tests {
             .build()
             .expect("a current-thread runtime builds");
         let collected = rt.block_on(r.into_body().collect());
-        let bytes = collected.unwrap_or_else(|e: Infallible| match e {}).to_bytes();
+        let bytes = collected
+            .unwrap_or_else(|e: Infallible| match e {})
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).expect("bodies are UTF-8 text")
     }
 
@@ -305,10 +307,7 @@ mod tests {
     fn health_is_butlers_body() {
         let r = respond(&Method::GET, "/health", None, false);
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(
-            r.headers()[CONTENT_TYPE],
-            "application/json; charset=utf-8"
-        );
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
         assert_eq!(body(r), HEALTH_BODY);
     }
 

@@ -118,7 +118,9 @@ fn parse_url(url: &str) -> Result<Target, String> {
         }
     };
     if host.is_empty() || host.contains('@') {
-        return Err(format!("{url:?}: no host name (expected http://HOST[:PORT][/PATH])"));
+        return Err(format!(
+            "{url:?}: no host name (expected http://HOST[:PORT][/PATH])"
+        ));
     }
     let port = match port {
         Some(p) => parse_port(p).map_err(|e| format!("{url:?}: {e}"))?,
@@ -301,7 +303,12 @@ mod tests {
         assert!(parse_url("http://:80/").is_err());
         assert!(parse_url("http://[::1/").is_err());
         assert!(parse_url("http://h:99999/").is_err());
-        assert!(parse_url("http://sink:8080/").expect("valid URL").ip().is_err());
+        assert!(
+            parse_url("http://sink:8080/")
+                .expect("valid URL")
+                .ip()
+                .is_err()
+        );
         let t = parse_url("http://LOCALHOST:1/").expect("valid URL");
         assert_eq!(t.ip(), Ok(IpAddr::from([127, 0, 0, 1])));
     }

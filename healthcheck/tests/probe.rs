@@ -9,7 +9,9 @@ use std::time::Duration;
 /// A one-shot server answering the first connection with `answer` (or keeping silent).
 fn serve_once(answer: Option<&'static str>) -> (SocketAddr, thread::JoinHandle<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0 on loopback");
-    let addr = listener.local_addr().expect("bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     let handle = thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("the probe connects");
         conn.set_read_timeout(Some(Duration::from_secs(5)))
@@ -59,10 +61,15 @@ fn ok_on_200_with_port_from_env() {
     let out = probe(&[], Some(&port));
     let line = one_line(&out);
     assert_eq!(out.status.code(), Some(0), "{line}");
-    assert!(line.starts_with(&format!("healthy: http://127.0.0.1:{port}/health answered 200")));
+    assert!(line.starts_with(&format!(
+        "healthy: http://127.0.0.1:{port}/health answered 200"
+    )));
     let request = server.join().expect("server thread");
     assert!(request.starts_with("GET /health HTTP/1.1\r\n"), "{request}");
-    assert!(request.contains(&format!("Host: 127.0.0.1:{port}\r\n")), "{request}");
+    assert!(
+        request.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+        "{request}"
+    );
 }
 
 #[test]
@@ -73,7 +80,12 @@ fn fails_on_503_with_url_argument() {
     let line = one_line(&out);
     assert_eq!(out.status.code(), Some(1), "{line}");
     assert_eq!(line.trim(), format!("unhealthy: {url} answered HTTP 503"));
-    assert!(server.join().expect("server thread").starts_with("GET /readyz?verbose "));
+    assert!(
+        server
+            .join()
+            .expect("server thread")
+            .starts_with("GET /readyz?verbose ")
+    );
 }
 
 #[test]
