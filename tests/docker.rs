@@ -533,7 +533,11 @@ fn read_only_root_and_other_non_root_users_work() {
         );
     }
     assert_eq!(process_uids(&default_user), ["10001"], "the image's user");
-    assert_eq!(process_uids(&other_user), ["4242"], "the user given to docker run");
+    assert_eq!(
+        process_uids(&other_user),
+        ["4242"],
+        "the user given to docker run"
+    );
 }
 
 /// The UIDs of the container's processes, from `docker top`.
