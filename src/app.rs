@@ -78,6 +78,9 @@ fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<i32, ConfigError> {
             Ok(crate::run::run(cfg, Arc::clone(shared), roots))
         }
         Command::Telemetry(TelemetryCommand::Send) | Command::Sink(_) => {
+            if !matches!(command, Command::Sink(_)) {
+                load_config(&cli, env)?;
+            }
             eprintln!("butler-agent: this command is not built yet");
             Ok(EXIT_FAILURE)
         }

@@ -31,6 +31,9 @@ pub fn derive(roots: &Roots, qrs_host: Option<&str>) -> InstanceId {
     InstanceId {
         id: hmac_hex(b"butler-agent placeholder", message.as_bytes()),
         method: "placeholder".into(),
-        inputs: vec!["machine-id from /etc".into(), "Butler.configQRS.host".into()],
+        inputs: vec![
+            "machine-id from /etc".into(),
+            "Butler.configQRS.host".into(),
+        ],
     }
 }

@@ -322,6 +322,10 @@ pub fn parse_str(
     text: &str,
     origin: &str,
 ) -> Result<(Value, ButlerKeys, Option<settings::AgentFile>), ConfigError> {
+    // Lenient pass first: the whole tree, for feature flags and the privacy guard. A failure
+    // here is a YAML syntax or limits problem, not a wrong value.
+    let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(e, origin, None))?;
     // Strict pass over the steering keys, tracking the key path for the message.
     let mut key_path: Option<String> = None;
     let root: Result<FileRoot, serde_saphyr::Error> =
@@ -335,12 +339,11 @@ pub fn parse_str(
             })
         });
     let root = root.map_err(|e| yaml_error(e, origin, key_path.take()))?;
-    // Lenient pass: the whole tree, for feature flags and the privacy guard.
-    let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
-        .map_err(|e| yaml_error(e, origin, None))?;
     if !tree.is_null() && root.butler.is_none() {
-        return Err(ConfigError::file(origin, "no `Butler:` section at the top level")
-            .with_hint("this does not look like a Butler config file"));
+        return Err(
+            ConfigError::file(origin, "no `Butler:` section at the top level")
+                .with_hint("this does not look like a Butler config file"),
+        );
     }
     let butler = root.butler.unwrap_or_default();
     let keys = ButlerKeys {
@@ -371,21 +374,12 @@ fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> Conf
             message.trim_start_matches("budget breached: ")
         );
     }
-    let type_error = [
-        "invalid type",
-        "invalid value",
-        "invalid boolean",
-        "unknown field",
-        "expected",
-    ]
-        .iter()
-        .any(|p| message.contains(p));
-    let hint = if type_error && key.is_some() {
+    // The syntax pass runs first, so an error with a key path is a wrong value at that key.
+    let hint = if key.is_some() {
         "fix the value, or remove the key to use the default"
     } else {
         "fix the YAML syntax; aliases, nesting depth and size are limited"
     };
-    let key = key.filter(|_| type_error);
     ConfigError {
         origin: origin.to_string(),
         location,

@@ -183,7 +183,13 @@ impl AgentSettings {
         let f = file.cloned().unwrap_or_default();
         let d = AgentSettings::default();
         let s = AgentSettings {
-            posthog_host: env_or(env, "BUTLER_POSTHOG_HOST", f.posthog_host, d.posthog_host, ok)?,
+            posthog_host: env_or(
+                env,
+                "BUTLER_POSTHOG_HOST",
+                f.posthog_host,
+                d.posthog_host,
+                ok,
+            )?,
             posthog_key: env_or(env, "BUTLER_POSTHOG_KEY", f.posthog_key, d.posthog_key, ok)?,
             interval: env_or(
                 env,

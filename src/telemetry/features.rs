@@ -70,7 +70,10 @@ const SIMPLE: &[Simple] = &[
         "feature_apiButlerPing",
         "restServerEndpointsEnable.butlerping",
     ),
-    v("feature_apiCreateDir", "restServerEndpointsEnable.createDir"),
+    v(
+        "feature_apiCreateDir",
+        "restServerEndpointsEnable.createDir",
+    ),
     v(
         "feature_apiCreateDirQvd",
         "restServerEndpointsEnable.createDirQVD",
@@ -355,10 +358,10 @@ impl Reader<'_> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(other) => {
-                self.warnings.push(format!(
-                    "Butler.{path} is {}, not true or false",
-                    type_name(other)
-                ));
+                push_once(
+                    &mut self.warnings,
+                    format!("Butler.{path} is {}, not true or false", type_name(other)),
+                );
                 Err(())
             }
         }
@@ -417,6 +420,13 @@ impl Reader<'_> {
     }
 }
 
+/// A value read by two rules (flat and nested) is reported once.
+fn push_once(warnings: &mut Vec<String>, message: String) {
+    if !warnings.contains(&message) {
+        warnings.push(message);
+    }
+}
+
 fn opt_bool(b: Option<bool>) -> Value {
     b.map_or(Value::Null, Value::Bool)
 }
@@ -445,10 +455,10 @@ fn boolean_leaves(v: &Value, path: &str, warnings: &mut Vec<String>) -> Option<V
         )),
         Value::Null => None,
         other => {
-            warnings.push(format!(
-                "{path} is {}, not true or false; left out",
-                type_name(other)
-            ));
+            push_once(
+                warnings,
+                format!("{path} is {}, not true or false", type_name(other)),
+            );
             None
         }
     }

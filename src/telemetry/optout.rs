@@ -66,8 +66,7 @@ pub fn decide(env: &dyn Env, config_value: Option<bool>) -> Result<Decision, Con
         .var("BUTLER_ANON_TELEMETRY")
         .filter(|v| !v.trim().is_empty())
     {
-        let enabled =
-            parse_bool(&v).map_err(|m| ConfigError::env("BUTLER_ANON_TELEMETRY", m))?;
+        let enabled = parse_bool(&v).map_err(|m| ConfigError::env("BUTLER_ANON_TELEMETRY", m))?;
         return Ok(Decision {
             enabled,
             decided_by: DecidedBy::EnvVar,
