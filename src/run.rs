@@ -70,6 +70,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
     let readiness = Readiness::new();
 
     let health_addr = SocketAddr::new(config.agent.health_host, config.agent.health_port);
+    let mut health_bound = None;
     let health_task = if config.agent.health_enable {
         let listener = match TcpListener::bind(health_addr).await {
             Ok(l) => l,
@@ -84,6 +85,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
             }
         };
         let bound = listener.local_addr().unwrap_or(health_addr);
+        health_bound = Some(bound);
         tracing::info!("health server listening on http://{bound} (/health, /livez, /readyz)");
         Some(tokio::spawn(health::serve(
             listener,
@@ -124,7 +126,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
         &snapshot,
         &roots,
         decision.explain(),
-        config.agent.health_enable.then_some(health_addr),
+        health_bound,
     ) {
         tracing::info!("{line}");
     }
