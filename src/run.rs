@@ -109,25 +109,19 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
             Err(e) => {
                 tracing::error!("stopping: gathering host facts failed: {e}");
                 let _ = stop_tx.send(true);
-                drain(health_task, None, config.agent.shutdown_grace, &mut signals).await;
+                drain(health_task, None, config.agent.shutdown_grace, signals.recv()).await;
                 return EXIT_FAILURE;
             }
         },
         sig = signals.recv() => {
             tracing::info!("{sig} received during start-up: stopping");
             let _ = stop_tx.send(true);
-            drain(health_task, None, config.agent.shutdown_grace, &mut signals).await;
+            drain(health_task, None, config.agent.shutdown_grace, signals.recv()).await;
             return 0;
         }
     };
     readiness.release();
-    for line in banner(
-        &config,
-        &snapshot,
-        &roots,
-        decision.explain(),
-        health_bound,
-    ) {
+    for line in banner(&config, &snapshot, &roots, decision.explain(), health_bound) {
         tracing::info!("{line}");
     }
 
@@ -148,7 +142,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
         humantime::format_duration(grace)
     );
     let _ = stop_tx.send(true);
-    drain(health_task, Some(scheduler), grace, &mut signals).await;
+    drain(health_task, Some(scheduler), grace, signals.recv()).await;
     0
 }
 
@@ -157,13 +151,13 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Waits for the health server and the scheduler to end, at most `grace`, or until another
-/// stop signal arrives, and logs which of these happened.
+/// Waits for the health server and the scheduler to end, at most `grace`, or until
+/// `interrupt` (the next stop signal) completes, and logs which of these happened.
 async fn drain(
     health: Option<tokio::task::JoinHandle<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
-    signals: &mut Signals,
+    interrupt: impl std::future::Future<Output = &'static str>,
 ) {
     let both = async {
         if let Some(h) = health {
@@ -185,7 +179,7 @@ async fn drain(
                 humantime::format_duration(grace)
             ),
         },
-        sig = signals.recv() => tracing::warn!("stopped at once: second {sig}"),
+        sig = interrupt => tracing::warn!("stopped at once: second {sig}"),
     }
 }
 
@@ -258,6 +252,34 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn drain_gives_up_on_a_stuck_telemetry_task_after_the_grace() {
+        let stuck = tokio::spawn(std::future::pending::<()>());
+        let grace = Duration::from_millis(50);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            drain(None, Some(stuck), grace, std::future::pending()),
+        )
+        .await
+        .expect("drain returns once the grace is over, not when the task ends");
+    }
+
+    #[tokio::test]
+    async fn drain_returns_as_soon_as_the_work_is_done() {
+        let done = tokio::spawn(async {});
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            drain(
+                None,
+                Some(done),
+                Duration::from_secs(3600),
+                std::future::pending(),
+            ),
+        )
+        .await
+        .expect("a finished task does not wait for the grace");
+    }
 
     #[test]
     fn mem_total_parses_kilobytes() {

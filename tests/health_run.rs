@@ -53,7 +53,10 @@ fn wait_line(rx: &mpsc::Receiver<String>, what: &str, seen: &mut Vec<String>) ->
                     return line;
                 }
             }
-            Err(_) => panic!("no log line with {what:?} within 10 s; got:\n{}", seen.join("\n")),
+            Err(_) => panic!(
+                "no log line with {what:?} within 10 s; got:\n{}",
+                seen.join("\n")
+            ),
         }
     }
 }
@@ -84,7 +87,9 @@ fn wait_exit(child: &mut Child) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().expect("wait on the agent") {
-            return status.code().expect("the agent exits by itself, not by a signal");
+            return status
+                .code()
+                .expect("the agent exits by itself, not by a signal");
         }
         if Instant::now() > deadline {
             let _ = child.kill();
