@@ -484,15 +484,17 @@ fn state_volume_keeps_the_instance_id() {
 #[test]
 fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
     let Some(img) = image() else { return };
-    // Each `docker run` without -v gets a fresh anonymous volume at /data.
-    let (first, warn) = id_in_new_container(img, &[]);
+    // Each `docker run` without -v gets a fresh anonymous volume at /data: a new secret, a new ID.
+    let (first, _) = id_in_new_container(img, &[]);
     let (second, _) = id_in_new_container(img, &[]);
-    assert_ne!(
-        first, second,
-        "nothing stable to derive from: the ID is the container's own"
-    );
+    assert_ne!(first, second, "a fresh anonymous volume gives a fresh ID");
+    // No state directory at all: the ID comes from the container's own values, and says so.
+    let no_state = ["-e", "BUTLER_STATE_DIR="];
+    let (third, warn) = id_in_new_container(img, &no_state);
+    let (fourth, _) = id_in_new_container(img, &no_state);
+    assert_ne!(third, fourth, "nothing stable to derive from: the ID is the container's own");
     assert!(
-        warn.contains("WARN") && warn.contains("/data"),
+        warn.contains("WARN") && warn.contains("volume"),
         "a warning names the mount that would make the ID stable: {warn}"
     );
 }
