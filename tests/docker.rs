@@ -492,7 +492,10 @@ fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
     let no_state = ["-e", "BUTLER_STATE_DIR="];
     let (third, warn) = id_in_new_container(img, &no_state);
     let (fourth, _) = id_in_new_container(img, &no_state);
-    assert_ne!(third, fourth, "nothing stable to derive from: the ID is the container's own");
+    assert_ne!(
+        third, fourth,
+        "nothing stable to derive from: the ID is the container's own"
+    );
     assert!(
         warn.contains("WARN") && warn.contains("volume"),
         "a warning names the mount that would make the ID stable: {warn}"
