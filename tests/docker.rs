@@ -488,12 +488,24 @@ fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
     let (first, _) = id_in_new_container(img, &[]);
     let (second, _) = id_in_new_container(img, &[]);
     assert_ne!(first, second, "a fresh anonymous volume gives a fresh ID");
-    // No state directory at all: the ID comes from the container's own values, and says so.
-    let no_state = ["-e", "BUTLER_STATE_DIR="];
-    let (third, warn) = id_in_new_container(img, &no_state);
-    let (fourth, _) = id_in_new_container(img, &no_state);
+    // No state directory at all: the ID comes from the container's own MAC and IP, and a warning
+    // says so. Docker may hand a re-created container the same IP (and MAC), so the second
+    // container is created while the first still holds its address, as after a re-deploy.
+    let mut c = Cleanup::default();
+    let holder = c.container("noid");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &holder,
+        "-e",
+        "BUTLER_STATE_DIR=",
+        img,
+    ]);
+    let held = docker_ok(&["exec", &holder, "/butler-agent", "id"]);
+    let (other, warn) = id_in_new_container(img, &["-e", "BUTLER_STATE_DIR="]);
     assert_ne!(
-        third, fourth,
+        held, other,
         "nothing stable to derive from: the ID is the container's own"
     );
     assert!(
