@@ -2,6 +2,7 @@
 //! once, here, as one line.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cli::{Cli, Command, TelemetryCommand};
@@ -19,9 +20,10 @@ pub fn load_config(cli: &Cli, env: &dyn Env) -> Result<LoadedConfig, ConfigError
     config::load(source, env)
 }
 
-/// Runs the command; returns the process exit code.
-pub fn run(cli: Cli, env: &dyn Env) -> i32 {
-    match dispatch(cli, env) {
+/// Runs the command; returns the process exit code. `env` is shared because `run` hands it to
+/// the long-running scheduler.
+pub fn run(cli: Cli, env: Arc<dyn Env>) -> i32 {
+    match dispatch(cli, &env) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("butler-agent: {e}");
@@ -30,7 +32,8 @@ pub fn run(cli: Cli, env: &dyn Env) -> i32 {
     }
 }
 
-fn dispatch(cli: Cli, env: &dyn Env) -> Result<i32, ConfigError> {
+fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<i32, ConfigError> {
+    let env = shared.as_ref();
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
     let roots = Roots::from_env(&cli.root, env);
     match command {
@@ -70,9 +73,8 @@ fn dispatch(cli: Cli, env: &dyn Env) -> Result<i32, ConfigError> {
         }
         Command::Sink(args) => Ok(sink(args)),
         Command::Run => {
-            load_config(&cli, env)?;
-            eprintln!("butler-agent: this command is not built yet");
-            Ok(EXIT_FAILURE)
+            let cfg = load_config(&cli, env)?;
+            Ok(crate::run::run(cfg, Arc::clone(shared), roots))
         }
     }
 }

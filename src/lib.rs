@@ -7,12 +7,18 @@
 //! - [`telemetry`]: feature flags, the event, the opt-out decision, and delivery (privacy
 //!   guard, sender with retries, schedule, audit log, state file).
 //! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
+//! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
+//! - [`run`] and [`shutdown`]: the long-running agent, its start-up banner, signals and
+//!   graceful stop.
 //! - [`cli`] and [`app`]: the command line and the edge that turns errors into exit codes.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod host;
 pub mod instance_id;
+pub mod run;
+pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

@@ -1,0 +1,292 @@
+//! `butler-agent run`: the long-running agent, top to bottom.
+//!
+//! 1. Install the SIGTERM/SIGINT handlers (PID 1 ignores SIGTERM without one).
+//! 2. Bind and start the health server first, so probes get answers (`/readyz` 503) while
+//!    start-up work runs.
+//! 3. Gather host facts and the instance ID on the blocking pool: they read files and may be
+//!    slow on odd hosts, and must not stall the health server.
+//! 4. Release the readiness latch, log the start-up banner (Butler's lines), start the
+//!    telemetry scheduler.
+//! 5. Wait for a stop signal; then stop accepting, let health requests in flight finish, give
+//!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
+//!    finish a send, and exit 0. A second signal cuts the grace short.
+//!
+//! The runtime is tokio's current-thread one: the agent serves a handful of probe requests and
+//! one HTTP request every 12 hours, so worker threads would only add memory; blocking work goes
+//! to tokio's blocking pool, which starts its threads on demand.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::EXIT_FAILURE;
+use crate::config::{EXIT_CONFIG, Env, LoadedConfig};
+use crate::health::{self, Limits, Readiness};
+use crate::host::Roots;
+use crate::shutdown::Signals;
+use crate::telemetry::{self, Snapshot, optout, payload, schedule};
+
+/// How long the blocking pool keeps threads of finished tasks around when the runtime stops:
+/// the process exits right after, so nothing is worth waiting for.
+const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
+
+/// Runs the agent until a stop signal; returns the exit code.
+pub fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("butler-agent: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let code = runtime.block_on(agent(config, env, roots));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    code
+}
+
+async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("butler-agent: cannot install signal handlers: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let decision = match optout::decide(env.as_ref(), config.butler.anon_telemetry) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("butler-agent: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = Readiness::new();
+
+    let health_addr = SocketAddr::new(config.agent.health_host, config.agent.health_port);
+    let mut health_bound = None;
+    let health_task = if config.agent.health_enable {
+        let listener = match TcpListener::bind(health_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "butler-agent: the health server cannot listen on {health_addr}: {e} \
+                     (choose another port with BUTLER_HEALTH_PORT or \
+                     Butler.butlerAgent.healthPort, or turn the server off with \
+                     BUTLER_HEALTH_ENABLE=false)"
+                );
+                return EXIT_FAILURE;
+            }
+        };
+        let bound = listener.local_addr().unwrap_or(health_addr);
+        health_bound = Some(bound);
+        tracing::info!("health server listening on http://{bound} (/health, /livez, /readyz)");
+        Some(tokio::spawn(health::serve(
+            listener,
+            readiness.clone(),
+            Limits::default(),
+            stopped(stop_rx.clone()),
+        )))
+    } else {
+        tracing::info!("health server disabled by configuration");
+        None
+    };
+
+    let gather = {
+        let config = config.clone();
+        let roots = roots.clone();
+        tokio::task::spawn_blocking(move || telemetry::gather(&config, &roots))
+    };
+    let snapshot = tokio::select! {
+        joined = gather => match joined {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::error!("stopping: gathering host facts failed: {e}");
+                let _ = stop_tx.send(true);
+                drain(health_task, None, config.agent.shutdown_grace, signals.recv()).await;
+                return EXIT_FAILURE;
+            }
+        },
+        sig = signals.recv() => {
+            tracing::info!("{sig} received during start-up: stopping");
+            let _ = stop_tx.send(true);
+            drain(health_task, None, config.agent.shutdown_grace, signals.recv()).await;
+            return 0;
+        }
+    };
+    readiness.release();
+    for line in banner(&config, &snapshot, &roots, decision.explain(), health_bound) {
+        tracing::info!("{line}");
+    }
+
+    let scheduler = tokio::spawn(schedule::run(
+        schedule::ScheduleContext {
+            source: config.source.clone(),
+            initial: config.clone(),
+            env,
+            roots,
+        },
+        stop_rx,
+    ));
+
+    let sig = signals.recv().await;
+    let grace = config.agent.shutdown_grace;
+    tracing::info!(
+        "{sig} received: stopping (telemetry grace {})",
+        humantime::format_duration(grace)
+    );
+    let _ = stop_tx.send(true);
+    drain(health_task, Some(scheduler), grace, signals.recv()).await;
+    0
+}
+
+/// Completes once the stop flag is set (or its sender is gone, which also means stop).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Waits for the health server and the scheduler to end, at most `grace`, or until
+/// `interrupt` (the next stop signal) completes, and logs which of these happened.
+async fn drain(
+    health: Option<tokio::task::JoinHandle<()>>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+    interrupt: impl std::future::Future<Output = &'static str>,
+) {
+    let both = async {
+        if let Some(h) = health {
+            if let Err(e) = h.await {
+                tracing::error!("health server ended abnormally: {e}");
+            }
+        }
+        if let Some(s) = scheduler {
+            if let Err(e) = s.await {
+                tracing::error!("telemetry scheduler ended abnormally: {e}");
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(grace, both) => match r {
+            Ok(()) => tracing::info!("stopped"),
+            Err(_) => tracing::warn!(
+                "stopped: in-flight work did not finish within {}; exiting anyway",
+                humantime::format_duration(grace)
+            ),
+        },
+        sig = interrupt => tracing::warn!("stopped at once: second {sig}"),
+    }
+}
+
+/// The start-up banner, one log line each, in Butler's order and wording where they overlap.
+pub fn banner(
+    config: &LoadedConfig,
+    snapshot: &Snapshot,
+    roots: &Roots,
+    telemetry: &str,
+    health: Option<SocketAddr>,
+) -> Vec<String> {
+    let h = &snapshot.host;
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory =
+        total_memory_bytes(&roots.proc).map_or_else(|| "unknown".to_string(), |b| b.to_string());
+    let docker = match &h.container_runtime {
+        Some(rt) if h.is_running_in_docker => format!("true ({rt})"),
+        Some(rt) => format!("false (container runtime: {rt})"),
+        None => h.is_running_in_docker.to_string(),
+    };
+    let health = health.map_or_else(
+        || "disabled".to_string(),
+        |a| format!("http://{a} (/health, /livez, /readyz)"),
+    );
+    let level = tracing::level_filters::LevelFilter::current().to_string();
+    let rule = "--------------------------------------".to_string();
+    vec![
+        rule.clone(),
+        "Starting butler-agent".into(),
+        format!("Log level         : {}", level.to_lowercase()),
+        format!("App version       : {}", env!("CARGO_PKG_VERSION")),
+        format!("Instance ID       : {}", snapshot.id.id),
+        format!("Running in Docker : {docker}"),
+        String::new(),
+        format!("Runtime version   : {}", payload::RUNTIME_VERSION),
+        format!("Architecture      : {}", h.arch),
+        format!("Platform          : {}", h.platform),
+        format!("Release           : {}", h.release),
+        format!("Distro            : {}", h.distro),
+        format!("Codename          : {}", h.codename),
+        format!("Virtual           : {}", h.is_virtual),
+        format!("CPUs              : {cpus}"),
+        format!("Total memory      : {memory}"),
+        String::new(),
+        format!("Config file       : {}", config.source),
+        format!("Health server     : {health}"),
+        format!("Telemetry         : {telemetry}"),
+        rule,
+    ]
+}
+
+/// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
+fn total_memory_bytes(proc: &Path) -> Option<u64> {
+    let meminfo = std::fs::read_to_string(proc.join("meminfo")).ok()?;
+    parse_mem_total(&meminfo)
+}
+
+/// Pure part of [`total_memory_bytes`]: `MemTotal:  24684040 kB` → bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut parts = line["MemTotal:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_gives_up_on_a_stuck_telemetry_task_after_the_grace() {
+        let stuck = tokio::spawn(std::future::pending::<()>());
+        let grace = Duration::from_millis(50);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            drain(None, Some(stuck), grace, std::future::pending()),
+        )
+        .await
+        .expect("drain returns once the grace is over, not when the task ends");
+    }
+
+    #[tokio::test]
+    async fn drain_returns_as_soon_as_the_work_is_done() {
+        let done = tokio::spawn(async {});
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            drain(
+                None,
+                Some(done),
+                Duration::from_secs(3600),
+                std::future::pending(),
+            ),
+        )
+        .await
+        .expect("a finished task does not wait for the grace");
+    }
+
+    #[test]
+    fn mem_total_parses_kilobytes() {
+        let text = "MemTotal:       24684040 kB\nMemFree:  1 kB\n";
+        assert_eq!(parse_mem_total(text), Some(24684040 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: 1 MB\n"), None);
+    }
+}

@@ -1,0 +1,650 @@
+//! The image in real containers: health, the probe, `docker stop`, container detection, what the
+//! sink receives, the instance ID across re-creation, `--read-only`, non-root, the compose stack.
+//!
+//! These tests need a Docker engine. When `docker info` fails they print a loud `SKIPPED` line
+//! and pass, unless `BUTLER_REQUIRE_DOCKER=1` is set (CI sets it), which makes a missing engine a
+//! failure. The image is built once per test run with `scripts/build-image` (a few minutes the
+//! first time); `BUTLER_TEST_IMAGE=name:tag` uses an image built beforehand instead.
+//!
+//! Every test names its containers, networks and volumes uniquely and removes them in a `Drop`
+//! guard, so a failing test leaves nothing behind.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const REQUIRE_VAR: &str = "BUTLER_REQUIRE_DOCKER";
+const IMAGE_VAR: &str = "BUTLER_TEST_IMAGE";
+const DEFAULT_IMAGE: &str = "butler-agent:latest";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes past the test harness's output capture, so a skip is visible in `cargo test` output.
+fn loud(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The image to test, built once; `None` when there is no engine and that is allowed.
+fn image() -> Option<&'static str> {
+    static IMAGE: OnceLock<Result<Option<String>, String>> = OnceLock::new();
+    let result = IMAGE.get_or_init(|| {
+        let info = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        let engine = match info {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Err(format!("cannot run docker: {e}")),
+        };
+        if let Err(why) = engine {
+            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                return Err(format!(
+                    "no Docker engine ({why}) and {REQUIRE_VAR}=1 requires one"
+                ));
+            }
+            loud(&format!(
+                "\n==== SKIPPED: no Docker engine ({why}); the tests in tests/docker.rs did not run. \
+                 Set {REQUIRE_VAR}=1 to make this a failure. ====\n"
+            ));
+            return Ok(None);
+        }
+        if let Ok(img) = std::env::var(IMAGE_VAR) {
+            return Ok(Some(img));
+        }
+        loud("tests/docker.rs: building the image with scripts/build-image ...");
+        let out = Command::new(repo().join("scripts/build-image"))
+            .args(["--tag", DEFAULT_IMAGE])
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/build-image: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/build-image failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(Some(DEFAULT_IMAGE.to_string()))
+    });
+    match result {
+        Ok(img) => img.as_deref(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Runs docker; returns the whole output whatever the exit code.
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker runs (the engine answered `docker info`)")
+}
+
+/// Runs docker and returns trimmed stdout; panics with stderr when it fails.
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A unique name per test and call, so parallel tests and parallel runs never collide.
+fn unique(what: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "butler-agent-test-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes what a test created, also when the test fails.
+#[derive(Default)]
+struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    compose: Option<(Vec<String>, PathBuf)>,
+}
+
+impl Cleanup {
+    fn container(&mut self, what: &str) -> String {
+        let name = unique(what);
+        self.containers.push(name.clone());
+        name
+    }
+    fn network(&mut self, what: &str) -> String {
+        let name = unique(what);
+        docker_ok(&["network", "create", &name]);
+        self.networks.push(name.clone());
+        name
+    }
+    fn volume(&mut self, what: &str) -> String {
+        let name = unique(what);
+        docker_ok(&["volume", "create", &name]);
+        self.volumes.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some((cmd, dir)) = &self.compose {
+            let _ = Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .args(["down", "--volumes", "--timeout", "2"])
+                .current_dir(dir)
+                .output();
+        }
+        for c in &self.containers {
+            // -v also removes the container's anonymous /data volume.
+            let _ = docker(&["rm", "-f", "-v", c]);
+        }
+        for n in &self.networks {
+            let _ = docker(&["network", "rm", n]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn health_status(container: &str) -> String {
+    docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", container])
+}
+
+fn logs(container: &str) -> String {
+    let out = docker(&["logs", container]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits until the agent answers `/readyz` inside the container (the probe takes a URL).
+fn wait_ready(container: &str) {
+    wait_for(
+        &format!("{container} to be ready"),
+        Duration::from_secs(30),
+        || {
+            let out = docker(&[
+                "exec",
+                container,
+                "/healthcheck",
+                "http://127.0.0.1:12398/readyz",
+            ]);
+            out.status.success().then_some(())
+        },
+    );
+}
+
+/// Finds `key` anywhere in a JSON tree.
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+#[test]
+fn image_is_small_and_configured_for_scratch() {
+    let Some(img) = image() else { return };
+    let size: u64 = docker_ok(&["image", "inspect", "--format", "{{.Size}}", img])
+        .parse()
+        .expect("image size is a number");
+    assert!(size < 8 * 1024 * 1024, "image is {size} bytes, above 8 MiB");
+    let config: Value = serde_json::from_str(&docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config}}",
+        img,
+    ]))
+    .expect("image config is JSON");
+    assert_eq!(config["User"], "10001:10001");
+    assert_eq!(config["WorkingDir"], "/nodeapp");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/butler-agent"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["run"]));
+    assert!(config["ExposedPorts"].get("12398/tcp").is_some());
+    assert!(config["Volumes"].get("/data").is_some());
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .expect("Env is a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(env.contains(&"BUTLER_STATE_DIR=/data"), "{env:?}");
+    assert!(env.contains(&"NODE_ENV=production"), "{env:?}");
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/healthcheck"])
+    );
+    assert_eq!(config["Healthcheck"]["Interval"], 12_000_000_000u64);
+    assert_eq!(
+        config["Labels"]["org.opencontainers.image.title"],
+        "butler-agent"
+    );
+    assert_eq!(config["Labels"]["org.opencontainers.image.licenses"], "MIT");
+}
+
+#[test]
+fn container_becomes_healthy() {
+    let Some(img) = image() else { return };
+    let mut c = Cleanup::default();
+    let name = c.container("healthy");
+    // The image's HEALTHCHECK command, polled every second instead of every 12 s.
+    docker_ok(&["run", "-d", "--name", &name, "--health-interval=1s", img]);
+    wait_for(
+        "the container to become healthy",
+        Duration::from_secs(30),
+        || (health_status(&name) == "healthy").then_some(()),
+    );
+    let last = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{(index .State.Health.Log 0).Output}}",
+        &name,
+    ]);
+    assert!(
+        last.starts_with("healthy: http://127.0.0.1:12398/health answered 200"),
+        "{last}"
+    );
+    let log = logs(&name);
+    assert!(log.contains("Instance ID"), "banner in the log: {log}");
+    assert!(log.contains("Running in Docker : true"), "{log}");
+}
+
+#[test]
+fn probe_fails_with_a_clear_line_when_the_agent_is_down() {
+    let Some(img) = image() else { return };
+    let mut c = Cleanup::default();
+    let name = c.container("down");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-e",
+        "BUTLER_HEALTH_ENABLE=false",
+        "--health-interval=1s",
+        "--health-retries=1",
+        // Failures inside the image's 30 s start period do not count; shorten it.
+        "--health-start-period=1s",
+        img,
+    ]);
+    let out = docker(&["exec", &name, "/healthcheck"]);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line:?}");
+    assert!(
+        line.starts_with("unhealthy: http://127.0.0.1:12398/health: cannot connect")
+            && line.contains("connection refused"),
+        "{line}"
+    );
+    wait_for(
+        "Docker to mark it unhealthy",
+        Duration::from_secs(30),
+        || (health_status(&name) == "unhealthy").then_some(()),
+    );
+}
+
+#[test]
+fn docker_stop_is_quick_and_clean() {
+    let Some(img) = image() else { return };
+    let mut c = Cleanup::default();
+    let name = c.container("stop");
+    docker_ok(&["run", "-d", "--name", &name, img]);
+    wait_ready(&name);
+    let started = Instant::now();
+    docker_ok(&["stop", &name]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "docker stop took {took:?}");
+    let code = docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
+    assert_eq!(code, "0", "{}", logs(&name));
+    let log = logs(&name);
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn host_json_detects_docker_with_any_cgroup_namespace() {
+    let Some(img) = image() else { return };
+    for extra in [None, Some("--cgroupns=host"), Some("--cgroupns=private")] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(extra);
+        args.extend([img, "host", "--json"]);
+        let out = docker(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if extra == Some("--cgroupns=private") && stderr.contains("cgroup namespaces") {
+            // Engines on hosts without cgroup namespace support refuse the flag itself.
+            loud(&format!("note: {stderr}"));
+            continue;
+        }
+        assert!(out.status.success(), "{extra:?}: {stderr}");
+        let facts: Value = serde_json::from_slice(&out.stdout).expect("host --json prints JSON");
+        assert_eq!(facts["isRunningInDocker"], true, "{extra:?}: {facts}");
+        assert_eq!(facts["containerRuntime"], "docker", "{extra:?}: {facts}");
+    }
+}
+
+#[test]
+fn sink_receives_an_event_without_identifying_data() {
+    let Some(img) = image() else { return };
+    let mut c = Cleanup::default();
+    let net = c.network("net");
+    let sink = c.container("sink");
+    let agent = c.container("agent");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &sink,
+        "--network",
+        &net,
+        "--network-alias",
+        "sink",
+        img,
+        "sink",
+        "--listen",
+        "0.0.0.0:8080",
+        "--out",
+        "/data/events.jsonl",
+    ]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &agent,
+        "--network",
+        &net,
+        "-e",
+        "BUTLER_POSTHOG_HOST=http://sink:8080",
+        "-e",
+        "BUTLER_TELEMETRY_START_DELAY=1s",
+        img,
+    ]);
+    let dir = tempdir();
+    let events_file = dir.join("events.jsonl");
+    let events = wait_for(
+        "the sink to receive an event",
+        Duration::from_secs(40),
+        || {
+            let src = format!("{sink}:/data/events.jsonl");
+            let out = docker(&["cp", &src, &dir.to_string_lossy()]);
+            if !out.status.success() {
+                return None;
+            }
+            std::fs::read_to_string(&events_file)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+        },
+    );
+    let line = events.lines().next().expect("at least one event line");
+    let event: Value = serde_json::from_str(line).expect("each event line is JSON");
+    assert_eq!(
+        find_key(&event, "system_isRunningInDocker"),
+        Some(&Value::Bool(true)),
+        "{event}"
+    );
+
+    let facts = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Id}}\n{{.Config.Hostname}}\n{{range .NetworkSettings.Networks}}{{.IPAddress}}\n{{.MacAddress}}\n{{end}}",
+        &agent,
+    ]);
+    let mut secrets: BTreeSet<String> = BTreeSet::new();
+    for f in facts.lines().map(str::trim).filter(|f| !f.is_empty()) {
+        secrets.insert(f.to_string());
+        secrets.insert(f.to_uppercase());
+        secrets.insert(f.replace(':', ""));
+    }
+    let id = facts.lines().next().expect("inspect prints the ID first");
+    secrets.insert(id[..12].to_string());
+    assert!(
+        secrets.len() >= 4,
+        "inspect gave ID, host name, IP, MAC: {facts}"
+    );
+    for s in &secrets {
+        assert!(
+            !events.to_lowercase().contains(&s.to_lowercase()),
+            "the event contains {s:?} from docker inspect"
+        );
+    }
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("tmp"));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// `butler-agent id` in a fresh container; returns (id, stderr).
+fn id_in_new_container(img: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["run", "--rm"];
+    args.extend(extra);
+    args.extend([img, "id"]);
+    let out = docker(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "butler-agent id failed: {stderr}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id:?}"
+    );
+    (id, stderr)
+}
+
+#[test]
+fn state_volume_keeps_the_instance_id() {
+    let Some(img) = image() else { return };
+    let mut c = Cleanup::default();
+    let vol = c.volume("state");
+    let mount = format!("{vol}:/data");
+    let (first, _) = id_in_new_container(img, &["-v", &mount]);
+    let (second, _) = id_in_new_container(img, &["-v", &mount]);
+    assert_eq!(first, second, "same state volume, same ID");
+    // Also with a read-only root filesystem.
+    let (third, _) = id_in_new_container(img, &["--read-only", "-v", &mount]);
+    assert_eq!(first, third);
+}
+
+#[test]
+fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
+    let Some(img) = image() else { return };
+    // Each `docker run` without -v gets a fresh anonymous volume at /data: a new secret, a new ID.
+    let (first, _) = id_in_new_container(img, &[]);
+    let (second, _) = id_in_new_container(img, &[]);
+    assert_ne!(first, second, "a fresh anonymous volume gives a fresh ID");
+    // No state directory at all: the ID comes from the container's own MAC and IP, and a warning
+    // says so. Docker may hand a re-created container the same IP (and MAC), so the second
+    // container is created while the first still holds its address, as after a re-deploy.
+    let mut c = Cleanup::default();
+    let holder = c.container("noid");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &holder,
+        "-e",
+        "BUTLER_STATE_DIR=",
+        img,
+    ]);
+    let held = docker_ok(&["exec", &holder, "/butler-agent", "id"]);
+    let (other, warn) = id_in_new_container(img, &["-e", "BUTLER_STATE_DIR="]);
+    assert_ne!(
+        held, other,
+        "nothing stable to derive from: the ID is the container's own"
+    );
+    assert!(
+        warn.contains("WARN") && warn.contains("volume"),
+        "a warning names the mount that would make the ID stable: {warn}"
+    );
+}
+
+#[test]
+fn read_only_root_and_other_non_root_users_work() {
+    let Some(img) = image() else { return };
+    let mut c = Cleanup::default();
+    let default_user = c.container("ro");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &default_user,
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "--health-interval=1s",
+        img,
+    ]);
+    let other_user = c.container("uid");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &other_user,
+        "--read-only",
+        "--user",
+        "4242:4242",
+        "--health-interval=1s",
+        img,
+    ]);
+    for name in [&default_user, &other_user] {
+        wait_for(
+            &format!("{name} to become healthy"),
+            Duration::from_secs(30),
+            || (health_status(name) == "healthy").then_some(()),
+        );
+    }
+    assert_eq!(process_uids(&default_user), ["10001"], "the image's user");
+    assert_eq!(
+        process_uids(&other_user),
+        ["4242"],
+        "the user given to docker run"
+    );
+}
+
+/// The UIDs of the container's processes, from `docker top`.
+fn process_uids(container: &str) -> Vec<String> {
+    let top = docker_ok(&["top", container, "-o", "pid,uid"]);
+    top.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `docker compose` when the plugin exists, else the standalone `docker-compose`.
+fn compose_command() -> Option<Vec<String>> {
+    let works = |cmd: &[&str]| {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works(&["docker", "compose"]) {
+        Some(vec!["docker".into(), "compose".into()])
+    } else if works(&["docker-compose"]) {
+        Some(vec!["docker-compose".into()])
+    } else {
+        None
+    }
+}
+
+#[test]
+fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event() {
+    let Some(img) = image() else { return };
+    assert_eq!(
+        img, DEFAULT_IMAGE,
+        "docker-compose.yml names {DEFAULT_IMAGE}"
+    );
+    let Some(compose) = compose_command() else {
+        panic!("a Docker engine answers but neither `docker compose` nor `docker-compose` runs");
+    };
+    let project = unique("compose").replace('-', "");
+    let mut base: Vec<String> = compose.clone();
+    base.extend([
+        "-p".into(),
+        project,
+        "-f".into(),
+        "docker-compose.yml".into(),
+    ]);
+    let mut cleanup = Cleanup::default();
+    cleanup.compose = Some((base.clone(), repo().to_path_buf()));
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let run = |args: &[&str]| {
+        let out = Command::new(&base[0])
+            .args(&base[1..])
+            .args(args)
+            .env("AGENT_HEALTH_PORT", free_port.to_string())
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .output()
+            .expect("compose runs");
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(&["up", "-d"]);
+    let agent = run(&["ps", "-q", "agent"]);
+    let sink = run(&["ps", "-q", "sink"]);
+    assert!(!agent.is_empty() && !sink.is_empty());
+    // The image's 12 s interval applies here: the first check runs 12 s after start.
+    wait_for(
+        "the compose agent to become healthy",
+        Duration::from_secs(60),
+        || (health_status(&agent) == "healthy").then_some(()),
+    );
+    assert_eq!(health_status(&sink), "healthy");
+    let sink_log = wait_for(
+        "the sink to print an event",
+        Duration::from_secs(30),
+        || {
+            let l = logs(&sink);
+            l.contains("telemetry sent").then_some(l)
+        },
+    );
+    assert!(sink_log.contains("system_isRunningInDocker"), "{sink_log}");
+}

@@ -1,0 +1,286 @@
+//! The health server over real TCP: what probes, browsers and hostile clients get.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use butler_agent::health::{self, HEALTH_BODY, Limits, Readiness};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server on a loopback port chosen by the OS.
+struct Server {
+    addr: SocketAddr,
+    readiness: Readiness,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Triggers the graceful stop and waits for `serve` to return.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the server stops within 5 s")
+            .expect("the server task does not panic");
+    }
+}
+
+async fn start_server(limits: Limits) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0 on loopback");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let readiness = Readiness::new();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(health::serve(listener, readiness.clone(), limits, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        readiness,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// An HTTP answer split into status, lower-cased header lines and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn parse_answer(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP answer has a blank line: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("an answer has a status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Sends `raw` and reads until the server closes (it serves one request per connection).
+async fn send(addr: SocketAddr, raw: &[u8]) -> Answer {
+    let mut conn = TcpStream::connect(addr)
+        .await
+        .expect("connect to the server");
+    conn.write_all(raw).await.expect("send the request");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf))
+        .await
+        .expect("the server answers and closes within 5 s")
+        .expect("read the answer");
+    parse_answer(&buf)
+}
+
+async fn get(addr: SocketAddr, method: &str, target: &str) -> Answer {
+    let req = format!("{method} {target} HTTP/1.1\r\nHost: probe\r\n\r\n");
+    send(addr, req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn health_answers_like_butler() {
+    let server = start_server(Limits::default()).await;
+    let a = get(server.addr, "GET", "/health").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, HEALTH_BODY);
+    assert_eq!(a.body, r#"{"statusCode":200,"status":"ok"}"#);
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let head = get(server.addr, "HEAD", "/health").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "", "HEAD has no body");
+    assert_eq!(head.header("content-length"), Some("32"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_waits_for_the_latch_and_livez_does_not() {
+    let server = start_server(Limits::default()).await;
+    assert_eq!(get(server.addr, "GET", "/livez").await.status, 200);
+    let before = get(server.addr, "GET", "/readyz").await;
+    assert_eq!(before.status, 503);
+    assert!(before.body.contains("[-]startup failed"), "{}", before.body);
+    assert!(before.body.ends_with("readyz check failed\n"));
+    // /health is Butler's liveness answer: it does not wait for readiness either.
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+
+    server.readiness.release();
+    let after = get(server.addr, "GET", "/readyz").await;
+    assert_eq!((after.status, after.body.as_str()), (200, "ok"));
+    let verbose = get(server.addr, "GET", "/readyz?verbose").await;
+    assert_eq!(
+        verbose.body,
+        "[+]ping ok\n[+]config ok\n[+]startup ok\nreadyz check passed\n"
+    );
+    let live = get(server.addr, "GET", "/livez?verbose=1").await;
+    assert_eq!(live.body, "[+]ping ok\nlivez check passed\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_methods_and_oversized_headers() {
+    let server = start_server(Limits::default()).await;
+    assert_eq!(get(server.addr, "GET", "/").await.status, 404);
+    assert_eq!(get(server.addr, "GET", "/healthz").await.status, 404);
+    let post = get(server.addr, "POST", "/health").await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(get(server.addr, "DELETE", "/readyz").await.status, 405);
+
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: probe\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(health::MAX_HEADER_BYTES + 10)
+    );
+    assert_eq!(send(server.addr, big.as_bytes()).await.status, 431);
+    // And the server still answers afterwards.
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_client_neither_blocks_others_nor_stays_forever() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start_server(limits).await;
+    let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: sl")
+        .await
+        .expect("send half the headers");
+    // A probe arriving meanwhile is answered at once.
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+    // The slow client is cut off by the header-read timeout.
+    let mut buf = Vec::new();
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf))
+        .await
+        .expect("the server closes the slow connection within 5 s");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn excess_connections_are_closed_without_hurting_open_ones() {
+    let limits = Limits {
+        max_connections: 3,
+        ..Limits::default()
+    };
+    let server = start_server(limits).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(server.addr).await.expect("connect");
+        // Half a request: the connection holds its slot.
+        c.write_all(b"GET /health HTTP/1.1\r\n")
+            .await
+            .expect("send");
+        held.push(c);
+    }
+    // Give the accept loop time to hand out all three slots.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(server.addr)
+        .await
+        .expect("the kernel still accepts the TCP handshake");
+    let _ = extra
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read_to_end(&mut buf))
+        .await
+        .expect("the excess connection is closed at once, not left hanging");
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "no answer on an excess connection"
+    );
+    // The held connections finish their requests normally.
+    for mut c in held {
+        c.write_all(b"Host: x\r\n\r\n")
+            .await
+            .expect("finish the request");
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).await.expect("read the answer");
+        assert_eq!(parse_answer(&buf).status, 200);
+    }
+    // Slots are free again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stop_closes_idle_connections_at_once() {
+    let server = start_server(Limits::default()).await;
+    let addr = server.addr;
+    // An idle connection (nothing sent) must not hold the stop up for the header timeout.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    server.stop().await;
+    assert!(
+        started.elapsed() < health::HEADER_READ_TIMEOUT,
+        "stop waited {:?} for an idle connection",
+        started.elapsed()
+    );
+    let mut buf = Vec::new();
+    let n = idle.read_to_end(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection is closed without an answer");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after stop"
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_progress_is_answered_during_stop() {
+    let server = start_server(Limits::default()).await;
+    let mut half = TcpStream::connect(server.addr).await.expect("connect");
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send most of the request");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !stopping.is_finished(),
+        "stop waits for the request in progress"
+    );
+    half.write_all(b"\r\n").await.expect("finish the request");
+    let mut buf = Vec::new();
+    half.read_to_end(&mut buf).await.expect("read the answer");
+    assert_eq!(parse_answer(&buf).status, 200);
+    stopping.await.expect("stop completes");
+}
