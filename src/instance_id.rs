@@ -416,10 +416,10 @@ static UNSTABLE_WARNING: Once = Once::new();
 fn warn_unstable_once(tried: &[String]) {
     UNSTABLE_WARNING.call_once(|| {
         tracing::warn!(
-            "the instance ID will change whenever this container is re-created ({}). To make it \
-             stable, mount the host's /etc read-only and point HOST_ETC at it \
-             (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc), or mount a volume at the state \
-             directory (-v butler-agent-state:/var/lib/butler-agent -e BUTLER_STATE_DIR=/var/lib/butler-agent)",
+            "the instance ID may change whenever this container is re-created ({}). To make it \
+             stable, mount a named volume at the state directory (-v butler-agent-state:/data; \
+             the image sets BUTLER_STATE_DIR=/data), or mount the host's /etc read-only and \
+             point HOST_ETC at it (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)",
             tried.join("; ")
         );
     });
