@@ -227,6 +227,7 @@ pub fn is_anonymous_volume(mountinfo: &str, mount_point: &str) -> bool {
     let mount_point = mount_point.trim_end_matches('/');
     mountinfo
         .lines()
+        .rev()
         .filter_map(|l| {
             let mut f = l.split(' ');
             let root = f.nth(3)?;
@@ -234,8 +235,7 @@ pub fn is_anonymous_volume(mountinfo: &str, mount_point: &str) -> bool {
             Some((root, point))
         })
         // The last mount at a point is the one in effect.
-        .filter(|(_, point)| *point == mount_point)
-        .last()
+        .find(|(_, point)| *point == mount_point)
         .is_some_and(|(root, _)| {
             let mut parts = root.trim_end_matches('/').rsplit('/');
             parts.next() == Some("_data")
