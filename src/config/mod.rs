@@ -326,19 +326,17 @@ pub fn parse_str(
     // here is a YAML syntax or limits problem, not a wrong value.
     let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(e, origin, None))?;
-    // Strict pass over the steering keys, tracking the key path for the message.
-    let mut key_path: Option<String> = None;
-    let root: Result<FileRoot, serde_saphyr::Error> =
-        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                if path != "." && !path.is_empty() {
-                    key_path = Some(path);
-                }
-                e.into_inner()
-            })
-        });
-    let root = root.map_err(|e| yaml_error(e, origin, key_path.take()))?;
+    // Typed view of the steering keys, from the tree already parsed (parsing the YAML is the
+    // expensive part of start-up, so the happy path does it once).
+    let root = if tree.is_null() {
+        FileRoot::default()
+    } else {
+        match FileRoot::deserialize(&tree) {
+            Ok(root) => root,
+            // A wrong value: parse the text again, strictly, for the line, column and key path.
+            Err(e) => return Err(strict_error(text, origin, e)),
+        }
+    };
     if !tree.is_null() && root.butler.is_none() {
         return Err(
             ConfigError::file(origin, "no `Butler:` section at the top level")
@@ -355,6 +353,27 @@ pub fn parse_str(
             .filter(|h| !h.is_empty()),
     };
     Ok((tree, keys, butler.agent))
+}
+
+/// The located error for a wrong value, from a strict pass over the text. `fallback` is the
+/// error the tree gave, used should the strict pass not fail the same way.
+fn strict_error(text: &str, origin: &str, fallback: serde_json::Error) -> ConfigError {
+    let mut key_path: Option<String> = None;
+    let strict: Result<FileRoot, serde_saphyr::Error> =
+        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                if path != "." && !path.is_empty() {
+                    key_path = Some(path);
+                }
+                e.into_inner()
+            })
+        });
+    match strict {
+        Err(e) => yaml_error(e, origin, key_path.take()),
+        Ok(_) => ConfigError::file(origin, fallback.to_string())
+            .with_hint("fix the value, or remove the key to use the default"),
+    }
 }
 
 fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> ConfigError {
