@@ -142,6 +142,10 @@ pub async fn serve(
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(READ_BUFFER_BYTES.max(limits.max_header_bytes + 1024))
                 .max_header_size(limits.max_header_bytes)
+                // A client may shut its sending side once the request is out (HTTP/1.0
+                // clients and `nc -N` do); without this hyper can see the EOF first and
+                // close without answering.
+                .half_close(true)
                 .keep_alive(false);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
