@@ -18,16 +18,21 @@
 //! connection runs in its own task, serves exactly one request (probes do not reuse
 //! connections), must send its headers within [`HEADER_READ_TIMEOUT`] and is dropped after
 //! [`CONNECTION_DEADLINE`]; headers above [`MAX_HEADER_BYTES`] get 431; at most
-//! [`MAX_CONNECTIONS`] are open at once and any further connection is closed at accept without
-//! touching the others. Memory is therefore bounded by about `MAX_CONNECTIONS × 16 KiB`.
+//! [`MAX_CONNECTIONS`] are open at once. When all are taken, the oldest connection that has not
+//! yet sent a complete request is closed to make room for the new one (nginx reuses idle
+//! connections the same way), so a flood of idle or dribbling connections cannot lock probes
+//! out; a request being answered is never cut. Only when every open connection is being
+//! answered is a further one closed at accept. Memory is therefore bounded by about
+//! `MAX_CONNECTIONS × 16 KiB`.
 //!
 //! [`serve`] takes the listener and the shutdown trigger as parameters (as mini-redis does), so
 //! tests bind port 0 and stop the server themselves. Routing ([`respond`]) is pure.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +43,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
@@ -105,6 +110,7 @@ pub async fn serve(
     let max = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut waiting = Waiting::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -119,15 +125,33 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if waiting.evict_oldest() => {
+                tracing::debug!(
+                    "health server: {max} connections open, closed the oldest idle one"
+                );
+                // The evicted task frees its slot as soon as it runs; a slot still taken after
+                // this wait belongs to a task that has just started answering.
+                tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(slot) = slot else {
             tracing::debug!("health server: {max} connections open, closing the one from {peer}");
             drop(stream);
             continue;
         };
+        let idle = waiting.push(max);
         let readiness = readiness.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            let answering = Arc::clone(&idle);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                answering.answering.store(true, Ordering::Release);
                 let answer = respond(
                     req.method(),
                     req.uri().path(),
@@ -152,6 +176,7 @@ pub async fn serve(
             let work = async {
                 tokio::select! {
                     r = conn.as_mut() => r,
+                    _ = idle.evicted() => Ok(()),
                     _ = async { stop.wait_for(|stopped| *stopped).await.map(|_| ()) } => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
@@ -174,6 +199,60 @@ pub async fn serve(
     let _all = slots
         .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
         .await;
+}
+
+/// How long the accept loop waits for an evicted connection to give its slot back.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
+
+/// One connection's state as the accept loop sees it.
+#[derive(Debug, Default)]
+struct Connection {
+    /// Set once a complete request head has arrived: from then on it is never evicted.
+    answering: AtomicBool,
+    evict: Notify,
+}
+
+impl Connection {
+    /// Completes when the accept loop evicts this connection before its request came.
+    async fn evicted(&self) {
+        loop {
+            self.evict.notified().await;
+            if !self.answering.load(Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+/// Open connections in accept order, for eviction. Owned by the accept loop alone; a
+/// connection that has ended leaves a dead entry, pruned as the queue grows.
+#[derive(Debug, Default)]
+struct Waiting(VecDeque<Weak<Connection>>);
+
+impl Waiting {
+    /// Registers a new connection; at most `max` are alive, so pruning keeps this bounded.
+    fn push(&mut self, max: usize) -> Arc<Connection> {
+        if self.0.len() >= 2 * max {
+            self.0.retain(|c| c.strong_count() > 0);
+        }
+        let c = Arc::new(Connection::default());
+        self.0.push_back(Arc::downgrade(&c));
+        c
+    }
+
+    /// Tells the oldest connection still waiting for its request to close; false if none is.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(c) = self.0.pop_front() {
+            if let Some(c) = c.upgrade() {
+                if !c.answering.load(Ordering::Acquire) {
+                    // notify_one keeps the wake-up even if the task has not been polled yet.
+                    c.evict.notify_one();
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// What one check reports for the verbose listing.
