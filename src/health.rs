@@ -57,6 +57,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// Probes send a few hundred bytes of headers; more than 8 KiB is refused with 431.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// The kernel's queue of connections not yet accepted. The usual 128 overflows during a burst
+/// of a few hundred connections, and a probe whose SYN is dropped then waits a full second for
+/// the retransmission; the kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// hyper's read buffer per connection (its minimum is 8 KiB; headers must fit with room).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -97,6 +101,19 @@ impl Default for Limits {
             max_header_bytes: MAX_HEADER_BYTES,
         }
     }
+}
+
+/// Binds the health listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `std` does, so a
+/// restart does not wait for old connections in TIME_WAIT).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves health requests on `listener` until `shutdown` completes, then stops accepting, lets
