@@ -221,7 +221,8 @@ fn posthog_error_code(body: &[u8]) -> Option<String> {
 
 /// Every transport error is transient: DNS, refused, reset, TLS, timeout, garbage.
 /// A connect error through a proxy names the proxy (reqwest's message names only the
-/// destination, which sends the reader to the wrong machine).
+/// destination, which sends the reader to the wrong machine); a certificate error says how to
+/// trust a private CA.
 fn transport_error(e: &reqwest::Error, proxy: Option<&str>) -> Attempt {
     let what = match proxy {
         _ if e.is_timeout() => "timed out".to_string(),
@@ -232,11 +233,32 @@ fn transport_error(e: &reqwest::Error, proxy: Option<&str>) -> Attempt {
         None if e.is_connect() => "could not connect".to_string(),
         _ => "the exchange failed".to_string(),
     };
+    let mut reason = format!("{what}: {}", chain(e));
+    if certificate_rejected(e) {
+        reason.push_str(
+            "; if the destination (or a proxy inspecting TLS) uses a certificate from a private \
+             CA, give that CA's PEM certificate with caFile / BUTLER_CA_FILE",
+        );
+    }
     Attempt::Transient {
         status: None,
-        reason: format!("{what}: {}", chain(e)),
+        reason,
         retry_after: None,
     }
+}
+
+/// Whether rustls refused the server's certificate somewhere in the error's chain. rustls'
+/// error travels inside `io::Error`s (nested ones, through hyper's connector), whose
+/// `source()` skips the error they wrap, so those are opened too.
+fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| certificate_rejected(inner));
+    wrapped || e.source().is_some_and(certificate_rejected)
 }
 
 /// An error and its sources on one line (reqwest's own message alone is often just
