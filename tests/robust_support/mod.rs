@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -202,9 +202,13 @@ pub fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), Strin
     Ok((status, took))
 }
 
+/// Probes every case waits for, so a quick case still shows the server answering.
+pub const MIN_PROBES: usize = 3;
+
 /// A well-behaved client probing `/health` every `every` on its own thread until stopped.
 pub struct Prober {
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<Vec<Result<(u16, Duration), String>>>>,
 }
 
@@ -212,22 +216,31 @@ impl Prober {
     pub fn start(addr: SocketAddr, every: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let done = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&done);
         let thread = std::thread::spawn(move || {
             let mut results = Vec::new();
             while !flag.load(Ordering::Relaxed) {
                 results.push(probe(addr, Duration::from_secs(2)));
+                count.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(every);
             }
             results
         });
         Prober {
             stop,
+            done,
             thread: Some(thread),
         }
     }
 
-    /// Stops probing and returns what the probes saw.
+    /// Stops probing (after at least [`MIN_PROBES`], however quick the case was) and returns
+    /// what the probes saw.
     pub fn finish(mut self) -> ProbeReport {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.done.load(Ordering::Relaxed) < MIN_PROBES && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.stop.store(true, Ordering::Relaxed);
         let results = self
             .thread
