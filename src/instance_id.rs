@@ -218,6 +218,7 @@ pub fn derive_with(
     match cfg.state_dir {
         Some(dir) => match state_secret(dir) {
             Ok(secret) => {
+                warn_if_anonymous_volume(roots, dir);
                 return InstanceId {
                     id: container_id(&Anchor::StateSecret(secret), qrs),
                     method: METHOD_STATE_SECRET.into(),
@@ -412,6 +413,27 @@ fn read_secret(path: &Path) -> Result<Option<String>, String> {
 }
 
 static UNSTABLE_WARNING: Once = Once::new();
+static ANONYMOUS_VOLUME_WARNING: Once = Once::new();
+
+/// A state directory on an anonymous Docker volume (a plain `docker run` of the image, whose
+/// `VOLUME /data` then gets a fresh volume per container) keeps the secret only as long as the
+/// container: say so once, with the fix.
+fn warn_if_anonymous_volume(roots: &Roots, dir: &Path) {
+    let Some(mountinfo) = crate::host::read_text(&roots.own_path("/proc/self/mountinfo")) else {
+        return;
+    };
+    let point = dir.to_string_lossy();
+    if crate::host::container::is_anonymous_volume(&mountinfo, &point) {
+        ANONYMOUS_VOLUME_WARNING.call_once(|| {
+            tracing::warn!(
+                "the state directory {point} is an anonymous Docker volume, new for every new \
+                 container, so the instance ID will change when this container is re-created. \
+                 Mount a named volume there (-v butler-agent-state:{point}) or mount the host's \
+                 /etc (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)"
+            );
+        });
+    }
+}
 
 fn warn_unstable_once(tried: &[String]) {
     UNSTABLE_WARNING.call_once(|| {

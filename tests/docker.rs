@@ -485,9 +485,19 @@ fn state_volume_keeps_the_instance_id() {
 fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
     let Some(img) = image() else { return };
     // Each `docker run` without -v gets a fresh anonymous volume at /data: a new secret, a new ID.
-    let (first, _) = id_in_new_container(img, &[]);
+    // The agent sees the anonymous volume in its mountinfo and says so.
+    let (first, warn) = id_in_new_container(img, &[]);
     let (second, _) = id_in_new_container(img, &[]);
     assert_ne!(first, second, "a fresh anonymous volume gives a fresh ID");
+    assert!(
+        warn.contains("anonymous Docker volume") && warn.contains("butler-agent-state:/data"),
+        "a warning names the anonymous volume and the fix: {warn}"
+    );
+    // A named volume is not warned about.
+    let mut named = Cleanup::default();
+    let vol = named.volume("named");
+    let (_, quiet) = id_in_new_container(img, &["-v", &format!("{vol}:/data")]);
+    assert!(!quiet.contains("anonymous"), "{quiet}");
     // No state directory at all: the ID comes from the container's own MAC and IP, and a warning
     // says so. Docker may hand a re-created container the same IP (and MAC), so the second
     // container is created while the first still holds its address, as after a re-deploy.

@@ -301,7 +301,10 @@ fn full_disk() {
     // A secret cut short by the full disk would later be refused as "not 64 hex digits".
     let secret = Path::new(&state).join("instance-secret");
     if secret.exists() {
-        problems.push(format!("a half-written {} was left behind", secret.display()));
+        problems.push(format!(
+            "a half-written {} was left behind",
+            secret.display()
+        ));
     }
     summary.case("full disk (state and audit log)", verdict(problems));
     summary.assert_all_passed();

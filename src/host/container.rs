@@ -219,9 +219,56 @@ pub fn mountinfo_runtime(text: &str) -> Option<(Option<String>, String)> {
     })
 }
 
+/// Whether the mount at `mount_point` is an anonymous Docker volume: Docker names those by 64
+/// hex digits (`.../volumes/<64 hex>/_data` in the mount's root field), named ones by their name.
+/// An anonymous volume is new for every new container, so nothing kept there survives
+/// re-creating the container.
+pub fn is_anonymous_volume(mountinfo: &str, mount_point: &str) -> bool {
+    let mount_point = mount_point.trim_end_matches('/');
+    mountinfo
+        .lines()
+        .rev()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let root = f.nth(3)?;
+            let point = f.next()?;
+            Some((root, point))
+        })
+        // The last mount at a point is the one in effect.
+        .find(|(_, point)| *point == mount_point)
+        .is_some_and(|(root, _)| {
+            let mut parts = root.trim_end_matches('/').rsplit('/');
+            parts.next() == Some("_data")
+                && parts
+                    .next()
+                    .is_some_and(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+                && parts.next() == Some("volumes")
+        })
+}
+
 /// The 4th field of each mountinfo line: the path, within its filesystem, that is mounted.
 fn mount_sources(text: &str) -> impl Iterator<Item = &str> {
     text.lines().filter_map(|l| l.split(' ').nth(3))
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::is_anonymous_volume;
+
+    const ANON: &str = "1139 1120 0:52 /var/lib/docker/volumes/3f1c0e8f6b2d4a5e9c7b1a0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8e0f/_data /data rw,relatime master:1 - ext4 /dev/vda rw";
+    const NAMED: &str = "1139 1120 0:52 /var/lib/docker/volumes/butler-agent-state/_data /data rw,relatime master:1 - ext4 /dev/vda rw";
+
+    #[test]
+    fn anonymous_and_named_volumes() {
+        assert!(is_anonymous_volume(ANON, "/data"));
+        assert!(is_anonymous_volume(ANON, "/data/"));
+        assert!(!is_anonymous_volume(NAMED, "/data"));
+        assert!(!is_anonymous_volume(ANON, "/state"));
+        assert!(!is_anonymous_volume("", "/data"));
+        assert!(!is_anonymous_volume("garbage", "/data"));
+        // A named volume mounted over an anonymous one: the last mount wins.
+        assert!(!is_anonymous_volume(&format!("{ANON}\n{NAMED}"), "/data"));
+    }
 }
 
 /// Runtime names in cgroup v1 paths of `/proc/self/cgroup`.

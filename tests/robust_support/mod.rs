@@ -202,6 +202,9 @@ pub fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), Strin
     Ok((status, took))
 }
 
+/// One probe: the status and latency, or what went wrong.
+pub type ProbeResult = Result<(u16, Duration), String>;
+
 /// Probes every case waits for, so a quick case still shows the server answering.
 pub const MIN_PROBES: usize = 3;
 
@@ -209,7 +212,7 @@ pub const MIN_PROBES: usize = 3;
 pub struct Prober {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<Vec<Result<(u16, Duration), String>>>>,
+    thread: Option<std::thread::JoinHandle<Vec<ProbeResult>>>,
 }
 
 impl Prober {
@@ -269,7 +272,7 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    fn new(results: Vec<Result<(u16, Duration), String>>) -> Self {
+    fn new(results: Vec<ProbeResult>) -> Self {
         let total = results.len();
         let mut failures = Vec::new();
         let mut latencies = Vec::new();
