@@ -17,7 +17,7 @@ use robust_support::{Agent, Prober, Summary};
 const CLASS: &str = "hostile-http";
 const PROBE_BOUND: Duration = Duration::from_millis(100);
 /// The slowest probe while 2,000 connections are being opened at once.
-const BURST_PROBE_BOUND: Duration = Duration::from_millis(500);
+const BURST_PROBE_BOUND: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 const RSS_BOUND_KIB: u64 = 32 * 1024;
 const IDLE_CONNECTIONS: usize = 2_000;
@@ -111,7 +111,7 @@ fn idle_flood_does_not_starve_the_probe() {
     let count = IDLE_CONNECTIONS.min(usize::try_from(limit.saturating_sub(64)).unwrap_or(0));
     eprintln!("idle flood: {count} connections (open-files limit {limit})");
     let rss_before = agent.rss_kib();
-    let prober = Prober::start(agent.health, PROBE_EVERY);
+    let burst_prober = Prober::start(agent.health, PROBE_EVERY);
     let opened = Instant::now();
     let mut idle = Vec::with_capacity(count);
     let mut refused = 0;
@@ -122,24 +122,37 @@ fn idle_flood_does_not_starve_the_probe() {
         }
     }
     let connecting = opened.elapsed();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Let the agent work through the connections queued in the kernel.
+    std::thread::sleep(Duration::from_millis(300));
+    let burst = burst_prober.finish();
+    // The flood is now held open: probes must get through it at once.
+    let held_prober = Prober::start(agent.health, PROBE_EVERY);
+    std::thread::sleep(Duration::from_millis(1200));
+    let held = held_prober.finish();
     let rss_flood = agent.rss_kib();
     let open = idle.iter().filter(|c| !closed_by_server(c)).count();
-    let report = prober.finish();
     eprintln!(
         "idle flood: {count} opened in {connecting:?} ({refused} refused by the kernel), {open} \
-         still open 1.5 s later; probes: {} ok, median {:?}, max {:?}; VmRSS {rss_before} → {rss_flood} KiB",
-        report.latencies.len(),
-        report.median(),
-        report.max()
+         still open 1.5 s later; probes during the burst: {} ok, median {:?}, max {:?}; while \
+         held: {} ok, median {:?}, max {:?}; VmRSS {rss_before} → {rss_flood} KiB",
+        burst.latencies.len(),
+        burst.median(),
+        burst.max(),
+        held.latencies.len(),
+        held.median(),
+        held.max()
     );
     // A probe that arrives in the middle of the burst queues behind up to a thousand
-    // connections the agent has not yet accepted; in a debug build that takes ~100 ms, so the
-    // median is held to the probe bound and the slowest to a bound that still rules out
-    // starvation (a dropped SYN costs 1 s, a lock-out lasts the 5 s header timeout).
+    // connections the agent has not yet accepted (~100 ms in a debug build, more on a loaded
+    // machine), so there the median is held to the probe bound and the slowest to 1 s, which
+    // a dropped SYN (retransmitted after 1 s) or a lock-out (the 5 s header timeout) exceeds.
     summary.case(
-        "probe during the idle flood",
-        report.problem_within(PROBE_BOUND, BURST_PROBE_BOUND),
+        "probe during the 2,000-connection burst",
+        burst.problem_within(PROBE_BOUND, BURST_PROBE_BOUND),
+    );
+    summary.case(
+        "probe while 2,000 idle connections are held",
+        held.problem(PROBE_BOUND),
     );
     summary.case(
         "connection cap",
