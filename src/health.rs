@@ -18,16 +18,21 @@
 //! connection runs in its own task, serves exactly one request (probes do not reuse
 //! connections), must send its headers within [`HEADER_READ_TIMEOUT`] and is dropped after
 //! [`CONNECTION_DEADLINE`]; headers above [`MAX_HEADER_BYTES`] get 431; at most
-//! [`MAX_CONNECTIONS`] are open at once and any further connection is closed at accept without
-//! touching the others. Memory is therefore bounded by about `MAX_CONNECTIONS × 16 KiB`.
+//! [`MAX_CONNECTIONS`] are open at once. When all are taken, the oldest connection that has not
+//! yet sent a complete request is closed to make room for the new one (nginx reuses idle
+//! connections the same way), so a flood of idle or dribbling connections cannot lock probes
+//! out; a request being answered is never cut. Only when every open connection is being
+//! answered is a further one closed at accept. Memory is therefore bounded by about
+//! `MAX_CONNECTIONS × 16 KiB`.
 //!
 //! [`serve`] takes the listener and the shutdown trigger as parameters (as mini-redis does), so
 //! tests bind port 0 and stop the server themselves. Routing ([`respond`]) is pure.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +43,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
@@ -52,6 +57,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// Probes send a few hundred bytes of headers; more than 8 KiB is refused with 431.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// The kernel's queue of connections not yet accepted. The usual 128 overflows during a burst
+/// of a few hundred connections, and a probe whose SYN is dropped then waits a full second for
+/// the retransmission; the kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// hyper's read buffer per connection (its minimum is 8 KiB; headers must fit with room).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -94,6 +103,19 @@ impl Default for Limits {
     }
 }
 
+/// Binds the health listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `std` does, so a
+/// restart does not wait for old connections in TIME_WAIT).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves health requests on `listener` until `shutdown` completes, then stops accepting, lets
 /// requests in flight finish (idle connections are closed at once) and returns.
 pub async fn serve(
@@ -105,6 +127,7 @@ pub async fn serve(
     let max = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut waiting = Waiting::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -119,15 +142,33 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if waiting.evict_oldest() => {
+                tracing::debug!(
+                    "health server: {max} connections open, closed the oldest idle one"
+                );
+                // The evicted task frees its slot as soon as it runs; a slot still taken after
+                // this wait belongs to a task that has just started answering.
+                tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(slot) = slot else {
             tracing::debug!("health server: {max} connections open, closing the one from {peer}");
             drop(stream);
             continue;
         };
+        let idle = waiting.push(max);
         let readiness = readiness.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            let answering = Arc::clone(&idle);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                answering.answering.store(true, Ordering::Release);
                 let answer = respond(
                     req.method(),
                     req.uri().path(),
@@ -142,12 +183,17 @@ pub async fn serve(
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(READ_BUFFER_BYTES.max(limits.max_header_bytes + 1024))
                 .max_header_size(limits.max_header_bytes)
+                // A client may shut its sending side once the request is out (HTTP/1.0
+                // clients and `nc -N` do); without this hyper can see the EOF first and
+                // close without answering.
+                .half_close(true)
                 .keep_alive(false);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let work = async {
                 tokio::select! {
                     r = conn.as_mut() => r,
+                    _ = idle.evicted() => Ok(()),
                     _ = async { stop.wait_for(|stopped| *stopped).await.map(|_| ()) } => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
@@ -170,6 +216,60 @@ pub async fn serve(
     let _all = slots
         .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
         .await;
+}
+
+/// How long the accept loop waits for an evicted connection to give its slot back.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
+
+/// One connection's state as the accept loop sees it.
+#[derive(Debug, Default)]
+struct Connection {
+    /// Set once a complete request head has arrived: from then on it is never evicted.
+    answering: AtomicBool,
+    evict: Notify,
+}
+
+impl Connection {
+    /// Completes when the accept loop evicts this connection before its request came.
+    async fn evicted(&self) {
+        loop {
+            self.evict.notified().await;
+            if !self.answering.load(Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+/// Open connections in accept order, for eviction. Owned by the accept loop alone; a
+/// connection that has ended leaves a dead entry, pruned as the queue grows.
+#[derive(Debug, Default)]
+struct Waiting(VecDeque<Weak<Connection>>);
+
+impl Waiting {
+    /// Registers a new connection; at most `max` are alive, so pruning keeps this bounded.
+    fn push(&mut self, max: usize) -> Arc<Connection> {
+        if self.0.len() >= 2 * max {
+            self.0.retain(|c| c.strong_count() > 0);
+        }
+        let c = Arc::new(Connection::default());
+        self.0.push_back(Arc::downgrade(&c));
+        c
+    }
+
+    /// Tells the oldest connection still waiting for its request to close; false if none is.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(c) = self.0.pop_front() {
+            if let Some(c) = c.upgrade() {
+                if !c.answering.load(Ordering::Acquire) {
+                    // notify_one keeps the wake-up even if the task has not been polled yet.
+                    c.evict.notify_one();
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// What one check reports for the verbose listing.

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::EXIT_FAILURE;
@@ -72,7 +71,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
     let health_addr = SocketAddr::new(config.agent.health_host, config.agent.health_port);
     let mut health_bound = None;
     let health_task = if config.agent.health_enable {
-        let listener = match TcpListener::bind(health_addr).await {
+        let listener = match health::bind(health_addr) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(

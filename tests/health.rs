@@ -195,7 +195,7 @@ async fn slow_client_neither_blocks_others_nor_stays_forever() {
 }
 
 #[tokio::test]
-async fn excess_connections_are_closed_without_hurting_open_ones() {
+async fn excess_connections_evict_the_oldest_idle_one() {
     let limits = Limits {
         max_connections: 3,
         ..Limits::default()
@@ -204,29 +204,26 @@ async fn excess_connections_are_closed_without_hurting_open_ones() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut c = TcpStream::connect(server.addr).await.expect("connect");
-        // Half a request: the connection holds its slot.
+        // Half a request: the connection holds its slot but is not being answered.
         c.write_all(b"GET /health HTTP/1.1\r\n")
             .await
             .expect("send");
         held.push(c);
+        // Accept order is eviction order.
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    // Give the accept loop time to hand out all three slots.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut extra = TcpStream::connect(server.addr)
-        .await
-        .expect("the kernel still accepts the TCP handshake");
-    let _ = extra
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
+    // A probe arriving with every slot taken is answered: the oldest idle connection makes room.
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+    let mut oldest = held.remove(0);
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(2), extra.read_to_end(&mut buf))
+    let read = tokio::time::timeout(Duration::from_secs(2), oldest.read_to_end(&mut buf))
         .await
-        .expect("the excess connection is closed at once, not left hanging");
+        .expect("the evicted connection is closed at once, not left hanging");
     assert!(
         read.is_err() || buf.is_empty(),
-        "no answer on an excess connection"
+        "no answer on the evicted connection"
     );
-    // The held connections finish their requests normally.
+    // The newer held connections finish their requests normally.
     for mut c in held {
         c.write_all(b"Host: x\r\n\r\n")
             .await
@@ -235,7 +232,6 @@ async fn excess_connections_are_closed_without_hurting_open_ones() {
         c.read_to_end(&mut buf).await.expect("read the answer");
         assert_eq!(parse_answer(&buf).status, 200);
     }
-    // Slots are free again.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
     server.stop().await;

@@ -69,6 +69,8 @@ impl std::error::Error for SetupError {}
 pub struct HttpTransport {
     client: reqwest::Client,
     url: String,
+    /// The proxy the environment routes this URL through (no credentials), for messages.
+    proxy: Option<String>,
 }
 
 impl HttpTransport {
@@ -92,8 +94,26 @@ impl HttpTransport {
         let client = builder
             .build()
             .map_err(|e| SetupError(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(HttpTransport { client, url })
+        Ok(HttpTransport {
+            proxy: proxy_for(&url),
+            client,
+            url,
+        })
     }
+}
+
+/// The proxy reqwest will use for `url`, by the same rules (`ALL_PROXY`, `HTTPS_PROXY`,
+/// `HTTP_PROXY`, `NO_PROXY`), as `scheme://host:port` without any credentials it may carry.
+fn proxy_for(url: &str) -> Option<String> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let intercept = hyper_util::client::proxy::matcher::Matcher::from_system().intercept(&uri)?;
+    let proxy = intercept.uri();
+    let scheme = proxy.scheme_str().unwrap_or("http");
+    let host = proxy.host()?;
+    Some(match proxy.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
 
 /// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
@@ -133,7 +153,7 @@ impl Transport for HttpTransport {
             Err(e) => {
                 return Tried {
                     body_may_have_left: !e.is_connect(),
-                    attempt: transport_error(&e),
+                    attempt: transport_error(&e, self.proxy.as_deref()),
                 };
             }
         };
@@ -200,19 +220,45 @@ fn posthog_error_code(body: &[u8]) -> Option<String> {
 }
 
 /// Every transport error is transient: DNS, refused, reset, TLS, timeout, garbage.
-fn transport_error(e: &reqwest::Error) -> Attempt {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "the exchange failed"
+/// A connect error through a proxy names the proxy (reqwest's message names only the
+/// destination, which sends the reader to the wrong machine); a certificate error says how to
+/// trust a private CA.
+fn transport_error(e: &reqwest::Error, proxy: Option<&str>) -> Attempt {
+    let what = match proxy {
+        _ if e.is_timeout() => "timed out".to_string(),
+        Some(p) if e.is_connect() => format!(
+            "could not connect through the proxy {p} (set by HTTPS_PROXY, HTTP_PROXY or \
+             ALL_PROXY; NO_PROXY lists hosts reached directly)"
+        ),
+        None if e.is_connect() => "could not connect".to_string(),
+        _ => "the exchange failed".to_string(),
     };
+    let mut reason = format!("{what}: {}", chain(e));
+    if certificate_rejected(e) {
+        reason.push_str(
+            "; if the destination (or a proxy inspecting TLS) uses a certificate from a private \
+             CA, give that CA's PEM certificate with caFile / BUTLER_CA_FILE",
+        );
+    }
     Attempt::Transient {
         status: None,
-        reason: format!("{what}: {}", chain(e)),
+        reason,
         retry_after: None,
     }
+}
+
+/// Whether rustls refused the server's certificate somewhere in the error's chain. rustls'
+/// error travels inside `io::Error`s (nested ones, through hyper's connector), whose
+/// `source()` skips the error they wrap, so those are opened too.
+fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| certificate_rejected(inner));
+    wrapped || e.source().is_some_and(certificate_rejected)
 }
 
 /// An error and its sources on one line (reqwest's own message alone is often just
