@@ -2,6 +2,9 @@
 //! (`tests/fixtures/instance_id/make_vectors.py`), stability, sensitivity to each input, and
 //! survival of container re-creation when an anchor is available.
 
+mod common;
+use common::copy_dir;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -287,22 +290,6 @@ fn copy_tree(from: &Path, tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&to);
     copy_dir(from, &to);
     to
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("temp dir is writable");
-    for e in std::fs::read_dir(from).expect("fixture readable").flatten() {
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let meta = std::fs::symlink_metadata(&src).expect("fixture readable");
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&src).expect("link readable");
-            std::os::unix::fs::symlink(target, &dst).expect("temp dir is writable");
-        } else if meta.is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).expect("temp dir is writable");
-        }
-    }
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The instance ID through the real binary: raw inputs never appear in `telemetry preview`,
 //! `id` is stable and differs per host, and `id --explain` names inputs, never values.
 
+mod common;
+use common::copy_dir;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -222,20 +225,4 @@ fn unstable_container_id_warns_once_naming_the_mount() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("own values"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("temp dir is writable");
-    for e in std::fs::read_dir(from).expect("fixture readable").flatten() {
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let meta = std::fs::symlink_metadata(&src).expect("fixture readable");
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&src).expect("link readable");
-            std::os::unix::fs::symlink(target, &dst).expect("temp dir is writable");
-        } else if meta.is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).expect("temp dir is writable");
-        }
-    }
 }

@@ -2,6 +2,9 @@
 //! `/etc` contents, unreadable files and arbitrary request bodies never panic, and detection
 //! still answers (with "unknown" where it cannot know). Bounded: a fixed number of cases.
 
+mod common;
+use common::copy_dir;
+
 use std::path::{Path, PathBuf};
 
 use butler_agent::host::syscalls::DockerEndpoint;
@@ -202,28 +205,11 @@ fn truncated_fixture_files_never_panic() {
             };
             for cut in [0, content.len() / 3, content.len() / 2] {
                 let copy = fresh_dir("trunc");
-                copy_tree(&root, &copy);
+                copy_dir(&root, &copy);
                 std::fs::write(copy.join(rel), &content[..cut]).unwrap();
                 check_facts(&copy);
                 std::fs::remove_dir_all(&copy).unwrap();
             }
-        }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        let ft = entry.file_type().unwrap();
-        if ft.is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_tree(&entry.path(), &dest);
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path()).unwrap();
-            std::os::unix::fs::symlink(target, &dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
         }
     }
 }
