@@ -178,7 +178,14 @@ pub fn backoff(policy: &RetryPolicy, retries_done: u32, jitter: f64) -> Duration
     } else {
         0.0
     };
-    full / 2 + full.mul_f64(jitter / 2.0)
+    // In whole milliseconds, and strictly below `full`: tokio's timer rounds a sleep up to the
+    // next millisecond, and floating point rounds a jitter just under 1 up to 1, either of
+    // which would turn a pause just under `full` into `full` itself.
+    let full_ms = u64::try_from(full.as_millis()).unwrap_or(u64::MAX);
+    let half = full_ms / 2;
+    let span = full_ms - half;
+    let extra = ((span as f64 * jitter) as u64).min(span.saturating_sub(1));
+    Duration::from_millis(half + extra)
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
@@ -312,7 +319,13 @@ mod tests {
         assert!(backoff(&p, u32::MAX, 0.999) < DEFAULT_MAX_DELAY);
         // Bad jitter input cannot produce a nonsense pause.
         assert_eq!(backoff(&p, 0, f64::NAN), Duration::from_secs(1));
-        assert_eq!(backoff(&p, 0, 7.0), Duration::from_secs(2));
+        // (A jitter of 1 or more is clamped to the top of `[d/2, d)`.)
+        assert_eq!(backoff(&p, 0, 7.0), Duration::from_millis(1999));
+        // The largest jitter below 1 stays below the full delay in whole milliseconds, so
+        // the timer (which rounds sleeps up to the millisecond) cannot stretch it to `full`.
+        let top = backoff(&p, 0, 1.0 - f64::EPSILON);
+        assert!(top < Duration::from_secs(2), "{top:?}");
+        assert_eq!(top.subsec_nanos() % 1_000_000, 0, "{top:?}");
     }
 
     #[test]
