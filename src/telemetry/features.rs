@@ -217,6 +217,16 @@ const SIMPLE: &[Simple] = &[
     v("feature_restServer", "restServerConfig.enable"),
 ];
 
+/// Whether `name` is one of Butler's REST endpoint names (or their groups, `newRelic`,
+/// `scheduler`): the keys of `Butler.restServerEndpointsEnable`.
+pub fn is_endpoint_name(name: &str) -> bool {
+    SIMPLE.iter().any(|s| {
+        s.key
+            .strip_prefix("restServerEndpointsEnable.")
+            .is_some_and(|rest| rest.split('.').any(|part| part == name))
+    })
+}
+
 /// Flat properties whose value comes from the webhook rules.
 const WEBHOOK_LISTS: &[(&str, &str)] = &[
     (
