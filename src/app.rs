@@ -39,7 +39,7 @@ fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<i32, ConfigError> {
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
-            preview(&cfg, &roots, args.compact)
+            preview(&cfg, &roots, env, args.compact)
         }
         Command::Telemetry(TelemetryCommand::Status(args)) => {
             let cfg = load_config(&cli, env)?;
@@ -88,13 +88,28 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
     r.expect("serializing plain data to JSON cannot fail")
 }
 
-fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<i32, ConfigError> {
+fn preview(
+    cfg: &LoadedConfig,
+    roots: &Roots,
+    env: &dyn Env,
+    compact: bool,
+) -> Result<i32, ConfigError> {
     let snapshot = telemetry::gather(cfg, roots);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
     match telemetry::event(cfg, &snapshot, SystemTime::now()) {
         Ok(body) => {
+            // The guard sees the bytes a send would serialize; the body is printed either way.
+            let text = serde_json::to_string(&body).unwrap_or_default();
+            if let Err(finding) = telemetry::guard::inspect(&text, cfg, roots, env, &snapshot.host)
+            {
+                eprintln!(
+                    "butler-agent: a send would be refused: the privacy guard found {} in \
+                     this event",
+                    finding.kind
+                );
+            }
             println!("{}", to_json(&body, compact));
             Ok(0)
         }

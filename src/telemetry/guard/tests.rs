@@ -276,7 +276,13 @@ fn hosts_named_like_the_distro_are_not_leaks() {
         release: "12".into(),
         ..crate::host::detect(&Roots::at(empty.path()))
     };
-    for name in ["debian", "bookworm", "linux", "ubuntu", "Debian GNU/Linux 12 (bookworm)"] {
+    for name in [
+        "debian",
+        "bookworm",
+        "linux",
+        "ubuntu",
+        "Debian GNU/Linux 12 (bookworm)",
+    ] {
         let mut known = Known {
             fixed_words: fixed_words("phc_testkey_0123456789"),
             ..Known::default()
@@ -340,7 +346,10 @@ fn a_body_that_is_not_json_is_scanned_whole() {
 fn many_values_are_each_found() {
     let mut known = Known::default();
     for i in 0..2000 {
-        known.push(Kind::ConfigValue(format!("Butler.k{i}")), format!("secret-{i}"));
+        known.push(
+            Kind::ConfigValue(format!("Butler.k{i}")),
+            format!("secret-{i}"),
+        );
     }
     // Pushing the same value again keeps the first kind.
     known.push(Kind::HostName, "secret-7");
