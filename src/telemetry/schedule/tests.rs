@@ -45,11 +45,10 @@ async fn ten_thousand_failed_cycles_keep_one_pending_event() {
     let host = tempfile::tempdir().unwrap();
     let roots = Roots::at(host.path());
     let mut runner = Runner::new(defaults(&env));
-    let (_tx, mut rx) = watch::channel(false);
     let calls = AtomicU32::new(0);
     for n in 1..=10_000u32 {
         let outcome = runner
-            .cycle(&env, &roots, &mut rx, |_| Ok(Down(&calls)))
+            .cycle(&env, &roots, std::future::pending(), |_| Ok(Down(&calls)))
             .await;
         assert_eq!(
             outcome,
@@ -73,12 +72,11 @@ async fn off_builds_no_client_and_sends_nothing() {
         MapEnv::new([("BUTLER_ANON_TELEMETRY", "maybe")]),
     ] {
         let mut runner = Runner::new(defaults(&MapEnv::default()));
-        let (_tx, mut rx) = watch::channel(false);
         let outcome = runner
             .cycle(
                 &env,
                 &Roots::at("/nonexistent"),
-                &mut rx,
+                std::future::pending(),
                 |_| -> Result<Down<'_>, _> {
                     panic!("a client was built although telemetry is off")
                 },
@@ -123,12 +121,11 @@ async fn refused_events_are_never_handed_to_the_transport() {
     )]);
     let cfg = config::load(ConfigSource::Flag(file), &env).unwrap();
     let mut runner = Runner::new(cfg);
-    let (_tx, mut rx) = watch::channel(false);
     let outcome = runner
         .cycle(
             &env,
             &Roots::at(dir.path()),
-            &mut rx,
+            std::future::pending(),
             |_| -> Result<Down<'_>, _> { panic!("a refused event reached the transport") },
         )
         .await;
