@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
 
-/// A pipe whose read end is already closed: every write to the other end fails with EPIPE.
-fn closed_pipe() -> std::io::PipeWriter {
-    let (reader, writer) = std::io::pipe().expect("a pipe");
+/// A stream whose reading end is already closed: every write to it fails with EPIPE, as a
+/// pipe's does once its reader has gone.
+fn closed_pipe() -> Stdio {
+    let (writer, reader) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
     drop(reader);
-    writer
+    Stdio::from(std::os::fd::OwnedFd::from(writer))
 }
 
 /// Runs a command with telemetry off, host facts read below an empty directory, and stdout
