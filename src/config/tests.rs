@@ -2,7 +2,7 @@ use super::*;
 
 use std::time::Duration;
 
-const TEMPLATE: &str = include_str!("../../../shared/fixtures/butler-production-template.yaml");
+const TEMPLATE: &str = include_str!("../../tests/fixtures/butler-production-template.yaml");
 
 fn parse(text: &str) -> Result<(Value, ButlerKeys, Option<settings::AgentFile>), ConfigError> {
     parse_str(text, "test.yaml")
