@@ -282,7 +282,7 @@ pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
                 super_options,
             })
         })
-        .last()
+        .next_back()
 }
 
 /// containerd's default cgroup path `/<namespace>/<container>` (`ctr run`, nerdctl with the
