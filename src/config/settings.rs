@@ -160,9 +160,6 @@ impl Default for AgentSettings {
     }
 }
 
-/// Origin named in a settings error until the loader replaces it with the file's path.
-pub const SETTINGS_ORIGIN: &str = "the agent settings";
-
 /// One environment variable per setting; README lists them.
 pub const ENV_VARS: &[&str] = &[
     "BUTLER_POSTHOG_HOST",
@@ -276,7 +273,7 @@ impl AgentSettings {
     /// Range, format and cross-field checks. An error names the environment variable when the
     /// value came from it, else the file's key (the loader adds the file, line and column).
     fn validate(mut self, env: &dyn Env) -> Result<Self, ConfigError> {
-        let bad = |key: &str, var: &str, msg: String| {
+        let bad = |key: &str, var: &'static str, msg: String| {
             let key = Some(format!("Butler.{}.{key} ({var})", super::AGENT_KEY));
             if env.var(var).is_some_and(|v| !v.trim().is_empty()) {
                 ConfigError {
@@ -285,7 +282,7 @@ impl AgentSettings {
                 }
             } else {
                 ConfigError {
-                    origin: SETTINGS_ORIGIN.into(),
+                    origin: super::Origin::Settings,
                     location: None,
                     key,
                     message: msg,
@@ -428,7 +425,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 
 fn env_or<T>(
     env: &dyn Env,
-    var: &str,
+    var: &'static str,
     file: Option<T>,
     default: T,
     parse: impl Fn(&str) -> Result<T, String>,

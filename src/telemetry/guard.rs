@@ -453,12 +453,15 @@ fn place_of(path: &[&str], text: &str) -> Place {
     if checked { Place::Checked } else { Place::Free }
 }
 
+/// What [`walk`] calls: path, text, whether the text is an object key.
+type Visit<'v> = dyn FnMut(&[&str], &str, bool) -> Result<(), Finding> + 'v;
+
 /// Calls `visit` for every object key (with the object's path, `true`) and every string or
 /// number (with its own path, `false`). Array items keep their array's path.
 fn walk<'a>(
     v: &'a Value,
     path: &mut Vec<&'a str>,
-    visit: &mut dyn FnMut(&[&str], &str, bool) -> Result<(), Finding>,
+    visit: &mut Visit<'_>,
 ) -> Result<(), Finding> {
     match v {
         Value::String(s) => visit(path, s, false),
