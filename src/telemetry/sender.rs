@@ -248,9 +248,10 @@ pub fn answer_text(body: &[u8], key: &str) -> Option<String> {
     Some(line)
 }
 
-/// Replaces `key` and every `phc_…`/`phx_…` word with `[key]`.
+/// Replaces `key` and every `phc_…`/`phx_…` word with `[key]`. (A key shorter than 8
+/// characters is no key capture accepts, and replacing it would garble ordinary words.)
 fn redact_keys(text: &str, key: &str) -> String {
-    let text = if key.is_empty() {
+    let text = if key.len() < 8 {
         text.to_string()
     } else {
         text.replace(key, "[key]")
@@ -580,6 +581,10 @@ mod tests {
         assert_eq!(said.chars().count(), MAX_ANSWER_CHARS + 1);
         assert!(said.ends_with('…'));
         assert_eq!(answer_text(b" \r\n\t", key), None);
+        assert_eq!(
+            answer_text(b"a kind key", "k").as_deref(),
+            Some("a kind key")
+        );
         assert_eq!(
             answer_text(&[0xff, b'o', b'k'], key).as_deref(),
             Some("\u{FFFD}ok")
