@@ -458,11 +458,7 @@ type Visit<'v> = dyn FnMut(&[&str], &str, bool) -> Result<(), Finding> + 'v;
 
 /// Calls `visit` for every object key (with the object's path, `true`) and every string or
 /// number (with its own path, `false`). Array items keep their array's path.
-fn walk<'a>(
-    v: &'a Value,
-    path: &mut Vec<&'a str>,
-    visit: &mut Visit<'_>,
-) -> Result<(), Finding> {
+fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, visit: &mut Visit<'_>) -> Result<(), Finding> {
     match v {
         Value::String(s) => visit(path, s, false),
         Value::Number(n) => visit(path, &n.to_string(), false),
