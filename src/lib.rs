@@ -8,6 +8,7 @@
 //!   guard, sender with retries, schedule, audit log, state file).
 //! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
+//! - [`connections`]: the connection limits the health server and the sink share.
 //! - [`run`] and [`shutdown`]: the long-running agent, its start-up banner, signals and
 //!   graceful stop.
 //! - [`cli`] and [`app`]: the command line and the edge that turns errors into exit codes.
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod health;
 pub mod host;
 pub mod instance_id;

@@ -14,21 +14,21 @@
 
 pub mod capture;
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::connections::{self, Limits};
 use crate::telemetry::sender::shutdown_requested;
 
 /// Where accepted events go.
@@ -73,8 +73,19 @@ impl Shared {
     }
 }
 
-/// Serves until `shutdown` turns true. Connections are served concurrently; a broken
-/// connection only ends itself.
+/// The sink's connection limits: the health server's (see [`crate::connections`]), with
+/// room for more clients, larger headers and the time a 20 MB batch may take.
+pub fn limits() -> Limits {
+    Limits {
+        max_connections: 256,
+        max_header_bytes: 16 * 1024,
+        connection_deadline: Duration::from_secs(60),
+        ..Limits::default()
+    }
+}
+
+/// Serves until `shutdown` turns true, under [`limits`]. Connections are served
+/// concurrently; a broken connection only ends itself.
 pub async fn serve(
     listener: TcpListener,
     output: Output,
@@ -84,33 +95,13 @@ pub async fn serve(
         output,
         lock: Mutex::new(()),
     });
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: log, breathe, go on.
-                    tracing::warn!("sink: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown_requested(&mut shutdown) => return Ok(()),
-        };
+    let stop = async move { shutdown_requested(&mut shutdown).await };
+    connections::serve(listener, limits(), "sink", stop, move |req, peer| {
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(req, peer, &shared).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("sink: connection from {peer} ended: {e}");
-            }
-        });
-    }
+        async move { route(req, peer, &shared).await }
+    })
+    .await;
+    Ok(())
 }
 
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
