@@ -26,10 +26,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::connections::{self, Limits};
-use crate::telemetry::sender::shutdown_requested;
+use crate::error::Failure;
+use crate::shutdown::{self, Signals};
 
 /// Where accepted events go.
 #[derive(Default)]
@@ -84,19 +85,55 @@ pub fn limits() -> Limits {
     }
 }
 
-/// Serves until `shutdown` turns true, under [`limits`]. Connections are served
+/// `butler-agent sink`: checks `--out`, listens on `listen`, prints each accepted event on
+/// stdout (and appends it to `out`), until SIGINT or SIGTERM.
+pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failure> {
+    if let Some(path) = &out
+        && let Err(source) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        return Err(Failure::SinkOut {
+            path: path.clone(),
+            source,
+        });
+    }
+    shutdown::block_on(async {
+        let mut signals = Signals::install()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Failure::SinkBind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        tracing::info!("sink: listening on http://{addr} (POST /i/v0/e/, GET /health)");
+        let output = Output {
+            stdout: true,
+            file: out,
+            channel: None,
+        };
+        let stop = async move {
+            let sig = signals.recv().await;
+            tracing::info!("sink: {sig} received: stopping");
+        };
+        serve(listener, output, stop).await.map_err(Failure::Sink)
+    })
+}
+
+/// Serves until `shutdown` completes, under [`limits`]. Connections are served
 /// concurrently; a broken connection only ends itself.
 pub async fn serve(
     listener: TcpListener,
     output: Output,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
         output,
         lock: Mutex::new(()),
     });
-    let stop = async move { shutdown_requested(&mut shutdown).await };
-    connections::serve(listener, limits(), "sink", stop, move |req, peer| {
+    connections::serve(listener, limits(), "sink", shutdown, move |req, peer| {
         let shared = Arc::clone(&shared);
         async move { route(req, peer, &shared).await }
     })
