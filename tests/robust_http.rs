@@ -5,7 +5,9 @@
 //! agent's resident memory must stay under [`RSS_BOUND_KIB`]. The limits checked are the ones
 //! `src/health.rs` documents.
 
+mod common;
 mod robust_support;
+use common::Telemetry;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -24,7 +26,7 @@ const IDLE_CONNECTIONS: usize = 2_000;
 const HALF_CLOSE_TRIES: usize = 1_500;
 
 fn agent() -> Agent {
-    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
+    Agent::start(Telemetry::Off, &[], &[], &std::env::temp_dir())
 }
 
 /// Whether the server has closed `c` (EOF or reset), without waiting.

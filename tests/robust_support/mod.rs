@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
+use crate::common::{self, Telemetry};
+
+pub const BIN: &str = common::AGENT;
 
 /// A running `butler-agent run`; killed on drop if still running.
 pub struct Agent {
@@ -31,14 +33,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `butler-agent [args] run` with a clean environment, the health server on a
-    /// loopback port chosen by the OS, JSON logs, and `env` on top; returns once the health
-    /// server has logged its address.
-    pub fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Agent {
-        let mut cmd = Command::new(BIN);
+    /// Starts `butler-agent [args] run` with a clean environment, `telemetry` (off or to this
+    /// machine), the health server on a loopback port chosen by the OS, JSON logs, and `env`
+    /// on top; returns once the health server has logged its address.
+    pub fn start(telemetry: Telemetry, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Agent {
+        let mut cmd = common::agent(telemetry);
         cmd.args(args)
             .arg("run")
-            .env_clear()
             .env("BUTLER_HEALTH_HOST", "127.0.0.1")
             .env("BUTLER_HEALTH_PORT", "0")
             .env("BUTLER_LOG_FORMAT", "json")
