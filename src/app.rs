@@ -172,6 +172,10 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<i32, ConfigE
             return Ok(EXIT_FAILURE);
         }
     };
+    if let Err(e) = sender::check_ca_file(&cfg.agent) {
+        eprintln!("butler-agent: {e}");
+        return Ok(EXIT_CONFIG);
+    }
     let transport = match sender::HttpTransport::new(&cfg.agent) {
         Ok(t) => t,
         Err(e) => {

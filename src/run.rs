@@ -65,6 +65,12 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    if decision.enabled
+        && let Err(e) = crate::telemetry::sender::check_ca_file(&config.agent)
+    {
+        eprintln!("butler-agent: {e}");
+        return EXIT_CONFIG;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let readiness = Readiness::new();
 
@@ -232,7 +238,7 @@ pub fn banner(
 
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
-    let meminfo = std::fs::read_to_string(proc.join("meminfo")).ok()?;
+    let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
     parse_mem_total(&meminfo)
 }
 
