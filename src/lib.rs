@@ -10,18 +10,20 @@
 //!   guard, sender with retries, schedule, audit log, state file).
 //! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
-//! - [`run`] and [`shutdown`]: the long-running agent, its start-up banner, signals and
-//!   graceful stop.
-//! - [`cli`] and [`app`]: the command line and the edge that turns errors into exit codes.
+//! - [`agent`]: the long-running agent (`butler-agent run`) and its start-up banner.
+//! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
+//! - [`cli`] and [`app`]: the command line and the commands.
+//! - [`error`]: the one failure type of every command, and its exit code.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod files;
 pub mod health;
 pub mod host;
 pub mod instance_id;
-pub mod run;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

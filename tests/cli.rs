@@ -10,7 +10,7 @@ fn fixture(rel: &str) -> PathBuf {
 }
 
 fn template() -> PathBuf {
-    fixture("../shared/fixtures/butler-production-template.yaml")
+    fixture("tests/fixtures/butler-production-template.yaml")
 }
 
 /// Runs the agent with a clean environment (so the developer's own variables cannot leak in)

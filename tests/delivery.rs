@@ -9,10 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use butler_agent::config::{LoadedConfig, MapEnv};
 use butler_agent::host::Roots;
+use butler_agent::shutdown;
 use butler_agent::sink::{self, capture};
 use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
 use butler_agent::telemetry::schedule::{self, ScheduleContext};
@@ -146,9 +147,8 @@ fn transport(host: &str, timeout: &str) -> HttpTransport {
 
 async fn deliver_to(host: &str, timeout: &str, retries: u32) -> sender::Delivery {
     let t = transport(host, timeout);
-    let (_tx, mut rx) = watch::channel(false);
     let body = Bytes::from_static(br#"{"api_key":"k","event":"e","distinct_id":"d"}"#);
-    sender::deliver(&t, &body, &fast_policy(retries), &mut rx).await
+    sender::deliver(&t, &body, &fast_policy(retries), std::future::pending()).await
 }
 
 #[tokio::test]
@@ -224,12 +224,12 @@ async fn delivers_to_the_sink() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = format!("http://{}", l.local_addr().unwrap());
     let (tx, mut events) = mpsc::unbounded_channel();
-    let (_stop, stop_rx) = watch::channel(false);
+    let (_stop, stop_rx) = shutdown::stop_channel();
     let output = sink::Output {
         channel: Some(tx),
         ..Default::default()
     };
-    tokio::spawn(sink::serve(l, output, stop_rx));
+    tokio::spawn(sink::serve(l, output, stop_rx.wait()));
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
@@ -243,8 +243,7 @@ async fn delivers_to_the_sink() {
 
 async fn deliver_to_body(cfg: &LoadedConfig, body: &Bytes) -> sender::Delivery {
     let t = HttpTransport::new(&cfg.agent).unwrap();
-    let (_tx, mut rx) = watch::channel(false);
-    sender::deliver(&t, body, &fast_policy(2), &mut rx).await
+    sender::deliver(&t, body, &fast_policy(2), std::future::pending()).await
 }
 
 #[tokio::test]
@@ -364,14 +363,14 @@ async fn schedule_delivers_audits_and_stops() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = format!("http://{}", l.local_addr().unwrap());
     let (tx, mut events) = mpsc::unbounded_channel();
-    let (_sink_stop, sink_rx) = watch::channel(false);
+    let (_sink_stop, sink_rx) = shutdown::stop_channel();
     tokio::spawn(sink::serve(
         l,
         sink::Output {
             channel: Some(tx),
             ..Default::default()
         },
-        sink_rx,
+        sink_rx.wait(),
     ));
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
@@ -390,8 +389,8 @@ async fn schedule_delivers_audits_and_stops() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
     };
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(schedule::run(ctx, stop_rx));
+    let (stop, stop_rx) = shutdown::stop_channel();
+    let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
     let got = tokio::time::timeout(Duration::from_secs(20), events.recv())
         .await
         .expect("an event within seconds")
@@ -415,7 +414,7 @@ async fn schedule_delivers_audits_and_stops() {
     assert_eq!(last.result, "delivered");
     assert_eq!(last.http_status, Some(200));
 
-    stop.send(true).unwrap();
+    stop.stop();
     tokio::time::timeout(Duration::from_secs(2), task)
         .await
         .expect("run returns promptly on shutdown")
@@ -446,11 +445,11 @@ async fn schedule_opens_no_socket_when_off() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
     };
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(schedule::run(ctx, stop_rx));
+    let (stop, stop_rx) = shutdown::stop_channel();
+    let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
     // Two simulated hours: over a hundred cycles.
     tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
-    stop.send(true).unwrap();
+    stop.stop();
     task.await.unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
@@ -493,10 +492,9 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let tree = host_tree();
     let roots = Roots::at(tree.path());
     let mut runner = schedule::Runner::new(config(&env));
-    let (_tx, mut rx) = watch::channel(false);
     for _ in 0..5 {
         let out = runner
-            .cycle(&env, &roots, &mut rx, HttpTransport::new)
+            .cycle(&env, &roots, std::future::pending(), HttpTransport::new)
             .await;
         assert_eq!(
             out,
@@ -510,10 +508,10 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     }
     // The sink comes back on the same address.
     let l = TcpListener::bind(addr).await.unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(sink::serve(l, sink::Output::default(), stop_rx));
+    let (stop, stop_rx) = shutdown::stop_channel();
+    tokio::spawn(sink::serve(l, sink::Output::default(), stop_rx.wait()));
     let out = runner
-        .cycle(&env, &roots, &mut rx, HttpTransport::new)
+        .cycle(&env, &roots, std::future::pending(), HttpTransport::new)
         .await;
     assert_eq!(
         out,
@@ -524,7 +522,7 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
         }
     );
     assert!(runner.outbox.is_empty());
-    stop.send(true).unwrap();
+    stop.stop();
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();

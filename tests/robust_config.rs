@@ -6,7 +6,7 @@ use butler_agent::config::parse_str;
 use butler_agent::telemetry::features;
 use proptest::prelude::*;
 
-const TEMPLATE: &str = include_str!("../../shared/fixtures/butler-production-template.yaml");
+const TEMPLATE: &str = include_str!("fixtures/butler-production-template.yaml");
 const ALL_ENABLED: &str = include_str!("fixtures/config/all-enabled.yaml");
 
 fn check(text: &str) {

@@ -31,9 +31,6 @@ pub const AGENT_KEY: &str = "butlerAgent";
 /// 4 MiB leaves room for any real config while keeping memory bounded.
 pub const MAX_CONFIG_BYTES: u64 = crate::files::CONFIG_LIMIT.bytes;
 
-/// Exit code for configuration and usage errors (`EX_USAGE` from sysexits.h).
-pub const EXIT_CONFIG: i32 = 64;
-
 /// Where the config came from, for logs and `telemetry status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -67,11 +64,33 @@ impl fmt::Display for ConfigSource {
     }
 }
 
-/// A configuration problem: one clear message, exit code 64.
+/// Where a bad value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A config file, as named on the command line or in the environment.
+    File(Box<str>),
+    /// An environment variable.
+    EnvVar(&'static str),
+    /// The agent's settings, before it is known whether the value came from the file or the
+    /// environment; [`load`] names the file when there is one.
+    Settings,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(name) => f.write_str(name),
+            Origin::EnvVar(var) => write!(f, "environment variable {var}"),
+            Origin::Settings => f.write_str("the agent settings"),
+        }
+    }
+}
+
+/// A configuration problem: one clear message; a configuration failure for the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file, or the environment variable, that holds the bad value.
-    pub origin: String,
+    pub origin: Origin,
     /// 1-based line and column, where the parser gives them.
     pub location: Option<(u64, u64)>,
     /// Dotted key path (`Butler.anonTelemetry`), where known.
@@ -104,7 +123,7 @@ impl std::error::Error for ConfigError {}
 impl ConfigError {
     fn file(origin: &str, message: impl Into<String>) -> Self {
         ConfigError {
-            origin: origin.to_string(),
+            origin: Origin::File(origin.into()),
             location: None,
             key: None,
             message: message.into(),
@@ -113,9 +132,9 @@ impl ConfigError {
     }
 
     /// A bad environment variable.
-    pub fn env(var: &str, message: impl Into<String>) -> Self {
+    pub fn env(var: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
-            origin: format!("environment variable {var}"),
+            origin: Origin::EnvVar(var),
             location: None,
             key: None,
             message: message.into(),
@@ -229,8 +248,8 @@ pub fn load(source: ConfigSource, env: &dyn Env) -> Result<LoadedConfig, ConfigE
     let text = read_capped(path).map_err(|e| e.with_origin(&origin))?;
     let (tree, butler, agent_file) = parse_str(&text, &origin)?;
     let agent = AgentSettings::resolve(agent_file.as_ref(), env).map_err(|mut e| {
-        if e.origin == settings::SETTINGS_ORIGIN {
-            e.origin = origin.clone();
+        if e.origin == Origin::Settings {
+            e.origin = Origin::File(origin.as_str().into());
         }
         e
     })?;
@@ -247,7 +266,7 @@ struct ReadError(ConfigError);
 impl ReadError {
     fn with_origin(self, origin: &str) -> ConfigError {
         ConfigError {
-            origin: origin.to_string(),
+            origin: Origin::File(origin.into()),
             ..self.0
         }
     }
@@ -386,7 +405,7 @@ fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> Conf
         "fix the YAML syntax; aliases, nesting depth and size are limited"
     };
     ConfigError {
-        origin: origin.to_string(),
+        origin: Origin::File(origin.into()),
         location,
         key,
         message,

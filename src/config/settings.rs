@@ -155,9 +155,6 @@ impl Default for AgentSettings {
     }
 }
 
-/// Origin named in a settings error until the loader replaces it with the file's path.
-pub const SETTINGS_ORIGIN: &str = "the agent settings";
-
 /// One environment variable per setting; README lists them.
 pub const ENV_VARS: &[&str] = &[
     "BUTLER_POSTHOG_HOST",
@@ -270,7 +267,7 @@ impl AgentSettings {
 
     fn validate(mut self) -> Result<Self, ConfigError> {
         let bad = |key: &str, msg: String| ConfigError {
-            origin: SETTINGS_ORIGIN.into(),
+            origin: super::Origin::Settings,
             location: None,
             key: Some(format!("Butler.{}.{key}", super::AGENT_KEY)),
             message: msg,
@@ -347,7 +344,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 
 fn env_or<T>(
     env: &dyn Env,
-    var: &str,
+    var: &'static str,
     file: Option<T>,
     default: T,
     parse: impl Fn(&str) -> Result<T, String>,

@@ -2,7 +2,7 @@ use super::*;
 
 use std::time::Duration;
 
-const TEMPLATE: &str = include_str!("../../../shared/fixtures/butler-production-template.yaml");
+const TEMPLATE: &str = include_str!("../../tests/fixtures/butler-production-template.yaml");
 
 fn parse(text: &str) -> Result<(Value, ButlerKeys, Option<settings::AgentFile>), ConfigError> {
     parse_str(text, "test.yaml")
@@ -38,7 +38,7 @@ fn empty_file_means_defaults() {
 #[test]
 fn wrong_type_at_anon_telemetry_names_file_line_key_and_expectation() {
     let e = err("Butler:\n  anonTelemetry: \"yes\"\n");
-    assert_eq!(e.origin, "test.yaml");
+    assert_eq!(e.origin, Origin::File("test.yaml".into()));
     assert_eq!(e.location, Some((2, 18)));
     assert_eq!(e.key.as_deref(), Some("Butler.anonTelemetry"));
     let msg = e.to_string();
@@ -254,7 +254,7 @@ fn settings_errors_name_the_file() {
     let path = dir.join("short.yaml");
     std::fs::write(&path, "Butler:\n  butlerAgent:\n    interval: 5s\n").unwrap();
     let e = load(ConfigSource::Flag(path.clone()), &MapEnv::default()).unwrap_err();
-    assert_eq!(e.origin, path.display().to_string());
+    assert_eq!(e.origin, Origin::File(path.display().to_string().into()));
     assert_eq!(
         e.key.as_deref(),
         Some("Butler.butlerAgent.interval (BUTLER_TELEMETRY_INTERVAL)")

@@ -27,9 +27,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::telemetry::sender::shutdown_requested;
+use crate::error::Failure;
+use crate::shutdown::{self, Signals};
 
 /// Where accepted events go.
 #[derive(Default)]
@@ -73,13 +74,51 @@ impl Shared {
     }
 }
 
-/// Serves until `shutdown` turns true. Connections are served concurrently; a broken
+/// `butler-agent sink`: checks `--out`, listens on `listen`, prints each accepted event on
+/// stdout (and appends it to `out`), until SIGINT or SIGTERM.
+pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failure> {
+    if let Some(path) = &out
+        && let Err(source) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        return Err(Failure::SinkOut {
+            path: path.clone(),
+            source,
+        });
+    }
+    shutdown::block_on(async {
+        let mut signals = Signals::install()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Failure::SinkBind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        tracing::info!("sink: listening on http://{addr} (POST /i/v0/e/, GET /health)");
+        let output = Output {
+            stdout: true,
+            file: out,
+            channel: None,
+        };
+        let stop = async move {
+            let sig = signals.recv().await;
+            tracing::info!("sink: {sig} received: stopping");
+        };
+        serve(listener, output, stop).await.map_err(Failure::Sink)
+    })
+}
+
+/// Serves until `shutdown` completes. Connections are served concurrently; a broken
 /// connection only ends itself.
 pub async fn serve(
     listener: TcpListener,
     output: Output,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
     let shared = Arc::new(Shared {
         output,
         lock: Mutex::new(()),
@@ -95,7 +134,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown_requested(&mut shutdown) => return Ok(()),
+            _ = &mut shutdown => return Ok(()),
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
 use crate::config::AgentSettings;
@@ -321,13 +320,14 @@ pub fn random_unit() -> f64 {
 }
 
 /// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
-/// when `shutdown` turns true; an attempt in flight is finished (the caller bounds it).
+/// when `shutdown` completes; an attempt in flight is finished (the caller bounds it).
 pub async fn deliver<T: Transport>(
     transport: &T,
     body: &Bytes,
     policy: &RetryPolicy,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) -> Delivery {
+    tokio::pin!(shutdown);
     let mut attempts = 0u32;
     let mut sent = Vec::new();
     loop {
@@ -355,21 +355,9 @@ pub async fn deliver<T: Transport>(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown_requested(shutdown) => return done(None, true, sent),
+                    _ = &mut shutdown => return done(None, true, sent),
                 }
             }
-        }
-    }
-}
-
-/// Resolves when the watch value is (or becomes) true; never if the sender is gone.
-pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
-    loop {
-        if *rx.borrow_and_update() {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
         }
     }
 }
@@ -433,20 +421,15 @@ mod tests {
         }
     }
 
-    fn no_shutdown() -> (watch::Sender<bool>, watch::Receiver<bool>) {
-        watch::channel(false)
-    }
-
     /// Each transient class is retried up to the bound, with growing, jittered pauses, and
     /// always with the same body.
     #[tokio::test(start_paused = true)]
     async fn transient_classes_retry_to_the_bound_with_backoff() {
         for status in [None, Some(408), Some(500), Some(502), Some(503), Some(504)] {
             let t = Scripted::new(vec![fail(status); 10]);
-            let (_tx, mut rx) = no_shutdown();
             let policy = RetryPolicy::new(3);
             let body = Bytes::from_static(br#"{"uuid":"same"}"#);
-            let d = deliver(&t, &body, &policy, &mut rx).await;
+            let d = deliver(&t, &body, &policy, std::future::pending()).await;
             assert_eq!(d.attempts, 4, "{status:?}");
             assert_eq!(d.gave_up, Some(GiveUpReason::RetriesExhausted));
             let gaps = t.gaps();
@@ -466,8 +449,13 @@ mod tests {
     async fn rejections_are_tried_once() {
         for status in [400, 401, 403, 413] {
             let t = Scripted::new(vec![fail(Some(status))]);
-            let (_tx, mut rx) = no_shutdown();
-            let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+            let d = deliver(
+                &t,
+                &Bytes::new(),
+                &RetryPolicy::new(5),
+                std::future::pending(),
+            )
+            .await;
             assert_eq!(d.attempts, 1, "{status}");
             assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
         }
@@ -480,8 +468,13 @@ mod tests {
             retry::classify_status(503, Some(Duration::from_secs(7))),
             Attempt::Delivered { status: 200 },
         ]);
-        let (_tx, mut rx) = no_shutdown();
-        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+        let d = deliver(
+            &t,
+            &Bytes::new(),
+            &RetryPolicy::new(5),
+            std::future::pending(),
+        )
+        .await;
         assert!(d.delivered());
         assert_eq!(d.attempts, 3);
         assert_eq!(
@@ -493,14 +486,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_a_pause_at_once() {
         let t = Scripted::new(vec![fail(None); 10]);
-        let (tx, mut rx) = no_shutdown();
+        let (tx, stop) = crate::shutdown::stop_channel();
         let start = tokio::time::Instant::now();
         let stopper = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            tx.send(true).unwrap();
+            tx.stop();
             tx
         });
-        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), stop.wait()).await;
         assert!(d.interrupted);
         assert_eq!(d.attempts, 1);
         assert_eq!(

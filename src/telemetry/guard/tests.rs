@@ -5,7 +5,7 @@ use super::*;
 use crate::config::{self, ConfigSource, MapEnv};
 use crate::telemetry;
 
-const TEMPLATE: &str = "../shared/fixtures/butler-production-template.yaml";
+const TEMPLATE: &str = "tests/fixtures/butler-production-template.yaml";
 const CONTAINER_ID: &str = "4f3c2b1a09e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2";
 
 fn write(root: &Path, rel: &str, text: &str) {

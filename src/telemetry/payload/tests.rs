@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::config::{self, ConfigSource, MapEnv};
 use crate::telemetry::features;
 
-const SEED: &str = include_str!("../../../../shared/fixtures/seed-telemetry-example.json");
+const SEED: &str = include_str!("../../../tests/fixtures/seed-telemetry-example.json");
 const ALL_ENABLED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/config/all-enabled.yaml"
