@@ -14,7 +14,8 @@
 //! - a file made once ([`create_once`], the instance secret) is linked into place without
 //!   replacing anything, so of several agents racing on one directory exactly one wins and all
 //!   read the winner's file back;
-//! - appends ([`open_append`]) open with `O_NOFOLLOW|O_APPEND`, mode 0600;
+//! - appends ([`open_append`]) open with `O_NOFOLLOW|O_APPEND|O_NONBLOCK`, mode 0600, to a
+//!   regular file (or a character device such as `/dev/null`, never changed or rotated);
 //! - reading one ([`read_own`]) does not follow a symbolic link either;
 //! - an existing file that group or others may read is tightened to 0600 when the agent owns
 //!   it, else a warning (once per file) names it and the fix.
@@ -352,7 +353,7 @@ pub fn open_append(path: &Path) -> io::Result<File> {
                 "it is a symbolic link, which the agent does not follow for its own files; \
                  remove the link",
             ),
-            Ok(m) => match not_regular(&m) {
+            Ok(m) => match not_appendable(&m) {
                 Some(kind) => io::Error::other(format!(
                     "it is {kind}, not a regular file; point the setting at a file"
                 )),
@@ -361,13 +362,26 @@ pub fn open_append(path: &Path) -> io::Result<File> {
             Err(_) => e,
         })?;
     let meta = file.metadata()?;
-    if let Some(kind) = not_regular(&meta) {
+    if let Some(kind) = not_appendable(&meta) {
         return Err(io::Error::other(format!(
             "it is {kind}, not a regular file; point the setting at a file"
         )));
     }
-    tighten(&file, &meta, path);
+    if meta.is_file() {
+        tighten(&file, &meta, path);
+    }
     Ok(file)
+}
+
+/// Appends go to a regular file, or to a character device such as `/dev/null` (writes to it
+/// cannot block: the file is open non-blocking); never to a FIFO, socket or directory.
+fn not_appendable(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if meta.file_type().is_char_device() {
+        None
+    } else {
+        not_regular(meta)
+    }
 }
 
 /// Files already warned about, so each loose file is named once.
@@ -377,7 +391,7 @@ static WARNED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 /// else one warning names the file and the fix.
 pub fn tighten(file: &File, meta: &std::fs::Metadata, path: &Path) {
     let mode = meta.mode() & 0o777;
-    if mode & 0o077 == 0 {
+    if !meta.is_file() || mode & 0o077 == 0 {
         return;
     }
     if meta.uid() == nix::unistd::geteuid().as_raw()
@@ -578,6 +592,17 @@ mod tests {
             e.to_string()
                 .contains("a FIFO (named pipe), not a regular file"),
             "{e}"
+        );
+
+        let full_mode = mode(Path::new("/dev/full"));
+        let e = open_append(Path::new("/dev/full"))
+            .and_then(|mut f| f.write_all(b"x"))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::ENOSPC), "{e}");
+        assert_eq!(
+            mode(Path::new("/dev/full")),
+            full_mode,
+            "a device is never chmod-ed"
         );
 
         let loose = dir.path().join("loose");

@@ -44,9 +44,9 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 /// rotation renames the name itself, so a link at `<file>.1` is replaced, never followed.
 pub fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
     let mut f = files::open_append(path)?;
-    let size = f.metadata()?.len();
+    let meta = f.metadata()?;
     let add = line.len() as u64 + 1;
-    if size > 0 && size + add > max_bytes {
+    if meta.is_file() && meta.len() > 0 && meta.len() + add > max_bytes {
         std::fs::rename(path, rotated_path(path))?;
         f = files::open_append(path)?;
     }
