@@ -2,7 +2,9 @@
 //!
 //! Reimplements the observable behaviour of PostHog's Rust capture service (the `rust/capture`
 //! crate of the PostHog/posthog repository, and `rust/common/types/src/event.rs`), rule by
-//! rule; each rule names the file that decides it. In order, as capture applies them:
+//! rule; each rule names the file that decides it (read at PostHog/posthog commits 027cd531 for
+//! `payload/` and `utils.rs`, 14b6bb00 for `token.rs`, 024dbbe0 for `event.rs`). In order, as
+//! capture applies them:
 //!
 //! 1. Routes (`rust/capture/src/router.rs`): see [`route`].
 //! 2. Query string (`rust/capture/src/payload/types.rs`, `EventQuery`, read by axum's `Query`):
@@ -491,6 +493,9 @@ struct RawEvent {
     event: String,
     #[serde(default)]
     properties: Map<String, Value>,
+    /// Any string passes: ingestion parses it later, and an unparseable one falls back to the
+    /// capture time (`rust/common/types/src/event.rs`; capture's `InvalidTimestamp` is no
+    /// longer raised for analytics events).
     timestamp: Option<String>,
     offset: Option<i64>,
     #[serde(rename = "$set")]
@@ -578,7 +583,8 @@ impl Event {
 /// `RawEvent::extract_distinct_id` (`rust/common/types/src/event.rs`): the top-level value
 /// (`distinct_id` or `$distinct_id`) unless null, else `properties.distinct_id` unless null;
 /// strings as they are, anything else as JSON; NUL replaced by U+FFFD; `None` when it is empty
-/// or only whitespace (a non-empty value keeps its whitespace); cut to 200 characters.
+/// or only whitespace (older versions let a whitespace-only id through; a non-empty value
+/// keeps its whitespace); cut to 200 characters.
 pub fn distinct_id(top: Option<&Value>, properties: &Map<String, Value>) -> Option<String> {
     let value = match top {
         None | Some(Value::Null) => match properties.get("distinct_id") {
@@ -601,7 +607,9 @@ pub fn distinct_id(top: Option<&Value>, properties: &Map<String, Value>) -> Opti
     Some(s.chars().take(MAX_DISTINCT_ID_CHARS).collect())
 }
 
-/// Checks a project key's shape (`rust/capture/src/token.rs`); returns it trimmed.
+/// Checks a project key's shape (`rust/capture/src/token.rs`); returns it trimmed. (Older
+/// versions did not trim, so `"phc_…\n"` passed the shape check and then matched no project;
+/// the current one trims first, so a whitespace-only key is `empty`.)
 pub fn validate_token(token: &str) -> Result<&str, CaptureError> {
     let t = token.trim();
     if t.is_empty() {
