@@ -10,6 +10,7 @@
 //!   guard, sender with retries, schedule, audit log, state file).
 //! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
+//! - [`connections`]: the connection limits the health server and the sink share.
 //! - [`agent`]: the long-running agent (`butler-agent run`) and its start-up banner.
 //! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
 //! - [`cli`] and [`app`]: the command line and the commands.
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod files;
 pub mod health;

@@ -17,21 +17,21 @@
 
 pub mod capture;
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::connections::{self, Limits};
 use crate::error::Failure;
 use crate::shutdown::{self, Signals};
 
@@ -77,6 +77,17 @@ impl Shared {
     }
 }
 
+/// The sink's connection limits: the health server's (see [`crate::connections`]), with
+/// room for more clients, larger headers and the time a 100 MiB batch may take.
+pub fn limits() -> Limits {
+    Limits {
+        max_connections: 256,
+        max_header_bytes: 16 * 1024,
+        connection_deadline: Duration::from_secs(60),
+        ..Limits::default()
+    }
+}
+
 /// `butler-agent sink`: checks `--out`, listens on `listen`, prints each accepted event on
 /// stdout (and appends it to `out`), until SIGINT or SIGTERM.
 pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failure> {
@@ -114,45 +125,23 @@ pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failur
     })
 }
 
-/// Serves until `shutdown` completes. Connections are served concurrently; a broken
-/// connection only ends itself.
+/// Serves until `shutdown` completes, under [`limits`]. Connections are served
+/// concurrently; a broken connection only ends itself.
 pub async fn serve(
     listener: TcpListener,
     output: Output,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
     let shared = Arc::new(Shared {
         output,
         lock: Mutex::new(()),
     });
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: log, breathe, go on.
-                    tracing::warn!("sink: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
+    connections::serve(listener, limits(), "sink", shutdown, move |req, peer| {
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(req, peer, &shared).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("sink: connection from {peer} ended: {e}");
-            }
-        });
-    }
+        async move { route(req, peer, &shared).await }
+    })
+    .await;
+    Ok(())
 }
 
 /// One answer: status, content type, body, and capture's extra headers.
