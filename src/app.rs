@@ -1,82 +1,79 @@
-//! The edge: turns a parsed command line into work and an exit code. Errors reach the user
-//! once, here, as one line.
+//! The commands: turns a parsed command line into work and output. Every command returns a
+//! [`Failure`]; `main` reports it once, as one line, and exits with its code.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cli::{Cli, Command, TelemetryCommand};
-use crate::config::{self, ConfigError, EXIT_CONFIG, Env, LoadedConfig};
+use crate::config::{self, ConfigError, Env, LoadedConfig};
+use crate::error::Failure;
 use crate::host::{self, Roots};
+use crate::shutdown;
 use crate::telemetry::{self, optout};
 
-/// Exit code for a runtime failure (e.g. `telemetry send` could not deliver).
-pub const EXIT_FAILURE: i32 = 1;
-
 /// Loads the configuration the command line and environment point at.
-pub fn load_config(cli: &Cli, env: &dyn Env) -> Result<LoadedConfig, ConfigError> {
+fn load_config(cli: &Cli, env: &dyn Env) -> Result<LoadedConfig, ConfigError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new(".").to_path_buf());
     let source = config::choose_source(cli.config.as_deref(), env, &cwd);
     config::load(source, env)
 }
 
-/// Runs the command; returns the process exit code. `env` is shared because `run` hands it to
-/// the long-running scheduler.
-pub fn run(cli: Cli, env: Arc<dyn Env>) -> i32 {
-    match dispatch(cli, &env) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("butler-agent: {e}");
-            EXIT_CONFIG
-        }
-    }
-}
-
-fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<i32, ConfigError> {
+/// Runs the command. `env` is shared because `run` hands it to the long-running scheduler.
+pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
     let env = shared.as_ref();
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
     let roots = Roots::from_env(&cli.root, env);
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
-            preview(&cfg, &roots, args.compact)
+            print(&preview(&cfg, &roots, env, args.compact)?)
         }
         Command::Telemetry(TelemetryCommand::Status(args)) => {
             let cfg = load_config(&cli, env)?;
-            status(&cfg, env, args.json)
+            print(&status(&cfg, env, args.json)?)
         }
         Command::Host(args) => {
             let facts = host::detect(&roots);
-            if args.json {
-                println!("{}", to_json(&facts, false));
+            print(&if args.json {
+                format!("{}\n", to_json(&facts, false))
             } else {
-                print!("{}", host::render_table(&facts));
-            }
-            Ok(0)
+                host::render_table(&facts)
+            })
         }
         Command::Id(args) => {
             let cfg = load_config(&cli, env)?;
             let facts = host::detect(&roots);
             let id = crate::instance_id::derive(&roots, &facts, telemetry::id_config(&cfg));
-            println!("{}", id.id);
+            let mut text = format!("{}\n", id.id);
             if args.explain {
-                println!("method: {}", id.method);
+                text += &format!("method: {}\n", id.method);
                 for input in &id.inputs {
-                    println!("input:  {input}");
+                    text += &format!("input:  {input}\n");
                 }
             }
-            Ok(0)
+            print(&text)
         }
         Command::Telemetry(TelemetryCommand::Send) => {
             let cfg = load_config(&cli, env)?;
-            send(&cfg, &roots, env)
+            print(&send(&cfg, &roots, env)?)
         }
-        Command::Sink(args) => Ok(sink(args)),
+        Command::Sink(args) => crate::sink::run(args.listen, args.out.clone()),
         Command::Run => {
             let cfg = load_config(&cli, env)?;
-            Ok(crate::run::run(cfg, Arc::clone(shared), roots))
+            crate::agent::run(cfg, Arc::clone(shared), roots)
         }
     }
+}
+
+/// Writes a command's output to stdout in one go. A failed write is a [`Failure::Output`]; a
+/// reader that went away (`| head`) ends the command quietly.
+fn print(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Failure::Output)
 }
 
 fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
@@ -88,24 +85,29 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
     r.expect("serializing plain data to JSON cannot fail")
 }
 
-fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<i32, ConfigError> {
+fn preview(
+    cfg: &LoadedConfig,
+    roots: &Roots,
+    env: &dyn Env,
+    compact: bool,
+) -> Result<String, Failure> {
     let snapshot = telemetry::gather(cfg, roots);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    match telemetry::event(cfg, &snapshot, SystemTime::now()) {
-        Ok(body) => {
-            println!("{}", to_json(&body, compact));
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("butler-agent: no random source for the event's UUID: {e}");
-            Ok(EXIT_FAILURE)
-        }
+    let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
+    // The guard sees the bytes a send would serialize; the body is printed either way.
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    if let Err(finding) = telemetry::guard::inspect(&text, cfg, roots, env, &snapshot.host) {
+        eprintln!(
+            "butler-agent: a send would be refused: the privacy guard found {} in this event",
+            finding.kind
+        );
     }
+    Ok(format!("{}\n", to_json(&body, compact)))
 }
 
-fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<i32, ConfigError> {
+fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<String, Failure> {
     let decision = optout::decide(env, cfg.butler.anon_telemetry)?;
     let destination = telemetry::sender::capture_url(&cfg.agent.posthog_host);
     let last = match &cfg.agent.state_dir {
@@ -127,62 +129,44 @@ fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<i32, ConfigEr
             .map(|d| d.display().to_string())
             .into();
         v["lastAttempt"] = serde_json::to_value(&last).expect("plain data");
-        println!("{}", to_json(&v, false));
-    } else {
-        println!("telemetry:    {}", decision.explain());
-        println!("destination:  {destination}");
-        println!(
-            "interval:     {} (plus up to {}% random offset)",
-            humantime::format_duration(cfg.agent.interval),
-            (telemetry::schedule::JITTER_FRACTION * 100.0) as u32
-        );
-        println!("config file:  {}", cfg.source);
-        match (&cfg.agent.state_dir, &last) {
-            (None, _) => println!("last attempt: not recorded (no state directory set)"),
-            (Some(_), None) => println!("last attempt: none yet"),
-            (Some(_), Some(l)) => {
-                println!("last attempt: {}", l.time);
-                println!(
-                    "result:       {} ({} {})",
-                    l.detail,
-                    l.attempts,
-                    if l.attempts == 1 { "try" } else { "tries" }
-                );
-            }
-        }
+        return Ok(format!("{}\n", to_json(&v, false)));
     }
-    Ok(0)
+    let mut out = format!(
+        "telemetry:    {}\ndestination:  {destination}\n\
+         interval:     {} (plus up to {}% random offset)\nconfig file:  {}\n",
+        decision.explain(),
+        humantime::format_duration(cfg.agent.interval),
+        (telemetry::schedule::JITTER_FRACTION * 100.0) as u32,
+        cfg.source,
+    );
+    out += &match (&cfg.agent.state_dir, &last) {
+        (None, _) => "last attempt: not recorded (no state directory set)\n".to_string(),
+        (Some(_), None) => "last attempt: none yet\n".to_string(),
+        (Some(_), Some(l)) => format!(
+            "last attempt: {}\nresult:       {} ({} {})\n",
+            l.time,
+            l.detail,
+            l.attempts,
+            if l.attempts == 1 { "try" } else { "tries" }
+        ),
+    };
+    Ok(out)
 }
 
-/// `telemetry send`: one event now, one try, the outcome printed. Exit 0 when delivered or
+/// `telemetry send`: one event now, one try, the outcome printed. Succeeds when delivered or
 /// when telemetry is off (nothing is sent then: the user's choice is honoured, not an error);
-/// 1 when it could not be delivered or the privacy guard refused it.
-fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<i32, ConfigError> {
+/// fails when it could not be delivered or the privacy guard refused it.
+fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Failure> {
     use telemetry::{schedule, sender};
     let decision = optout::decide(env, cfg.butler.anon_telemetry)?;
     if !decision.enabled {
-        println!("not sent: telemetry is {}", decision.explain());
-        return Ok(0);
+        return Ok(format!("not sent: telemetry is {}\n", decision.explain()));
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
-    let body = match schedule::prepare(cfg, roots, env) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("butler-agent: {e}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let transport = match sender::HttpTransport::new(&cfg.agent) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("butler-agent: {e}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let Some(rt) = runtime() else {
-        return Ok(EXIT_FAILURE);
-    };
-    let tried = rt.block_on(sender::Transport::send(&transport, &body));
+    let body = schedule::prepare(cfg, roots, env)?;
+    sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
+    let transport = sender::HttpTransport::new(&cfg.agent)?;
+    let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
     let delivery = sender::Delivery {
         sent: if tried.body_may_have_left {
             vec![(SystemTime::now(), tried.attempt.clone())]
@@ -201,90 +185,8 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<i32, ConfigE
         .unwrap_or_default();
     let line = format!("{destination}: {} (event {uuid})", delivery.last.describe());
     if delivery.delivered() {
-        println!("{line}");
-        Ok(0)
+        Ok(format!("{line}\n"))
     } else {
-        eprintln!("butler-agent: {line}");
-        Ok(EXIT_FAILURE)
-    }
-}
-
-/// `sink`: serve until SIGINT or SIGTERM.
-fn sink(args: &crate::cli::SinkArgs) -> i32 {
-    if let Some(out) = &args.out
-        && let Err(e) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out)
-    {
-        eprintln!(
-            "butler-agent: cannot append to --out {}: {e} (check the path and permissions)",
-            out.display()
-        );
-        return EXIT_CONFIG;
-    }
-    let Some(rt) = runtime() else {
-        return EXIT_FAILURE;
-    };
-    rt.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(args.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "butler-agent: cannot listen on {}: {e} (is the port in use?)",
-                    args.listen
-                );
-                return EXIT_FAILURE;
-            }
-        };
-        let addr = listener.local_addr().map_or(args.listen, |a| a);
-        tracing::info!("sink: listening on http://{addr} (POST /i/v0/e/, GET /health)");
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_stop_signal().await;
-            tracing::info!("sink: stopping");
-            let _ = tx.send(true);
-        });
-        let output = crate::sink::Output {
-            stdout: true,
-            file: args.out.clone(),
-            channel: None,
-        };
-        match crate::sink::serve(listener, output, rx).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("butler-agent: sink failed: {e}");
-                EXIT_FAILURE
-            }
-        }
-    })
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM (docker stop).
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("butler-agent: cannot start the async runtime: {e}");
-            None
-        }
+        Err(Failure::NotDelivered(line))
     }
 }

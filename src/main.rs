@@ -1,4 +1,7 @@
-//! `butler-agent`: parse the command line, set up logging, run, exit with the code.
+//! `butler-agent`: parse the command line, set up logging, run, report a failure once, exit
+//! with its code.
+
+use std::io::Write;
 
 use clap::Parser;
 
@@ -7,22 +10,29 @@ use butler_agent::{app, cli::Cli, config::ProcessEnv};
 fn main() {
     let cli = Cli::parse();
     init_tracing();
-    std::process::exit(app::run(cli, std::sync::Arc::new(ProcessEnv)));
+    let env: std::sync::Arc<dyn butler_agent::config::Env> = std::sync::Arc::new(ProcessEnv);
+    if let Err(failure) = app::dispatch(cli, &env) {
+        if !failure.is_quiet() {
+            // A closed or failing stderr loses the line, never the exit code.
+            let _ = writeln!(std::io::stderr(), "butler-agent: {failure}");
+        }
+        std::process::exit(failure.exit_code());
+    }
 }
-
 /// Logs go to stderr (stdout carries command output). `BUTLER_LOG_FORMAT=json` gives one JSON
 /// object per line; the level comes from `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`.
 fn init_tracing() {
     use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("BUTLER_LOG_LEVEL")
+    let user = std::env::var("BUTLER_LOG_LEVEL")
         .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| std::env::var("RUST_LOG").ok());
+    let filter = butler_agent::logging::env_filter(user.as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed or failing stderr drops log lines; the default would report the failed
+        // write on that same stderr, which panics.
+        .log_internal_errors(false)
         // Colour codes only for a person at a terminal, not in `docker logs` or log shippers.
         .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("BUTLER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {

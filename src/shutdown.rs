@@ -1,14 +1,80 @@
-//! Stop signals: SIGTERM (what `docker stop` and the kubelet send) and SIGINT (Ctrl-C).
+//! One way to stop: the runtime, the stop signals, and the stop token every server and loop
+//! takes.
+//!
+//! Stop signals are SIGTERM (what `docker stop` and the kubelet send) and SIGINT (Ctrl-C).
 //!
 //! A process running as PID 1 in a container gets no default action for SIGTERM: unless it
 //! installs a handler the signal is ignored, `docker stop` waits its full 10 s and then kills.
 //! So the handlers are installed first thing in `run`, before anything that can take time, and
 //! a signal that arrives during start-up is not lost but waits in the stream.
 
+//!
+//! Every server and loop ([`crate::health::serve`], [`crate::sink::serve`], the telemetry
+//! schedule, the sender's pauses between retries) takes its stop trigger as a parameter of
+//! type `impl Future<Output = ()>` (as mini-redis does) and stops when it completes. The
+//! trigger is usually [`Stop::wait`] of a token from [`stop_channel`]; tests pass any future.
+
+use std::future::Future;
 use std::io;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::Failure;
+
+/// How long the blocking pool keeps threads of finished tasks around when the runtime stops:
+/// the process exits right after, so nothing is worth waiting for.
+const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
+
+/// Runs `work` on tokio's current-thread runtime, the one runtime of every command: the agent
+/// serves a handful of probe requests and one HTTP request every 12 hours, so worker threads
+/// would only add memory; blocking work goes to tokio's blocking pool, which starts its
+/// threads on demand.
+pub(crate) fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::Runtime)?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    result
+}
+
+/// Creates a stop trigger and its token.
+pub fn stop_channel() -> (StopTrigger, Stop) {
+    let (tx, rx) = watch::channel(false);
+    (StopTrigger(tx), Stop(rx))
+}
+
+/// Sets the stop flag; dropping it does not (a forgotten trigger must not stop anything).
+#[derive(Debug)]
+pub struct StopTrigger(watch::Sender<bool>);
+
+impl StopTrigger {
+    /// Asks every holder of a [`Stop`] token to stop.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// The stop token: cloned to each task, which turns it into its trigger with [`Stop::wait`].
+#[derive(Debug, Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Completes once the stop flag is set; never if the trigger is dropped without stopping.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
 
 /// The installed handlers; [`Signals::recv`] waits for the next stop signal.
-pub struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -17,7 +83,11 @@ pub struct Signals {
 
 impl Signals {
     /// Installs the handlers. Needs a running tokio runtime with I/O enabled.
-    pub fn install() -> io::Result<Self> {
+    pub(crate) fn install() -> Result<Self, Failure> {
+        Self::try_install().map_err(Failure::Signals)
+    }
+
+    fn try_install() -> io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -33,7 +103,7 @@ impl Signals {
     }
 
     /// Waits for the next SIGTERM or SIGINT and returns its name, for the log.
-    pub async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

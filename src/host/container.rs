@@ -9,13 +9,18 @@
 //! 3. `/run/host/container-manager`;
 //! 4. `container=` in our own environment when we are PID 1, else `/run/systemd/container`,
 //!    else `container=` in `/proc/1/environ` (lxc, systemd-nspawn, podman set it);
-//! 5. `/run/.containerenv` → podman, then `/.dockerenv` → docker (last, since the file can
-//!    slip into an image);
+//! 5. `/run/.containerenv` → podman, then `/.dockerenv` → docker, but only when container
+//!    evidence backs it ([`dockerenv_evidence`]): systemd's source warns that the file can slip
+//!    into an image, and VMs whose root file system was built from a container image carry a
+//!    stale, empty one;
 //! 6. markers in `/proc/self/mountinfo` (`/docker/containers/<id>/`, `overlay-containers/<id>/`,
-//!    containerd's state directories): these still work on cgroup v2 with a private cgroup
+//!    containerd's state directories, a root mount that is a containerd snapshot, LXC's
+//!    `/.lxc-boot-id` over the boot ID): these still work on cgroup v2 with a private cgroup
 //!    namespace, where `/proc/self/cgroup` says only `0::/`;
-//! 7. cgroup v1 names in `/proc/self/cgroup` (docker, kubepods, containerd, libpod, lxc);
-//! 8. the cgroup-namespace test (`/sys/fs/cgroup/cgroup.type` exists in any non-root cgroup)
+//! 7. PID 1 is lxc's own init (`lxc-execute`, `init.lxc`), which sets no `container=`;
+//! 8. cgroup v1 names in `/proc/self/cgroup` (docker, kubepods, containerd, libpod, lxc), and
+//!    containerd's default `/<namespace>/<container>` path outside the initial PID namespace;
+//! 9. the cgroup-namespace test (`/sys/fs/cgroup/cgroup.type` exists in any non-root cgroup)
 //!    → `container-other`.
 //!
 //! Kubernetes is a separate fact (`KUBERNETES_SERVICE_HOST`, the service-account directory, or
@@ -135,21 +140,168 @@ fn runtime(roots: &Roots, sys: &dyn Syscalls) -> (Option<String>, String) {
     if let Some(found) = container_files(roots) {
         return found;
     }
-    if let Some(found) = read_text(&own("/proc/self/mountinfo")).and_then(|t| mountinfo_runtime(&t))
-    {
+    let mountinfo = read_text(&own("/proc/self/mountinfo"));
+    if let Some(found) = mountinfo.as_deref().and_then(mountinfo_runtime) {
         return found;
     }
-    if let Some(found) = read_text(&own("/proc/self/cgroup")).and_then(|t| cgroup_runtime(&t)) {
+    let pid_ns = pid_namespace(roots);
+    if let Some(name) = read_text(&own("/proc/1/status")).and_then(|t| status_name(&t)) {
+        if LXC_INITS.contains(&name.as_str()) && pid_ns != PidNs::Initial {
+            return (
+                Some("lxc".into()),
+                format!("PID 1 is lxc's init ({name:?} in /proc/1/status; lxc-execute)"),
+            );
+        }
+    }
+    let cgroup = read_text(&own("/proc/self/cgroup"));
+    if let Some(found) = cgroup.as_deref().and_then(cgroup_runtime) {
         return found;
+    }
+    if pid_ns == PidNs::Other {
+        if let Some(path) = cgroup.as_deref().and_then(containerd_cgroup) {
+            return (
+                Some("containerd".into()),
+                format!(
+                    "cgroup path {path:?} in /proc/self/cgroup is containerd's \
+                     /<namespace>/<container>, outside the initial PID namespace"
+                ),
+            );
+        }
     }
     if let Some(rule) = cgroup_namespace(roots) {
         return (Some("container-other".into()), rule);
     }
+    if exists(&own("/.dockerenv")) {
+        return (
+            None,
+            format!(
+                "/.dockerenv exists but nothing backs it ({}; root file system not an overlay; \
+                 cgroups name no container): a stale file from the image, ignored",
+                match pid_ns {
+                    PidNs::Initial => "initial PID namespace: PID 2 is kthreadd, parent 0",
+                    _ => "PID namespace unknown",
+                }
+            ),
+        );
+    }
     (
         None,
-        "no container marker (override, container=, /run/.containerenv, /.dockerenv, mountinfo, cgroup, cgroup namespace)"
+        "no container marker (override, container=, /run/.containerenv, /.dockerenv, mountinfo, PID 1, cgroup, cgroup namespace)"
             .into(),
     )
+}
+
+/// Names PID 1 has when lxc-execute runs a command: lxc's own init, which passes no
+/// `container=` to the command.
+const LXC_INITS: &[&str] = &["lxc-execute", "init.lxc", "init.lxc.static", "lxc-init"];
+
+/// Which PID namespace the agent is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidNs {
+    /// The host's: PID 2 is the kernel's `kthreadd`, whose parent is 0.
+    Initial,
+    /// Another one: `/proc` is readable and PID 2 is something else (or absent).
+    Other,
+    /// `/proc` is not readable.
+    Unknown,
+}
+
+/// In the initial PID namespace the kernel's thread creator `kthreadd` is PID 2 with parent 0;
+/// no container's PID namespace shows it.
+pub fn pid_namespace(roots: &Roots) -> PidNs {
+    if let Some(t) = read_text(&roots.own_path("/proc/2/status")) {
+        let ppid = t
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(str::trim);
+        if status_name(&t).as_deref() == Some("kthreadd") && ppid == Some("0") {
+            return PidNs::Initial;
+        }
+        return PidNs::Other;
+    }
+    if exists(&roots.own_path("/proc/1/status")) {
+        PidNs::Other
+    } else {
+        PidNs::Unknown
+    }
+}
+
+/// The `Name:` line of a `/proc/<pid>/status` file.
+pub fn status_name(status: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:"))
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+}
+
+/// Why a `/.dockerenv` is believed: the first piece of container evidence, or `None` when the
+/// file stands alone (then it is stale, copied into an image that became a host's root).
+pub fn dockerenv_evidence(roots: &Roots) -> Option<String> {
+    if pid_namespace(roots) == PidNs::Other {
+        return Some("not the initial PID namespace (PID 2 is not kthreadd)".into());
+    }
+    if let Some(fs) = read_text(&roots.own_path("/proc/self/mountinfo"))
+        .and_then(|t| root_mount(&t).map(|m| m.fstype.to_string()))
+        .filter(|fs| is_overlay(fs))
+    {
+        return Some(format!("the root file system is {fs}"));
+    }
+    if let Some((_, rule)) =
+        read_text(&roots.own_path("/proc/self/cgroup")).and_then(|t| cgroup_runtime(&t))
+    {
+        return Some(rule);
+    }
+    cgroup_namespace(roots)
+}
+
+fn is_overlay(fstype: &str) -> bool {
+    matches!(
+        fstype,
+        "overlay" | "fuse.fuse-overlayfs" | "overlayfs" | "aufs"
+    )
+}
+
+/// The root mount of a mountinfo text (the last line whose mount point is `/`).
+pub struct RootMount<'a> {
+    pub fstype: &'a str,
+    pub super_options: &'a str,
+}
+
+pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let _source = r.next();
+            let super_options = r.next().unwrap_or("");
+            (point == "/").then_some(RootMount {
+                fstype,
+                super_options,
+            })
+        })
+        .next_back()
+}
+
+/// containerd's default cgroup path `/<namespace>/<container>` (`ctr run`, nerdctl with the
+/// cgroupfs driver): the same two-part path on every hierarchy, with no systemd unit suffix.
+/// Only read outside the initial PID namespace: a host service can sit in a two-part cgroup.
+pub fn containerd_cgroup(text: &str) -> Option<String> {
+    let mut paths = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .filter(|p| !p.is_empty());
+    let first = paths.next()?;
+    let parts: Vec<&str> = first.trim_start_matches('/').split('/').collect();
+    let unit = |p: &str| {
+        [".slice", ".scope", ".service"]
+            .iter()
+            .any(|s| p.ends_with(s))
+    };
+    let shaped = parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && !unit(p));
+    (shaped && paths.all(|p| p == first)).then(|| first.to_string())
 }
 
 fn first_line(path: &std::path::Path) -> Option<String> {
@@ -157,9 +309,12 @@ fn first_line(path: &std::path::Path) -> Option<String> {
 }
 
 fn container_files(roots: &Roots) -> Option<(Option<String>, String)> {
-    for (file, name) in [("/run/.containerenv", "podman"), ("/.dockerenv", "docker")] {
-        if exists(&roots.own_path(file)) {
-            return Some((Some(name.into()), format!("{file} exists")));
+    if exists(&roots.own_path("/run/.containerenv")) {
+        return Some((Some("podman".into()), "/run/.containerenv exists".into()));
+    }
+    if exists(&roots.own_path("/.dockerenv")) {
+        if let Some(why) = dockerenv_evidence(roots) {
+            return Some((Some("docker".into()), format!("/.dockerenv exists; {why}")));
         }
     }
     None
@@ -208,6 +363,21 @@ pub fn mountinfo_runtime(text: &str) -> Option<(Option<String>, String)> {
         ))
     } else if has("/io.containerd.") || has("/containerd/") {
         Some(("containerd", "containerd state directory"))
+    } else if root_mount(text)
+        .is_some_and(|m| m.super_options.contains("/io.containerd.snapshotter.v1."))
+    {
+        Some((
+            "containerd",
+            "root mount from a containerd snapshot (io.containerd.snapshotter.v1.*/snapshots/)",
+        ))
+    } else if text.lines().any(|l| {
+        let mut f = l.split(' ').skip(3);
+        f.next() == Some("/.lxc-boot-id") && f.next() == Some("/proc/sys/kernel/random/boot_id")
+    }) {
+        Some((
+            "lxc",
+            "LXC's /.lxc-boot-id over /proc/sys/kernel/random/boot_id",
+        ))
     } else {
         None
     };
@@ -269,6 +439,54 @@ mod volume_tests {
         // A named volume mounted over an anonymous one: the last mount wins.
         assert!(!is_anonymous_volume(&format!("{ANON}\n{NAMED}"), "/data"));
     }
+}
+
+/// What the kernel shows of this container's own identity, labelled by source: the cgroup path
+/// (`/docker/<id>`, `libpod-<id>`, `/<namespace>/<container>`), the roots of the runtime's
+/// per-container bind mounts (`.../containers/<id>/hostname`), and the root file system's upper
+/// layer (one per container). All survive a restart and change with re-creation. Values stay in
+/// the process: the instance ID hashes them.
+pub fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(path) = read_text(&roots.own_path("/proc/self/cgroup")).and_then(|t| {
+        t.lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .find(|p| !p.is_empty() && *p != "/")
+            .map(str::to_string)
+    }) {
+        out.push(("cgroup path in /proc/self/cgroup", path));
+    }
+    if let Some(text) = read_text(&roots.own_path("/proc/self/mountinfo")) {
+        let binds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ').skip(3);
+                let root = f.next()?;
+                let point = f.next()?;
+                (matches!(point, "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf")
+                    && root != "/")
+                    .then_some(root)
+            })
+            .collect();
+        if !binds.is_empty() {
+            out.push((
+                "per-container bind mounts in /proc/self/mountinfo",
+                binds.join("\n"),
+            ));
+        }
+        if let Some(upper) = root_mount(&text).and_then(|m| {
+            m.super_options
+                .split(',')
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .map(str::to_string)
+        }) {
+            out.push((
+                "root file system's upper layer in /proc/self/mountinfo",
+                upper,
+            ));
+        }
+    }
+    out
 }
 
 /// Runtime names in cgroup v1 paths of `/proc/self/cgroup`.
@@ -420,5 +638,146 @@ mod tests {
             cgroup_runtime("0::/user.slice/user-1000.slice/session-2.scope\n"),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    use super::*;
+    use crate::host::syscalls::{DockerEndpoint, EngineIdError};
+    use crate::host::{CpuidVm, Interface};
+
+    /// Only the PID matters to container detection.
+    struct FakePid(u32);
+    impl Syscalls for FakePid {
+        fn cpuid(&self) -> Option<CpuidVm> {
+            None
+        }
+        fn interface(&self, _: &str) -> Option<Interface> {
+            None
+        }
+        fn first_external_interface(&self) -> Option<String> {
+            None
+        }
+        fn pid(&self) -> u32 {
+            self.0
+        }
+        fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
+            Err(EngineIdError::Failed("none".into()))
+        }
+    }
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (path, text) in files {
+            let p = dir.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().expect("has a parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        dir
+    }
+
+    const KTHREADD: &str =
+        "Name:\tkthreadd\nUmask:\t0000\nState:\tS\nTgid:\t2\nPid:\t2\nPPid:\t0\n";
+    const BLOCK_ROOT: &str = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n";
+    const CTR_CGROUP: &str =
+        "9:name=systemd:/default/web\n4:memory:/default/web\n0::/default/web\n";
+
+    #[test]
+    fn containerd_cgroup_shape() {
+        assert_eq!(
+            containerd_cgroup(CTR_CGROUP).as_deref(),
+            Some("/default/web")
+        );
+        // A host service, a session, mixed paths, the root: not containerd's shape.
+        assert_eq!(containerd_cgroup("1:cpu:/system.slice/ssh.service\n"), None);
+        assert_eq!(
+            containerd_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+        assert_eq!(containerd_cgroup("4:memory:/a/b\n1:cpu:/\n"), None);
+        assert_eq!(containerd_cgroup("0::/\n"), None);
+        assert_eq!(containerd_cgroup(""), None);
+    }
+
+    #[test]
+    fn containerd_cgroup_counts_only_outside_the_initial_pid_namespace() {
+        // A native-snapshotter container (no overlay marker): the cgroup shape decides.
+        let c = tree(&[
+            ("/proc/self/cgroup", CTR_CGROUP),
+            ("/proc/1/status", "Name:\tsh\n"),
+            ("/proc/self/mountinfo", BLOCK_ROOT),
+        ]);
+        let got = detect(&Roots::at(c.path()), &FakePid(4242));
+        assert_eq!(
+            got.runtime.as_deref(),
+            Some("containerd"),
+            "{}",
+            got.runtime_rule
+        );
+        // The same path on a host (PID 2 is kthreadd) is a host cgroup.
+        let h = tree(&[
+            ("/proc/self/cgroup", CTR_CGROUP),
+            ("/proc/2/status", KTHREADD),
+            ("/proc/self/mountinfo", BLOCK_ROOT),
+        ]);
+        assert_eq!(detect(&Roots::at(h.path()), &FakePid(4242)).runtime, None);
+    }
+
+    #[test]
+    fn lxc_init_as_pid_1() {
+        let c = tree(&[
+            ("/proc/1/status", "Name:\tinit.lxc\nPPid:\t0\n"),
+            ("/proc/2/status", "Name:\tsh\nPPid:\t1\n"),
+        ]);
+        let got = detect(&Roots::at(c.path()), &FakePid(2));
+        assert_eq!(got.runtime.as_deref(), Some("lxc"));
+        assert!(
+            got.runtime_rule.contains("PID 1 is lxc's init"),
+            "{}",
+            got.runtime_rule
+        );
+    }
+
+    #[test]
+    fn dockerenv_needs_evidence() {
+        // Alone on a host: stale.
+        let h = tree(&[
+            ("/.dockerenv", ""),
+            ("/proc/2/status", KTHREADD),
+            ("/proc/self/mountinfo", BLOCK_ROOT),
+            ("/proc/self/cgroup", "4:memory:/init/0123abcd\n0::/\n"),
+        ]);
+        let got = detect(&Roots::at(h.path()), &FakePid(77));
+        assert_eq!(got.runtime, None);
+        assert!(got.runtime_rule.contains("stale"), "{}", got.runtime_rule);
+        // Each piece of evidence alone makes it count.
+        let pidns = tree(&[("/.dockerenv", ""), ("/proc/1/status", "Name:\tsh\n")]);
+        let overlay = tree(&[
+            ("/.dockerenv", ""),
+            ("/proc/2/status", KTHREADD),
+            (
+                "/proc/self/mountinfo",
+                "1 0 0:40 / / rw - fuse.fuse-overlayfs fuse-overlayfs rw\n",
+            ),
+        ]);
+        let cgroup = tree(&[
+            ("/.dockerenv", ""),
+            ("/proc/2/status", KTHREADD),
+            ("/proc/self/cgroup", "4:memory:/docker/0123\n"),
+        ]);
+        for (name, t) in [
+            ("pid namespace", pidns),
+            ("overlay root", overlay),
+            ("docker cgroup", cgroup),
+        ] {
+            let got = detect(&Roots::at(t.path()), &FakePid(77));
+            assert_eq!(
+                got.runtime.as_deref(),
+                Some("docker"),
+                "{name}: {}",
+                got.runtime_rule
+            );
+        }
     }
 }

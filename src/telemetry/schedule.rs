@@ -1,8 +1,8 @@
 //! The telemetry schedule: one event shortly after start, then one every interval.
 //!
 //! [`run`] is a background task of `butler-agent run`: it never delays start-up or the health
-//! endpoint, logs its own failures instead of returning them, and stops when the shutdown
-//! watch turns true. Each cycle:
+//! endpoint, logs its own failures instead of returning them, and stops when its shutdown
+//! trigger completes. Each cycle:
 //! 1. re-reads the config file (a sidecar reports Butler's current features without a
 //!    restart); a file that has become invalid keeps the last good config, with one warning;
 //! 2. decides opt-out again — when off, nothing is built and no socket is opened;
@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::guard::{self, Finding};
 use super::retry::{Attempt, GiveUpReason, RetryPolicy, Streak, StreakLog};
@@ -42,27 +41,35 @@ pub struct ScheduleContext {
     pub roots: Roots,
 }
 
-/// Runs the schedule until `shutdown` turns true.
-pub async fn run(ctx: ScheduleContext, mut shutdown: watch::Receiver<bool>) {
+/// Runs the schedule until `shutdown` completes.
+pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
     let mut runner = Runner::new(ctx.initial);
     let start_delay = runner.config.agent.start_delay;
     tracing::debug!(
         delay = %humantime::format_duration(start_delay),
         "telemetry: first event after the start delay"
     );
-    if sleep_or_shutdown(start_delay, &mut shutdown).await {
+    if sleep_or_shutdown(start_delay, shutdown.as_mut()).await {
         return;
     }
     loop {
         runner.reload(&ctx.source, &*ctx.env);
-        runner
-            .cycle(&*ctx.env, &ctx.roots, &mut shutdown, HttpTransport::new)
+        let outcome = runner
+            .cycle(&*ctx.env, &ctx.roots, shutdown.as_mut(), HttpTransport::new)
             .await;
-        if *shutdown.borrow() {
+        // An interrupted delivery saw the trigger complete: it must not be polled again.
+        if matches!(
+            outcome,
+            CycleOutcome::Sent {
+                interrupted: true,
+                ..
+            }
+        ) {
             return;
         }
         let pause = jittered(runner.config.agent.interval, sender::random_unit());
-        if sleep_or_shutdown(pause, &mut shutdown).await {
+        if sleep_or_shutdown(pause, shutdown.as_mut()).await {
             return;
         }
     }
@@ -79,10 +86,10 @@ pub fn jittered(interval: Duration, unit: f64) -> Duration {
 }
 
 /// Sleeps; returns true when shutdown came first.
-async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+async fn sleep_or_shutdown(d: Duration, shutdown: impl Future<Output = ()>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = sender::shutdown_requested(shutdown) => true,
+        _ = shutdown => true,
     }
 }
 
@@ -209,7 +216,7 @@ impl Runner {
         &mut self,
         env: &dyn Env,
         roots: &Roots,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: impl Future<Output = ()>,
         connect: F,
     ) -> CycleOutcome
     where
@@ -324,6 +331,8 @@ impl std::fmt::Display for PrepareError {
     }
 }
 
+impl std::error::Error for PrepareError {}
+
 /// Builds the event, serializes it once, and runs the privacy guard on those exact bytes.
 pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes, PrepareError> {
     let snapshot = super::gather(cfg, roots);
@@ -332,8 +341,7 @@ pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes
     }
     let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
     let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
-    let known = guard::Known::gather(cfg, roots, env);
-    guard::check(&text, &known).map_err(PrepareError::Refused)?;
+    guard::inspect(&text, cfg, roots, env, &snapshot.host).map_err(PrepareError::Refused)?;
     Ok(Bytes::from(text))
 }
 

@@ -13,18 +13,20 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
 use crate::config::AgentSettings;
+use crate::files;
 use crate::telemetry::payload;
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
 pub const CAPTURE_PATH: &str = "/i/v0/e/";
 /// Connecting should be quick; a slow connect is usually a firewall dropping packets.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Of an error answer only the start is kept, for the log line.
+/// Of an error answer only the start is read.
 const MAX_ERROR_BODY: usize = 4 * 1024;
+/// Of capture's text only this many characters go into the log line.
+const MAX_ANSWER_CHARS: usize = 200;
 
 /// The capture URL for a configured host.
 pub fn capture_url(posthog_host: &str) -> String {
@@ -69,6 +71,8 @@ impl std::error::Error for SetupError {}
 pub struct HttpTransport {
     client: reqwest::Client,
     url: String,
+    /// The project key, so an answer that repeats it is not logged with it.
+    key: String,
     /// The proxy the environment routes this URL through (no credentials), for messages.
     proxy: Option<String>,
 }
@@ -98,6 +102,7 @@ impl HttpTransport {
             proxy: proxy_for(&url),
             client,
             url,
+            key: settings.posthog_key.clone(),
         })
     }
 }
@@ -116,15 +121,27 @@ fn proxy_for(url: &str) -> Option<String> {
     })
 }
 
+/// Checks the CA file setting, if any: readable, a regular file within
+/// [`files::CA_FILE_LIMIT`], holding at least one PEM certificate. Called at start-up so a
+/// broken setting is a configuration error, not a failure at the first send.
+pub fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> {
+    match &settings.ca_file {
+        Some(path) => read_ca_file(path).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 /// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
     let fail = |m: String| {
         SetupError(format!(
-            "CA file {} (caFile / BUTLER_CA_FILE): {m}",
+            "CA file {} (caFile / BUTLER_CA_FILE): {m}; point the setting at a PEM file of CA \
+             certificates",
             path.display()
         ))
     };
-    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let pem = files::read_capped(path, files::CA_FILE_LIMIT, files::Follow::Yes)
+        .map_err(|e| fail(format!("cannot read it: {}", e.reason())))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
     if certs.is_empty() {
@@ -141,9 +158,13 @@ impl Transport for HttpTransport {
     }
 
     async fn send(&self, body: &Bytes) -> Tried {
+        // The sending time goes in the query, outside the guarded and audited body: capture
+        // reads `_` (milliseconds) as the event's `sent_at` and corrects a skewed host clock
+        // from it (`rust/capture/src/payload/types.rs`, `EventQuery`).
         let response = self
             .client
             .post(&self.url)
+            .query(&[("_", sent_at_millis(SystemTime::now()))])
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())
             .send()
@@ -163,8 +184,8 @@ impl Transport for HttpTransport {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        // Read (a bounded part of) the answer so the exchange completes, and keep PostHog's
-        // error code for the log.
+        // Read (a bounded part of) the answer so the exchange completes, and keep capture's
+        // text (its refusals are `text/plain` messages) for the log.
         let mut head = Vec::new();
         let mut read_error = None;
         loop {
@@ -195,8 +216,8 @@ impl Transport for HttpTransport {
                 };
             }
             (Attempt::Rejected { reason, .. } | Attempt::Transient { reason, .. }, _) => {
-                if let Some(code) = posthog_error_code(&head) {
-                    reason.push_str(&format!(" [{code}]"));
+                if let Some(said) = answer_text(&head, &self.key) {
+                    reason.push_str(&format!("; the destination said: \"{said}\""));
                 }
             }
             _ => {}
@@ -208,15 +229,58 @@ impl Transport for HttpTransport {
     }
 }
 
-/// PostHog's capture answers errors as `{"status":…,"code":"…","error":"…"}`.
-fn posthog_error_code(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let code = v.get("code")?.as_str()?;
-    let safe = code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    safe.then(|| code.to_string())
+/// `sent_at` as capture reads it from the query: Unix time in milliseconds.
+pub fn sent_at_millis(now: SystemTime) -> u128 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Capture's answer made fit for one log line: decoded leniently, control characters (line
+/// breaks, escapes) turned into spaces and runs of them collapsed, the project key (and
+/// anything shaped like a PostHog key) replaced by `[key]`, cut to 200 characters. `None` when
+/// nothing is left.
+pub fn answer_text(body: &[u8], key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut line = String::new();
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && (line.is_empty() || line.ends_with(' ')) {
+            continue;
+        }
+        line.push(c);
+    }
+    let mut line = redact_keys(line.trim_end(), key.trim());
+    if line.is_empty() {
+        return None;
+    }
+    if let Some((cut, _)) = line.char_indices().nth(MAX_ANSWER_CHARS) {
+        line.truncate(cut);
+        line.push('…');
+    }
+    Some(line)
+}
+
+/// Replaces `key` and every `phc_…`/`phx_…` word with `[key]`. (A key shorter than 8
+/// characters is no key capture accepts, and replacing it would garble ordinary words.)
+fn redact_keys(text: &str, key: &str) -> String {
+    let text = if key.len() < 8 {
+        text.to_string()
+    } else {
+        text.replace(key, "[key]")
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("phc_").into_iter().chain(rest.find("phx_")).min() {
+        out.push_str(&rest[..at]);
+        let word = rest[at..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(rest.len(), |n| at + n);
+        out.push_str("[key]");
+        rest = &rest[word..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every transport error is transient: DNS, refused, reset, TLS, timeout, garbage.
@@ -308,13 +372,14 @@ pub fn random_unit() -> f64 {
 }
 
 /// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
-/// when `shutdown` turns true; an attempt in flight is finished (the caller bounds it).
+/// when `shutdown` completes; an attempt in flight is finished (the caller bounds it).
 pub async fn deliver<T: Transport>(
     transport: &T,
     body: &Bytes,
     policy: &RetryPolicy,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) -> Delivery {
+    tokio::pin!(shutdown);
     let mut attempts = 0u32;
     let mut sent = Vec::new();
     loop {
@@ -342,21 +407,9 @@ pub async fn deliver<T: Transport>(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown_requested(shutdown) => return done(None, true, sent),
+                    _ = &mut shutdown => return done(None, true, sent),
                 }
             }
-        }
-    }
-}
-
-/// Resolves when the watch value is (or becomes) true; never if the sender is gone.
-pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
-    loop {
-        if *rx.borrow_and_update() {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
         }
     }
 }
@@ -420,20 +473,15 @@ mod tests {
         }
     }
 
-    fn no_shutdown() -> (watch::Sender<bool>, watch::Receiver<bool>) {
-        watch::channel(false)
-    }
-
     /// Each transient class is retried up to the bound, with growing, jittered pauses, and
     /// always with the same body.
     #[tokio::test(start_paused = true)]
     async fn transient_classes_retry_to_the_bound_with_backoff() {
         for status in [None, Some(408), Some(500), Some(502), Some(503), Some(504)] {
             let t = Scripted::new(vec![fail(status); 10]);
-            let (_tx, mut rx) = no_shutdown();
             let policy = RetryPolicy::new(3);
             let body = Bytes::from_static(br#"{"uuid":"same"}"#);
-            let d = deliver(&t, &body, &policy, &mut rx).await;
+            let d = deliver(&t, &body, &policy, std::future::pending()).await;
             assert_eq!(d.attempts, 4, "{status:?}");
             assert_eq!(d.gave_up, Some(GiveUpReason::RetriesExhausted));
             let gaps = t.gaps();
@@ -453,8 +501,13 @@ mod tests {
     async fn rejections_are_tried_once() {
         for status in [400, 401, 403, 413] {
             let t = Scripted::new(vec![fail(Some(status))]);
-            let (_tx, mut rx) = no_shutdown();
-            let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+            let d = deliver(
+                &t,
+                &Bytes::new(),
+                &RetryPolicy::new(5),
+                std::future::pending(),
+            )
+            .await;
             assert_eq!(d.attempts, 1, "{status}");
             assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
         }
@@ -467,8 +520,13 @@ mod tests {
             retry::classify_status(503, Some(Duration::from_secs(7))),
             Attempt::Delivered { status: 200 },
         ]);
-        let (_tx, mut rx) = no_shutdown();
-        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+        let d = deliver(
+            &t,
+            &Bytes::new(),
+            &RetryPolicy::new(5),
+            std::future::pending(),
+        )
+        .await;
         assert!(d.delivered());
         assert_eq!(d.attempts, 3);
         assert_eq!(
@@ -480,14 +538,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_a_pause_at_once() {
         let t = Scripted::new(vec![fail(None); 10]);
-        let (tx, mut rx) = no_shutdown();
+        let (tx, stop) = crate::shutdown::stop_channel();
         let start = tokio::time::Instant::now();
         let stopper = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            tx.send(true).unwrap();
+            tx.stop();
             tx
         });
-        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), &mut rx).await;
+        let d = deliver(&t, &Bytes::new(), &RetryPolicy::new(5), stop.wait()).await;
         assert!(d.interrupted);
         assert_eq!(d.attempts, 1);
         assert_eq!(
@@ -511,13 +569,45 @@ mod tests {
             user_agent(),
             format!("butler-agent/{}", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn capture_answers_become_one_safe_line() {
+        let key = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
         assert_eq!(
-            posthog_error_code(br#"{"status":403,"code":"ingest_key_unknown","error":"x"}"#)
-                .as_deref(),
-            Some("ingest_key_unknown")
+            answer_text(b"API key is not valid: personal_api_key", key).as_deref(),
+            Some("API key is not valid: personal_api_key")
         );
-        assert_eq!(posthog_error_code(b"<html>"), None);
-        assert_eq!(posthog_error_code(br#"{"code":"a b\n"}"#), None);
+        // Line breaks and terminal escapes cannot forge log lines.
+        assert_eq!(
+            answer_text(b"bad\r\n\x1b[31mINFO fake line\t\t end\n", key).as_deref(),
+            Some("bad [31mINFO fake line end")
+        );
+        // The key never comes back, nor anything shaped like one.
+        let echo = format!("unknown key {key}; also phx_secret123 and  {key}x");
+        let said = answer_text(echo.as_bytes(), key).unwrap();
+        assert!(!said.contains("phc_") && !said.contains("phx_"), "{said}");
+        assert_eq!(said, "unknown key [key]; also [key] and [key]x");
+        // Bounded, even for a huge answer, on a character boundary.
+        let long = "é".repeat(5000);
+        let said = answer_text(long.as_bytes(), key).unwrap();
+        assert_eq!(said.chars().count(), MAX_ANSWER_CHARS + 1);
+        assert!(said.ends_with('…'));
+        assert_eq!(answer_text(b" \r\n\t", key), None);
+        assert_eq!(
+            answer_text(b"a kind key", "k").as_deref(),
+            Some("a kind key")
+        );
+        assert_eq!(
+            answer_text(&[0xff, b'o', b'k'], key).as_deref(),
+            Some("\u{FFFD}ok")
+        );
+    }
+
+    #[test]
+    fn sent_at_is_unix_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
+        assert_eq!(sent_at_millis(t), 1_767_225_600_123);
     }
 
     #[test]

@@ -47,11 +47,10 @@ async fn many_failed_cycles_keep_one_pending_event() {
     let host = tempfile::tempdir().unwrap();
     let roots = Roots::at(host.path());
     let mut runner = Runner::new(defaults(&env));
-    let (_tx, mut rx) = watch::channel(false);
     let calls = AtomicU32::new(0);
     for n in 1..=CYCLES {
         let outcome = runner
-            .cycle(&env, &roots, &mut rx, |_| Ok(Down(&calls)))
+            .cycle(&env, &roots, std::future::pending(), |_| Ok(Down(&calls)))
             .await;
         assert_eq!(
             outcome,
@@ -75,12 +74,11 @@ async fn off_builds_no_client_and_sends_nothing() {
         MapEnv::new([("BUTLER_ANON_TELEMETRY", "maybe")]),
     ] {
         let mut runner = Runner::new(defaults(&MapEnv::default()));
-        let (_tx, mut rx) = watch::channel(false);
         let outcome = runner
             .cycle(
                 &env,
                 &Roots::at("/nonexistent"),
-                &mut rx,
+                std::future::pending(),
                 |_| -> Result<Down<'_>, _> {
                     panic!("a client was built although telemetry is off")
                 },
@@ -113,24 +111,25 @@ fn invalid_file_keeps_the_last_good_config() {
 #[tokio::test(start_paused = true)]
 async fn refused_events_are_never_handed_to_the_transport() {
     let dir = tempfile::tempdir().unwrap();
-    // The host's OS name is planted as a config value: it appears in the event, so the guard
-    // must refuse.
-    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-    std::fs::write(dir.path().join("etc/os-release"), "NAME=\"Plantedix\"\n").unwrap();
+    // A config value is planted as an endpoint name, which the event copies: the guard must
+    // refuse.
     let file = dir.path().join("c.yaml");
-    std::fs::write(&file, "Butler:\n  someSecret: Plantedix\n").unwrap();
+    std::fs::write(
+        &file,
+        "Butler:\n  someSecret: Plantedix\n  restServerEndpointsEnable:\n    Plantedix: true\n",
+    )
+    .unwrap();
     let env = MapEnv::new([(
         "BUTLER_STATE_DIR",
         dir.path().join("state").to_str().unwrap(),
     )]);
     let cfg = config::load(ConfigSource::Flag(file), &env).unwrap();
     let mut runner = Runner::new(cfg);
-    let (_tx, mut rx) = watch::channel(false);
     let outcome = runner
         .cycle(
             &env,
             &Roots::at(dir.path()),
-            &mut rx,
+            std::future::pending(),
             |_| -> Result<Down<'_>, _> { panic!("a refused event reached the transport") },
         )
         .await;

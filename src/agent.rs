@@ -1,4 +1,4 @@
-//! `butler-agent run`: the long-running agent, top to bottom.
+//! The agent that `butler-agent run` runs, top to bottom.
 //!
 //! 1. Install the SIGTERM/SIGINT handlers (PID 1 ignores SIGTERM without one).
 //! 2. Bind and start the health server first, so probes get answers (`/readyz` 503) while
@@ -11,78 +11,41 @@
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
-//! The runtime is tokio's current-thread one: the agent serves a handful of probe requests and
-//! one HTTP request every 12 hours, so worker threads would only add memory; blocking work goes
-//! to tokio's blocking pool, which starts its threads on demand.
+//! It runs on the one runtime of [`crate::shutdown::block_on`].
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::app::EXIT_FAILURE;
-use crate::config::{EXIT_CONFIG, Env, LoadedConfig};
+use crate::config::{Env, LoadedConfig};
+use crate::error::Failure;
 use crate::health::{self, Limits, Readiness};
 use crate::host::Roots;
-use crate::shutdown::Signals;
+use crate::shutdown::{self, Signals};
 use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
-/// How long the blocking pool keeps threads of finished tasks around when the runtime stops:
-/// the process exits right after, so nothing is worth waiting for.
-const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
-
-/// Runs the agent until a stop signal; returns the exit code.
-pub fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("butler-agent: cannot start the async runtime: {e}");
-            return EXIT_FAILURE;
-        }
-    };
-    let code = runtime.block_on(agent(config, env, roots));
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
-    code
+/// Runs the agent until a stop signal.
+pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
+    shutdown::block_on(agent(config, env, roots))
 }
 
-async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("butler-agent: cannot install signal handlers: {e}");
-            return EXIT_FAILURE;
-        }
-    };
-    let decision = match optout::decide(env.as_ref(), config.butler.anon_telemetry) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("butler-agent: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
+async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
+    let mut signals = Signals::install()?;
+    let decision = optout::decide(env.as_ref(), config.butler.anon_telemetry)?;
+    if decision.enabled {
+        telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
+    }
+    let (stop, stop_token) = shutdown::stop_channel();
     let readiness = Readiness::new();
 
     let health_addr = SocketAddr::new(config.agent.health_host, config.agent.health_port);
     let mut health_bound = None;
     let health_task = if config.agent.health_enable {
-        let listener = match health::bind(health_addr) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "butler-agent: the health server cannot listen on {health_addr}: {e} \
-                     (choose another port with BUTLER_HEALTH_PORT or \
-                     Butler.butlerAgent.healthPort, or turn the server off with \
-                     BUTLER_HEALTH_ENABLE=false)"
-                );
-                return EXIT_FAILURE;
-            }
-        };
+        let listener = health::bind(health_addr).map_err(|source| Failure::HealthBind {
+            addr: health_addr,
+            source,
+        })?;
         let bound = listener.local_addr().unwrap_or(health_addr);
         health_bound = Some(bound);
         tracing::info!("health server listening on http://{bound} (/health, /livez, /readyz)");
@@ -90,7 +53,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
             listener,
             readiness.clone(),
             Limits::default(),
-            stopped(stop_rx.clone()),
+            stop_token.wait(),
         )))
     } else {
         tracing::info!("health server disabled by configuration");
@@ -106,17 +69,16 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
         joined = gather => match joined {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                tracing::error!("stopping: gathering host facts failed: {e}");
-                let _ = stop_tx.send(true);
+                stop.stop();
                 drain(health_task, None, config.agent.shutdown_grace, signals.recv()).await;
-                return EXIT_FAILURE;
+                return Err(Failure::Gather(e.to_string()));
             }
         },
         sig = signals.recv() => {
             tracing::info!("{sig} received during start-up: stopping");
-            let _ = stop_tx.send(true);
+            stop.stop();
             drain(health_task, None, config.agent.shutdown_grace, signals.recv()).await;
-            return 0;
+            return Ok(());
         }
     };
     readiness.release();
@@ -131,7 +93,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
             env,
             roots,
         },
-        stop_rx,
+        stop_token.wait(),
     ));
 
     let sig = signals.recv().await;
@@ -140,14 +102,9 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> i32 {
         "{sig} received: stopping (telemetry grace {})",
         humantime::format_duration(grace)
     );
-    let _ = stop_tx.send(true);
+    stop.stop();
     drain(health_task, Some(scheduler), grace, signals.recv()).await;
-    0
-}
-
-/// Completes once the stop flag is set (or its sender is gone, which also means stop).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+    Ok(())
 }
 
 /// Waits for the health server and the scheduler to end, at most `grace`, or until
@@ -183,7 +140,7 @@ async fn drain(
 }
 
 /// The start-up banner, one log line each, in Butler's order and wording where they overlap.
-pub fn banner(
+fn banner(
     config: &LoadedConfig,
     snapshot: &Snapshot,
     roots: &Roots,
@@ -232,7 +189,7 @@ pub fn banner(
 
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
-    let meminfo = std::fs::read_to_string(proc.join("meminfo")).ok()?;
+    let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
     parse_mem_total(&meminfo)
 }
 
