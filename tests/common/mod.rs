@@ -107,6 +107,33 @@ pub fn agent(telemetry: Telemetry) -> Command {
     cmd
 }
 
+/// For a test that keeps the agent's variables in a list: the list with its destination
+/// (`BUTLER_POSTHOG_HOST`) checked as for [`Telemetry::To`], or [`NOWHERE`] added when it names
+/// none. Set on a cleared environment.
+pub fn checked_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Vec<(String, String)> {
+    let host = env
+        .iter()
+        .find(|(k, _)| k.as_ref() == "BUTLER_POSTHOG_HOST")
+        .map_or(NOWHERE, |(_, v)| v.as_ref());
+    let mut all: Vec<(String, String)> = telemetry_env(Telemetry::To(host))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    all.extend(
+        env.iter()
+            .filter(|(k, _)| k.as_ref() != "BUTLER_POSTHOG_HOST")
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())),
+    );
+    all
+}
+
+/// [`agent`] with a test's list of variables: see [`checked_env`].
+pub fn agent_with<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.env_clear().envs(checked_env(env));
+    cmd
+}
+
 /// The arguments of `docker run` for a container of the agent's image:
 /// `docker run OPTIONS -e <telemetry> IMAGE ARGS`. Every container a test starts from the image
 /// (agent, sink or one-off command) comes from here.
