@@ -33,6 +33,9 @@ pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Resu
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
     let mut signals = Signals::install()?;
     let decision = optout::decide(env.as_ref(), config.butler.anon_telemetry)?;
+    if decision.enabled {
+        telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
+    }
     let (stop, stop_token) = shutdown::stop_channel();
     let readiness = Readiness::new();
 
@@ -186,7 +189,7 @@ fn banner(
 
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
-    let meminfo = std::fs::read_to_string(proc.join("meminfo")).ok()?;
+    let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
     parse_mem_total(&meminfo)
 }
 
