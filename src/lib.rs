@@ -13,6 +13,7 @@
 //! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
+//! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
 
 pub mod agent;
 pub mod app;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod health;
 pub mod host;
 pub mod instance_id;
+pub mod logging;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

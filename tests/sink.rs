@@ -414,6 +414,8 @@ fn pct(s: &str) -> String {
 }
 
 const KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
+/// lz-string's `compressToBase64` of `{"api_key":KEY,"event":"e","distinct_id":"d"}`.
+const LZ_EVENT: &str = "N4IghgDglg+g1gUwJ4gFwggCwMYwKzYC2A0lABoCcA8gK4BGAigFYDOAygGZUBaNYA9gBsA6mAAe/AEwAvAOzCyARwAmkingQAhAAw0qAFwAqdEABoQCAG4IAdvrQWzIZVBb6oN7PphRlDvwC+QA";
 const JSON: Option<&str> = Some("application/json");
 const TEXT: Option<&str> = Some("text/plain; charset=utf-8");
 const OK: &str = r#"{"status":"Ok"}"#;
@@ -698,6 +700,32 @@ fn table() -> Vec<Row> {
             JSON,
             OK,
             TYPES,
+        ),
+        row(
+            "lz-string form, as posthog-js sends it",
+            request(
+                "POST",
+                "/e/?compression=lz64",
+                &[("Content-Type", form)],
+                format!("data={}", pct(LZ_EVENT)).as_bytes(),
+            ),
+            200,
+            JSON,
+            OK,
+            DECOMP,
+        ),
+        row(
+            "cut lz-string",
+            request(
+                "POST",
+                "/e/?compression=lz-string",
+                &[("Content-Type", form)],
+                format!("data={}", pct(&LZ_EVENT[..40])).as_bytes(),
+            ),
+            400,
+            TEXT,
+            "failed to decode request: decompress_lz64: failed decompress to UTF16",
+            DECOMP,
         ),
         row(
             "base64 body",
