@@ -37,6 +37,9 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     // schedule instead of stopping the agent.
     let hangups = schedule::Hangups::install().map_err(Failure::Signals)?;
     let decision = optout::decide(env.as_ref(), config.butler.anon_telemetry)?;
+    if decision.enabled {
+        telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
+    }
     let (stop, stop_token) = shutdown::stop_channel();
     let readiness = Readiness::new();
 
@@ -190,7 +193,7 @@ fn banner(
 
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
-    let meminfo = std::fs::read_to_string(proc.join("meminfo")).ok()?;
+    let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
     parse_mem_total(&meminfo)
 }
 

@@ -164,6 +164,7 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
     let body = cycle::prepare(cfg, roots, env)?;
+    sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
     let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
     let delivery = sender::Delivery {
