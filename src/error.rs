@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::telemetry::schedule::PrepareError;
+use crate::telemetry::cycle::PrepareError;
 use crate::telemetry::sender::SetupError;
 
 /// Why a command failed.

@@ -196,12 +196,12 @@ fn every_read_is_bounded_regular_and_never_blocks() {
     let mut slowest = Duration::ZERO;
     let mut check = |what: String, r: &Run, ok: bool| {
         slowest = slowest.max(r.took);
-        assert!(ok, "{what}: {}", r.describe());
         let peak = children_peak_kib();
         assert!(
             peak <= baseline + RSS_MARGIN_KIB,
             "{what}: peak resident size {peak} KiB, normal runs {baseline} KiB"
         );
+        assert!(ok, "{what}: {}", r.describe());
     };
 
     let bad_file = dir.join("bad");
