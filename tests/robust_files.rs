@@ -7,7 +7,6 @@
 //!
 //! Unreadable `/proc` files are covered by the host parsers' tests (`tests/robust_host.rs`).
 
-mod common;
 mod robust_support;
 
 use std::io::{Read, Write};
@@ -17,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Telemetry;
+use robust_support::common::{self, Telemetry};
 use robust_support::{Agent, Prober, Summary};
 
 const CLASS: &str = "filesystem-faults";
@@ -140,7 +139,7 @@ fn config_file_replaced_by_a_directory() {
     .expect("write the config");
     let config_arg = format!("--config={}", config.display());
     let root_arg = host_tree(dir.path(), false);
-    let mut agent = Agent::start(
+    let mut agent = Agent::start_with(
         Telemetry::Config(&config),
         &[&config_arg, &root_arg],
         &[],
@@ -192,12 +191,13 @@ fn run_with_state_dir(
     let host = format!("http://{server}");
     let root_arg = host_tree(dir, container);
     let mut env: Vec<(&str, &str)> = vec![
+        ("BUTLER_POSTHOG_HOST", &host),
         ("BUTLER_TELEMETRY_START_DELAY", "0s"),
         ("BUTLER_STATE_DIR", state_dir),
     ];
     env.extend_from_slice(extra);
     let mut agent = match shell_prefix {
-        None => Agent::start(Telemetry::To(&host), &[&root_arg], &env, dir),
+        None => Agent::start(&[&root_arg], &env, dir),
         Some(prefix) => {
             let mut cmd = Command::new("sh");
             cmd.arg("-c")
@@ -206,11 +206,10 @@ fn run_with_state_dir(
                 .arg(&root_arg)
                 .arg("run")
                 .env_clear()
-                .envs(common::telemetry_env(Telemetry::To(&host)))
                 .env("BUTLER_HEALTH_HOST", "127.0.0.1")
                 .env("BUTLER_HEALTH_PORT", "0")
                 .env("BUTLER_LOG_FORMAT", "json")
-                .envs(env.iter().copied())
+                .envs(common::checked_env(&env))
                 .current_dir(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

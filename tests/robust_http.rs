@@ -5,9 +5,7 @@
 //! agent's resident memory must stay under [`RSS_BOUND_KIB`]. The limits checked are the ones
 //! `src/health.rs` documents.
 
-mod common;
 mod robust_support;
-use common::Telemetry;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -26,7 +24,7 @@ const IDLE_CONNECTIONS: usize = 2_000;
 const HALF_CLOSE_TRIES: usize = 1_500;
 
 fn agent() -> Agent {
-    Agent::start(Telemetry::Off, &[], &[], &std::env::temp_dir())
+    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
 }
 
 /// Whether the server has closed `c` (EOF or reset), without waiting.
@@ -674,9 +672,8 @@ fn the_sink_answers_its_health_under_1000_idle_connections() {
         "the_sink_answers_its_health_under_1000_idle_connections",
     );
     raise_fd_limit();
-    let mut cmd = std::process::Command::new(robust_support::BIN);
+    let mut cmd = robust_support::common::agent(robust_support::common::Telemetry::Off);
     cmd.args(["sink", "--listen", "127.0.0.1:0"])
-        .env_clear()
         .env("BUTLER_LOG_LEVEL", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

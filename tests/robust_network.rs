@@ -9,7 +9,6 @@
 //! All cases run at once, each with its own agent and server, so the suite takes as long as
 //! its slowest case (about 10 s) rather than their sum.
 
-mod common;
 mod robust_support;
 
 use std::io::{Read, Write};
@@ -18,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Telemetry;
 use robust_support::{Agent, Prober, Summary};
 
 const CLASS: &str = "network-faults";
@@ -395,13 +393,7 @@ fn run_case(case: &Case, work: &Path) -> (Vec<String>, String) {
         env.retain(|(existing, _)| existing != k);
         env.push((k, v));
     }
-    let host = env
-        .iter()
-        .find(|(k, _)| *k == "BUTLER_POSTHOG_HOST")
-        .map(|(_, v)| *v)
-        .expect("every case names its local destination");
-    env.retain(|(k, _)| *k != "BUTLER_POSTHOG_HOST");
-    let mut agent = Agent::start(Telemetry::To(host), &[&root_arg], &env, &dir);
+    let mut agent = Agent::start(&[&root_arg], &env, &dir);
     let mut problems = Vec::new();
     let prober = Prober::start(agent.health, Duration::from_millis(100));
     agent.wait_log("Telemetry         : on", Duration::from_secs(10));

@@ -69,7 +69,8 @@ fn only_the_common_helper_starts_the_agent_or_its_image() {
     {
         let text = std::fs::read_to_string(p).expect("test source readable");
         let in_common = p.starts_with(repo().join("tests/common"));
-        if !in_common && text.contains(bin) {
+        let direct = ["Command::new(BIN)", "Command::new(robust_support::BIN)"];
+        if !in_common && (text.contains(bin) || direct.iter().any(|d| text.contains(d))) {
             problems.push(format!(
                 "{} names the agent binary: start it with common::agent",
                 rel(p)
