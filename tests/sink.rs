@@ -544,21 +544,30 @@ fn table() -> Vec<Row> {
             "",
             ROUTER,
         ),
+        // The CORS layer answers every OPTIONS before capture's handlers see it.
         row(
             "OPTIONS",
             request("OPTIONS", "/i/v0/e/", &[], b""),
             200,
-            JSON,
-            OK,
-            ENDPOINT,
+            None,
+            "",
+            ROUTER,
         ),
         row(
             "OPTIONS batch",
             request("OPTIONS", "/batch", &[], b""),
             200,
-            JSON,
-            OK,
-            ENDPOINT,
+            None,
+            "",
+            ROUTER,
+        ),
+        row(
+            "OPTIONS on no route",
+            request("OPTIONS", "/nowhere", &[], b""),
+            200,
+            None,
+            "",
+            ROUTER,
         ),
         row(
             "CORS preflight",
@@ -1185,6 +1194,14 @@ fn sink_cors_head_and_health() {
         refused.header("access-control-allow-origin"),
         Some("https://c.example")
     );
+    // A plain OPTIONS is a preflight too.
+    let plain = exchange(a, &request("OPTIONS", "/e/", &[], b""));
+    assert_eq!((plain.status, plain.body.len()), (200, 0));
+    assert_eq!(
+        plain.header("access-control-allow-methods"),
+        Some("GET,POST,OPTIONS")
+    );
+    assert_eq!(plain.header("access-control-allow-origin"), None);
     let put = exchange(a, &request("PUT", "/e/", &[], b""));
     assert_eq!(put.header("allow"), Some("POST,GET,HEAD,OPTIONS"));
     let head = exchange(a, &request("HEAD", "/", &[], b""));
