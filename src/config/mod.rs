@@ -35,7 +35,7 @@ pub const AGENT_KEY: &str = "butlerAgent";
 
 /// Larger config files are refused before parsing. Butler's full template is about 80 KB;
 /// 4 MiB leaves room for any real config while keeping memory bounded.
-pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_CONFIG_BYTES: u64 = crate::files::CONFIG_LIMIT.bytes;
 
 /// Where the config came from, for logs and `telemetry status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,37 +287,23 @@ impl ReadError {
 }
 
 fn read_capped(path: &Path) -> Result<String, ReadError> {
-    use std::io::Read;
+    use crate::files::{self, Follow, ReadError as FileError};
     let fail = |msg: String, hint: &str| ReadError(ConfigError::file("", msg).with_hint(hint));
-    let file = std::fs::File::open(path).map_err(|e| {
-        fail(
-            format!("cannot open the file: {e}"),
-            "check the path given by --config, BUTLER_CONFIG or NODE_ENV, and that the file is readable",
-        )
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| fail(format!("cannot read the file: {e}"), "check permissions"))?;
-    if meta.is_dir() {
-        return Err(fail(
-            "this is a directory, not a file".into(),
+    let buf = files::read_capped(path, files::CONFIG_LIMIT, Follow::Yes).map_err(|e| match e {
+        FileError::NotRegular { .. } => fail(
+            e.reason(),
             "point the config setting at Butler's YAML file, e.g. config/production.yaml",
-        ));
-    }
-    let mut buf = Vec::new();
-    // Read one byte past the cap so an oversized file is detected without reading it all.
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| fail(format!("cannot read the file: {e}"), "check permissions"))?;
-    if buf.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(fail(
-            format!(
-                "the file is larger than {} MiB",
-                MAX_CONFIG_BYTES / 1024 / 1024
-            ),
+        ),
+        FileError::TooLarge { .. } => fail(
+            e.reason(),
             "a Butler config is normally under 100 KB; point the agent at the right file",
-        ));
-    }
+        ),
+        FileError::NotFound(_) | FileError::Io { .. } => fail(
+            format!("cannot open the file: {}", e.reason()),
+            "check the path given by --config, BUTLER_CONFIG or NODE_ENV, and that the file is readable",
+        ),
+        FileError::Symlink(_) => fail(e.reason(), "check permissions"),
+    })?;
     String::from_utf8(buf).map_err(|e| {
         fail(
             format!(
