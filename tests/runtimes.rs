@@ -353,7 +353,8 @@ fn containerd_ctr() {
     }
     let start = |n: &str| {
         let text = ctr(&["tasks", "start", n]);
-        ctr(&["tasks", "delete", n]);
+        // An attached start removes the task when it ends; make sure before the next start.
+        let _ = cmd("ctr", &["-n", CTR_NS, "tasks", "delete", n]);
         id_and_method(&text)
     };
     let (id1, method) = start(&first);
