@@ -27,7 +27,7 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
-            print(&preview(&cfg, &roots, args.compact)?)
+            print(&preview(&cfg, &roots, env, args.compact)?)
         }
         Command::Telemetry(TelemetryCommand::Status(args)) => {
             let cfg = load_config(&cli, env)?;
@@ -85,12 +85,25 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
     r.expect("serializing plain data to JSON cannot fail")
 }
 
-fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<String, Failure> {
+fn preview(
+    cfg: &LoadedConfig,
+    roots: &Roots,
+    env: &dyn Env,
+    compact: bool,
+) -> Result<String, Failure> {
     let snapshot = telemetry::gather(cfg, roots);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
     let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
+    // The guard sees the bytes a send would serialize; the body is printed either way.
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    if let Err(finding) = telemetry::guard::inspect(&text, cfg, roots, env, &snapshot.host) {
+        eprintln!(
+            "butler-agent: a send would be refused: the privacy guard found {} in this event",
+            finding.kind
+        );
+    }
     Ok(format!("{}\n", to_json(&body, compact)))
 }
 
@@ -144,13 +157,14 @@ fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<String, Failu
 /// when telemetry is off (nothing is sent then: the user's choice is honoured, not an error);
 /// fails when it could not be delivered or the privacy guard refused it.
 fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Failure> {
-    use telemetry::{schedule, sender};
+    use telemetry::{cycle, sender};
     let decision = optout::decide(env, cfg.butler.anon_telemetry)?;
     if !decision.enabled {
         return Ok(format!("not sent: telemetry is {}\n", decision.explain()));
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
-    let body = schedule::prepare(cfg, roots, env)?;
+    let body = cycle::prepare(cfg, roots, env)?;
+    sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
     let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
     let delivery = sender::Delivery {
@@ -164,7 +178,7 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
         gave_up: None,
         interrupted: false,
     };
-    schedule::record(&cfg.agent, &destination, &delivery, &body);
+    cycle::record(&cfg.agent, &destination, &delivery, &body);
     let uuid = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["uuid"].as_str().map(str::to_string))

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: Butler's YAML file, the agent's own settings, the environment.
+//! - [`files`]: bounded, non-blocking reads; the agent's own files (0600/0700, atomic,
+//!   never through a symbolic link).
 //! - [`host`]: where the agent runs (OS, VM, container), read below one root path.
 //! - [`instance_id`]: the anonymous, stable instance ID.
 //! - [`telemetry`]: feature flags, the event, the opt-out decision, and delivery (privacy
@@ -13,6 +15,7 @@
 //! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
+//! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
 
 pub mod agent;
 pub mod app;
@@ -20,9 +23,11 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod host;
 pub mod instance_id;
+pub mod logging;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

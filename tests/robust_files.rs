@@ -70,6 +70,13 @@ fn host_tree(dir: &Path, container: bool) -> String {
     std::fs::create_dir_all(root.join("etc")).expect("create the host tree");
     if container {
         std::fs::write(root.join(".dockerenv"), "").expect("write /.dockerenv");
+        // A /.dockerenv counts only with container evidence: an overlay root file system.
+        std::fs::create_dir_all(root.join("proc/self")).expect("create the host tree");
+        std::fs::write(
+            root.join("proc/self/mountinfo"),
+            "1 0 0:42 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n",
+        )
+        .expect("write mountinfo");
     }
     std::fs::write(
         root.join("etc/os-release"),

@@ -378,10 +378,9 @@ fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) ->
     for (n, v) in headers {
         r.push_str(&format!("{n}: {v}\r\n"));
     }
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
+    if !headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    }) {
         r.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     r.push_str("\r\n");
@@ -414,6 +413,8 @@ fn pct(s: &str) -> String {
 }
 
 const KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
+/// lz-string's `compressToBase64` of `{"api_key":KEY,"event":"e","distinct_id":"d"}`.
+const LZ_EVENT: &str = "N4IghgDglg+g1gUwJ4gFwggCwMYwKzYC2A0lABoCcA8gK4BGAigFYDOAygGZUBaNYA9gBsA6mAAe/AEwAvAOzCyARwAmkingQAhAAw0qAFwAqdEABoQCAG4IAdvrQWzIZVBb6oN7PphRlDvwC+QA";
 const JSON: Option<&str> = Some("application/json");
 const TEXT: Option<&str> = Some("text/plain; charset=utf-8");
 const OK: &str = r#"{"status":"Ok"}"#;
@@ -698,6 +699,32 @@ fn table() -> Vec<Row> {
             JSON,
             OK,
             TYPES,
+        ),
+        row(
+            "lz-string form, as posthog-js sends it",
+            request(
+                "POST",
+                "/e/?compression=lz64",
+                &[("Content-Type", form)],
+                format!("data={}", pct(LZ_EVENT)).as_bytes(),
+            ),
+            200,
+            JSON,
+            OK,
+            DECOMP,
+        ),
+        row(
+            "cut lz-string",
+            request(
+                "POST",
+                "/e/?compression=lz-string",
+                &[("Content-Type", form)],
+                format!("data={}", pct(&LZ_EVENT[..40])).as_bytes(),
+            ),
+            400,
+            TEXT,
+            "failed to decode request: decompress_lz64: failed decompress to UTF16",
+            DECOMP,
         ),
         row(
             "base64 body",
@@ -1019,12 +1046,47 @@ fn table() -> Vec<Row> {
         row("cookieless mode", post("/e/", &ev(r#","properties":{"$cookieless_mode":true}"#)), 200, JSON, OK, EVENT),
     ]);
     // Size.
+    // One wire cap of 20 MiB on every event route, declared or streamed (decided by
+    // rust/capture/src/extractors.rs; rust/capture/tests/integration_wire_body_limits.rs).
+    let too_big = "maximum event size exceeded: Request body exceeds limit of 20971520 bytes";
+    let over = 20 * 1024 * 1024 + 1;
+    let mut chunked = format!("{over:x}\r\n").into_bytes();
+    chunked.extend(std::iter::repeat_n(b' ', over));
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    rows.extend([
+        row(
+            "declared body over the wire cap",
+            request(
+                "POST",
+                "/i/v0/e/",
+                &[("Content-Length", &over.to_string())],
+                b"{",
+            ),
+            413,
+            TEXT,
+            too_big,
+            EXTRACT,
+        ),
+        row(
+            "streamed body over the wire cap",
+            request("POST", "/e/", &[("Transfer-Encoding", "chunked")], &chunked),
+            413,
+            TEXT,
+            too_big,
+            EXTRACT,
+        ),
+    ]);
+    // Under the cap on an event route (the old 2 MiB event-route cap is gone).
+    let padded = ev(&format!(
+        r#","properties":{{"pad":"{}"}}"#,
+        "a".repeat(4 * 1024 * 1024)
+    ));
     rows.push(row(
-        "body over the limit",
-        request("POST", "/i/v0/e/", &[("Content-Length", "104857601")], b"{"),
-        413,
-        TEXT,
-        "maximum event size exceeded: Request body exceeds limit of 104857600 bytes",
+        "4 MiB event",
+        post("/i/v0/e/", &padded),
+        200,
+        JSON,
+        OK,
         EXTRACT,
     ));
     rows

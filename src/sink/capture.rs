@@ -10,14 +10,15 @@
 //! 2. Query string (`rust/capture/src/payload/types.rs`, `EventQuery`, read by axum's `Query`):
 //!    `compression`, `data`, `sent_at` (alias `_`, integer milliseconds), `beacon`; a value of
 //!    the wrong type is `400 Failed to deserialize query string: …`.
-//! 3. Body read (`rust/capture/src/extractors.rs`): over [`PAYLOAD_LIMIT`] is 413.
+//! 3. Body read (`rust/capture/src/extractors.rs`): over [`WIRE_LIMIT`] is 413.
 //! 4. Payload (`rust/capture/src/payload/common.rs`, `rust/capture/src/utils.rs`): a non-empty
 //!    `data` query parameter wins over the body; neither → 400 `request missing data payload`;
 //!    a payload that looks like base64 (and not like a form) is decoded; with `Content-Type:
 //!    application/x-www-form-urlencoded` the body must be a form and its `data` field is the
 //!    payload; the compression hint comes from the query, the form, then `Content-Encoding`.
 //! 5. Decompression (`rust/capture/src/payload/decompression.rs`): gzip when hinted or when
-//!    the payload starts with the gzip magic; otherwise UTF-8 text; both bounded by the limit;
+//!    the payload starts with the gzip magic; lz-string when hinted; otherwise UTF-8 text; all
+//!    bounded by the limit while decoding;
 //!    on the legacy paths (`/e`, `/capture`, `/track`, `/engage`) a still-base64 payload is
 //!    unwrapped once more.
 //! 6. Shape (`rust/capture/src/v0_request.rs`, `RawRequest`, untagged): an array of events, a
@@ -46,12 +47,15 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-/// Largest body, and largest decompressed payload, on every event route. Capture reads the body
-/// itself (not through axum's per-route `DefaultBodyLimit`, which its streaming `Body`
-/// extractor does not obey) against `event_payload_size_limit`, which its server sets to five
-/// times `BATCH_BODY_SIZE` (20 MiB) in events mode (`rust/capture/src/server.rs`,
+/// Largest body on every event route ("the wire cap", capture's `BATCH_BODY_SIZE`, 20 MiB).
+/// Older versions set 2 MiB on the event routes and 20 MiB on `/batch` with axum's
+/// `DefaultBodyLimit`, which capture's streaming `Body` extractor never obeyed; the current one
+/// holds every v0 route to one cap (`rust/capture/tests/integration_wire_body_limits.rs`,
 /// `rust/capture/src/extractors.rs`).
-pub const PAYLOAD_LIMIT: usize = 5 * 20 * 1024 * 1024;
+pub const WIRE_LIMIT: usize = 20 * 1024 * 1024;
+/// Largest payload once decompressed or decoded: five times the wire cap
+/// (`event_payload_size_limit`, `rust/capture/src/server.rs`).
+pub const PAYLOAD_LIMIT: usize = 5 * WIRE_LIMIT;
 /// Longest project key capture accepts (`rust/capture/src/token.rs`).
 pub const MAX_TOKEN_LEN: usize = 64;
 /// `distinct_id` is cut to this many characters (`rust/common/types/src/event.rs`).
@@ -421,6 +425,177 @@ fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CaptureError> {
     }
 }
 
+/// `decompress_lz64_to_string` (`rust/capture/src/payload/decompression.rs`): lz-string's
+/// `compressToBase64` format, as old posthog-js versions send it, capped at `limit` UTF-16
+/// units while decoding (`rust/common/compression/src/lz64.rs`), then at `limit` UTF-8 bytes.
+fn lz64_to_string(payload: &[u8], limit: usize) -> Result<String, CaptureError> {
+    let text = std::str::from_utf8(payload).unwrap_or("INVALID_UTF8");
+    let units = match lz64_decode(text, limit) {
+        Ok(units) => units,
+        Err(Lz64Error::TooLarge) => {
+            return Err(CaptureError::TooBig(format!(
+                "Decompressed LZ64 payload would exceed {limit} bytes"
+            )));
+        }
+        Err(Lz64Error::Invalid) => {
+            return Err(CaptureError::RequestDecoding(
+                "decompress_lz64: failed decompress to UTF16".into(),
+            ));
+        }
+    };
+    let s = String::from_utf16(&units).map_err(|_| {
+        CaptureError::RequestDecoding("decompress_lz64: failed UTF16 to UTF8 conversion".into())
+    })?;
+    if s.len() > limit {
+        return Err(CaptureError::TooBig(
+            "lz64 request payload size limit exceeded".into(),
+        ));
+    }
+    Ok(s)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Lz64Error {
+    Invalid,
+    TooLarge,
+}
+
+/// Bits of lz-string's base64 text: six per character, most significant first; characters
+/// outside the alphabet are skipped. As in capture's decoder, a read that empties the last
+/// character fails (there is no next one to load).
+struct Lz64Bits<'a> {
+    chars: std::iter::FilterMap<std::str::Chars<'a>, fn(char) -> Option<u16>>,
+    current: u16,
+    mask: u16,
+}
+
+impl Lz64Bits<'_> {
+    fn value(c: char) -> Option<u16> {
+        let v = match c {
+            'A'..='Z' => c as u32 - 'A' as u32,
+            'a'..='z' => c as u32 - 'a' as u32 + 26,
+            '0'..='9' => c as u32 - '0' as u32 + 52,
+            '+' => 62,
+            '/' => 63,
+            '=' => 64,
+            _ => return None,
+        };
+        Some(v as u16)
+    }
+
+    fn bit(&mut self) -> Option<u32> {
+        let bit = u32::from(self.current & self.mask != 0);
+        self.mask >>= 1;
+        if self.mask == 0 {
+            self.mask = 1 << 5;
+            self.current = self.chars.next()?;
+        }
+        Some(bit)
+    }
+
+    /// `n` bits, least significant first.
+    fn bits(&mut self, n: u32) -> Result<u32, Lz64Error> {
+        let mut v = 0;
+        for i in 0..n {
+            v |= self.bit().ok_or(Lz64Error::Invalid)? << i;
+        }
+        Ok(v)
+    }
+}
+
+/// lz-string's LZW decoding, refusing output beyond `limit` UTF-16 units before producing it.
+/// Dictionary entries are ranges of the output, so memory stays proportional to the output.
+fn lz64_decode(text: &str, limit: usize) -> Result<Vec<u16>, Lz64Error> {
+    let mut chars = text
+        .chars()
+        .filter_map(Lz64Bits::value as fn(char) -> Option<u16>);
+    let Some(first) = chars.next() else {
+        return Ok(Vec::new());
+    };
+    let mut bits = Lz64Bits {
+        chars,
+        current: first,
+        mask: 1 << 5,
+    };
+    let mut out: Vec<u16> = Vec::new();
+    let emit = |out: &mut Vec<u16>, start: usize, len: usize| -> Result<(), Lz64Error> {
+        if out.len() + len > limit {
+            return Err(Lz64Error::TooLarge);
+        }
+        out.extend_from_within(start..start + len);
+        Ok(())
+    };
+    let literal = |bits: &mut Lz64Bits, code: u32| -> Result<u16, Lz64Error> {
+        let v = bits.bits(if code == 0 { 8 } else { 16 })?;
+        u16::try_from(v).map_err(|_| Lz64Error::Invalid)
+    };
+    // Codes 0 and 1 introduce a literal (8 or 16 bits), 2 ends the stream; entries from 3 on.
+    let unit = match bits.bits(2)? {
+        c @ (0 | 1) => literal(&mut bits, c)?,
+        2 => return Ok(out),
+        _ => return Err(Lz64Error::Invalid),
+    };
+    if limit == 0 {
+        return Err(Lz64Error::TooLarge);
+    }
+    out.push(unit);
+    // (start, len) in `out` (u32: the output is capped far below 4 Gi units, and a dictionary
+    // of millions of entries stays half the size); three placeholders keep the codes aligned.
+    let limit = limit.min(u32::MAX as usize);
+    let mut dict: Vec<(u32, u32)> = vec![(0, 0), (0, 0), (0, 0), (0, 1)];
+    let span = |start: usize, len: usize| (start as u32, len as u32);
+    let mut w = (0usize, 1usize);
+    let mut width = 3u32;
+    let mut until_wider: u64 = 4;
+    let count_down = |until_wider: &mut u64, width: &mut u32| {
+        *until_wider -= 1;
+        if *until_wider == 0 {
+            *until_wider = 1 << *width;
+            *width += 1;
+        }
+    };
+    loop {
+        if width > 31 {
+            return Err(Lz64Error::Invalid);
+        }
+        let mut code = bits.bits(width)? as usize;
+        let mut fresh = None;
+        match code {
+            0 | 1 => {
+                let u = literal(&mut bits, code as u32)?;
+                dict.push(span(out.len(), 1));
+                code = dict.len() - 1;
+                fresh = Some(u);
+                count_down(&mut until_wider, &mut width);
+            }
+            2 => return Ok(out),
+            _ => {}
+        }
+        let entry = if let Some(u) = fresh {
+            if out.len() + 1 > limit {
+                return Err(Lz64Error::TooLarge);
+            }
+            out.push(u);
+            (out.len() - 1, 1)
+        } else if let Some(&(start, len)) = dict.get(code) {
+            let (start, len) = (start as usize, len as usize);
+            emit(&mut out, start, len)?;
+            (out.len() - len, len)
+        } else if code == dict.len() {
+            // The entry being defined: w and w's first unit.
+            emit(&mut out, w.0, w.1)?;
+            emit(&mut out, w.0, 1)?;
+            (out.len() - w.1 - 1, w.1 + 1)
+        } else {
+            return Err(Lz64Error::Invalid);
+        };
+        // w followed by the entry's first unit, which sits right after w in `out`.
+        dict.push(span(w.0, w.1 + 1));
+        count_down(&mut until_wider, &mut width);
+        w = entry;
+    }
+}
+
 /// `decompress_payload` (`rust/capture/src/payload/decompression.rs`).
 fn decompress(
     bytes: Vec<u8>,
@@ -432,11 +607,7 @@ fn decompress(
         String::from_utf8(gunzip(&bytes, limit)?)
             .map_err(|_| CaptureError::RequestDecoding("invalid gzip data".into()))?
     } else if compression == Compression::LzString {
-        // lz-string payloads come from posthog-js in browsers; the sink has no use for them and
-        // answers as capture does when decompression fails.
-        return Err(CaptureError::RequestDecoding(
-            "decompress_lz64: failed decompress to UTF16".into(),
-        ));
+        lz64_to_string(&bytes, limit)?
     } else {
         let s = String::from_utf8(bytes)
             .map_err(|_| CaptureError::RequestDecoding("invalid UTF8 in request payload".into()))?;
@@ -647,7 +818,7 @@ fn query_sent_at_ms(value: Option<i64>) -> Option<i64> {
 /// Handles a routed capture request: the events capture accepts, or its refusal.
 pub fn handle(req: &Request) -> Result<Handled, CaptureError> {
     let mut query = parse_query(req.query)?;
-    if req.body.len() > PAYLOAD_LIMIT {
+    if req.body.len() > WIRE_LIMIT {
         return Err(body_too_big());
     }
     let (bytes, compression) = extract_payload(req, &mut query)?;
@@ -767,11 +938,9 @@ pub fn handle(req: &Request) -> Result<Handled, CaptureError> {
     })
 }
 
-/// capture's refusal of a body over [`PAYLOAD_LIMIT`] (`rust/capture/src/extractors.rs`).
+/// capture's refusal of a body over [`WIRE_LIMIT`] (`rust/capture/src/extractors.rs`).
 pub fn body_too_big() -> CaptureError {
-    CaptureError::TooBig(format!(
-        "Request body exceeds limit of {PAYLOAD_LIMIT} bytes"
-    ))
+    CaptureError::TooBig(format!("Request body exceeds limit of {WIRE_LIMIT} bytes"))
 }
 
 /// Validates a JSON body as a `POST /i/v0/e/` without query string would be: the events
@@ -799,10 +968,10 @@ mod tests {
     const KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
 
     fn ok(body: &str) -> Vec<Accepted> {
-        accept(body.as_bytes(), PAYLOAD_LIMIT).expect(body)
+        accept(body.as_bytes(), WIRE_LIMIT).expect(body)
     }
     fn err(body: &str) -> CaptureError {
-        accept(body.as_bytes(), PAYLOAD_LIMIT).expect_err(body)
+        accept(body.as_bytes(), WIRE_LIMIT).expect_err(body)
     }
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -1074,6 +1243,55 @@ mod tests {
     }
 
     #[test]
+    fn lz64() {
+        let ev = r#"{"api_key":"phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb","event":"e","distinct_id":"d"}"#;
+        // lz-string's compressToBase64 of `ev`, of a non-ASCII payload, and of "a" x 200.
+        let packed = "N4IghgDglg+g1gUwJ4gFwggCwMYwKzYC2A0lABoCcA8gK4BGAigFYDOAygGZUBaNYA9gBsA6mAAe/AEwAvAOzCyARwAmkingQAhAAw0qAFwAqdEABoQCAG4IAdvrQWzIZVBb6oN7PphRlDvwC+QA";
+        assert_eq!(lz64_to_string(packed.as_bytes(), 1 << 20).unwrap(), ev);
+        assert_eq!(
+            lz64_to_string(b"N4IgpgbmB2AuIC4QEvA1BIeoZBXDIYYZ0gL5A===", 1 << 20).unwrap(),
+            r#"{"event":"é€クリック"}"#
+        );
+        let a200 = b"IY18ZXTt/DFOS1Mg";
+        assert_eq!(lz64_to_string(a200, 200).unwrap(), "a".repeat(200));
+        // Refused while decoding, before the output exists.
+        assert_eq!(
+            lz64_decode("IY18ZXTt/DFOS1Mg", 199),
+            Err(Lz64Error::TooLarge)
+        );
+        assert_eq!(
+            lz64_to_string(a200, 100).unwrap_err().to_string(),
+            "maximum event size exceeded: Decompressed LZ64 payload would exceed 100 bytes"
+        );
+        // Truncated streams are invalid; no alphabet characters is an empty stream.
+        for bad in [&packed[..packed.len() / 2], "A"] {
+            assert_eq!(lz64_decode(bad, 1 << 20), Err(Lz64Error::Invalid), "{bad}");
+        }
+        assert_eq!(lz64_decode("!!!!", 1 << 20), Ok(Vec::new()));
+        // As posthog-js sends it: a form, the hint in the query.
+        let form = format!("data={}", packed.replace('+', "%2B").replace('/', "%2F"));
+        let r = Request {
+            path: "/e/",
+            query: Some("compression=lz64"),
+            content_type: Some(FORM_MIME_TYPE),
+            body: form.as_bytes(),
+            ..Request::default()
+        };
+        assert_eq!(handle(&r).unwrap().events.len(), 1);
+        let r = Request {
+            content_type: None,
+            body: b"{}",
+            ..r
+        };
+        assert_eq!(
+            handle(&r),
+            Err(CaptureError::RequestParsing(
+                "EOF while parsing a value at line 1 column 0".into()
+            ))
+        );
+    }
+
+    #[test]
     fn engage_only_on_engage() {
         let body = br#"{"$token":"k","$distinct_id":"d","$set":{"a":1}}"#;
         let h = handle(&req("/engage/", None, None, body)).unwrap();
@@ -1107,7 +1325,7 @@ mod tests {
         );
         assert_eq!(
             body_too_big().to_string(),
-            "maximum event size exceeded: Request body exceeds limit of 104857600 bytes"
+            "maximum event size exceeded: Request body exceeds limit of 20971520 bytes"
         );
     }
 

@@ -281,11 +281,11 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> An
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > capture::PAYLOAD_LIMIT as u64) {
+    if declared.is_some_and(|n| n > capture::WIRE_LIMIT as u64) {
         // capture would read up to the limit and then refuse; the answer is the same.
         return refuse(capture::body_too_big());
     }
-    let body = match Limited::new(req.into_body(), capture::PAYLOAD_LIMIT)
+    let body = match Limited::new(req.into_body(), capture::WIRE_LIMIT)
         .collect()
         .await
     {

@@ -2,6 +2,7 @@
 //! guard, sender with retries, schedule, audit log, state file).
 
 pub mod audit;
+pub mod cycle;
 pub mod features;
 pub mod guard;
 pub mod optout;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
 use crate::config::AgentSettings;
+use crate::files;
 use crate::telemetry::payload;
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
@@ -120,15 +121,27 @@ fn proxy_for(url: &str) -> Option<String> {
     })
 }
 
+/// Checks the CA file setting, if any: readable, a regular file within
+/// [`files::CA_FILE_LIMIT`], holding at least one PEM certificate. Called at start-up so a
+/// broken setting is a configuration error, not a failure at the first send.
+pub fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> {
+    match &settings.ca_file {
+        Some(path) => read_ca_file(path).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 /// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
     let fail = |m: String| {
         SetupError(format!(
-            "CA file {} (caFile / BUTLER_CA_FILE): {m}",
+            "CA file {} (caFile / BUTLER_CA_FILE): {m}; point the setting at a PEM file of CA \
+             certificates",
             path.display()
         ))
     };
-    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let pem = files::read_capped(path, files::CA_FILE_LIMIT, files::Follow::Yes)
+        .map_err(|e| fail(format!("cannot read it: {}", e.reason())))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
     if certs.is_empty() {
