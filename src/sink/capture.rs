@@ -164,8 +164,10 @@ pub enum Route {
     /// `GET`/`POST` (and `HEAD`, which axum serves as `GET` without the body) on an event
     /// route; the matched path decides the legacy and `/engage` rules.
     Capture(&'static str),
-    /// `OPTIONS` on an event route: `200 {"status":"Ok"}`.
-    Options,
+    /// `OPTIONS`, on any path: capture's CORS layer (tower-http's `CorsLayer`) answers every
+    /// `OPTIONS` itself as a preflight — 200, empty — so its `options` handlers, which would
+    /// answer `{"status":"Ok"}`, are never reached (`rust/capture/src/router.rs`).
+    Preflight,
     /// `GET`/`HEAD` on `/`, `/_readiness`, `/_liveness`: `200 capture`.
     Status,
     /// A known path with another method: `405`, empty, with `Allow`.
@@ -194,10 +196,12 @@ const STATUS_PATHS: [&str; 3] = ["/", "/_readiness", "/_liveness"];
 
 /// Routes a request as capture's router does.
 pub fn route(method: &str, path: &str) -> Route {
+    if method == "OPTIONS" {
+        return Route::Preflight;
+    }
     if let Some(p) = EVENT_PATHS.iter().find(|p| **p == path) {
         return match method {
             "GET" | "HEAD" | "POST" => Route::Capture(p),
-            "OPTIONS" => Route::Options,
             // axum lists the methods in the order the routes add them.
             _ => Route::MethodNotAllowed("POST,GET,HEAD,OPTIONS"),
         };
@@ -1334,13 +1338,14 @@ mod tests {
         for p in EVENT_PATHS {
             assert_eq!(route("POST", p), Route::Capture(p));
             assert_eq!(route("GET", p), Route::Capture(p));
-            assert_eq!(route("OPTIONS", p), Route::Options);
+            assert_eq!(route("OPTIONS", p), Route::Preflight);
             assert_eq!(
                 route("PUT", p),
                 Route::MethodNotAllowed("POST,GET,HEAD,OPTIONS")
             );
         }
         assert_eq!(route("POST", "/e//"), Route::NotFound);
+        assert_eq!(route("OPTIONS", "/nowhere"), Route::Preflight);
         assert_eq!(route("POST", "/s/"), Route::NotFound);
         assert_eq!(route("GET", "/"), Route::Status);
         assert_eq!(
