@@ -232,7 +232,10 @@ fn unstable_container_id_warns_once_naming_the_mount() {
 #[test]
 fn anchor_failures_say_why_and_how_to_fix() {
     if !nix::unistd::geteuid().is_root()
-        || Command::new("setpriv").arg("--version").output().is_err()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
     {
         eprintln!("note: needs root and setpriv to run the agent as another user; skipped");
         return;
@@ -262,10 +265,11 @@ fn anchor_failures_say_why_and_how_to_fix() {
         std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     }
-    let out = Command::new("setpriv")
+    let out = std::process::Command::new("setpriv")
         .args(["--reuid", USER, "--regid", USER, "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_butler-agent"))
+        .arg(common::AGENT)
         .env_clear()
+        .envs(common::telemetry_env(Telemetry::Off))
         .arg("--root")
         .arg(&root)
         .arg("--config")

@@ -3,22 +3,27 @@
 //! Docker bridge container with the host's `/proc` and `/sys` mounted. Each test asserts what
 //! `host --json` and `id --explain` say there, and what a restart and a re-creation do to the ID.
 //!
-//! A runtime that is absent (no binary, or its daemon does not answer) is skipped with a line
-//! that says so; `BUTLER_REQUIRE_RUNTIMES=1` (set by `.ci/run`) makes that a failure. The image
-//! is `BUTLER_TEST_IMAGE` when set, else built once with `scripts/build-image`. No agent started
-//! here sends anything: the commands are `host` and `id`, and telemetry is off besides.
+//! A runtime that is absent (no binary, or its daemon does not answer) makes its test
+//! `ignored`, with the reason (a harness of its own, libtest-mimic, as `tests/docker.rs`);
+//! `BUTLER_REQUIRE_RUNTIMES=1` (set by `.ci/run`) makes that a failure. The image is
+//! `BUTLER_TEST_IMAGE` when set, else built once with `scripts/build-image` under a tag of its
+//! own, `butler-agent:test-<pid>`; what this run built or loaded into Podman and containerd is
+//! removed at the end. Every container comes with telemetry off (`common::docker_run`,
+//! `common::telemetry_env`); the commands are `host` and `id`, which send nothing anyway.
 
-use std::io::Write;
+mod common;
+use common::{Telemetry, docker_run, telemetry_env};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;
 
 const REQUIRE_VAR: &str = "BUTLER_REQUIRE_RUNTIMES";
 const IMAGE_VAR: &str = "BUTLER_TEST_IMAGE";
-const DEFAULT_IMAGE: &str = "butler-agent:latest";
 /// containerd namespace for these tests (ctr's own images and containers stay apart).
 const CTR_NS: &str = "butler-agent-test";
 /// Podman on hosts with low hard limits refuses its default rlimits; explicit ones always work.
@@ -30,28 +35,84 @@ const PODMAN_LIMITS: &[&str] = &[
     "--ulimit",
     "nproc=1024:1024",
 ];
-const TELEMETRY_OFF: &str = "BUTLER_ANON_TELEMETRY=false";
+
+/// Each test, and the runtime whose absence makes it ignored.
+type Test = fn(&str);
+const TESTS: &[(&str, &str, &[&str], Test)] = &[
+    (
+        "podman_rootful_without_a_network",
+        "podman",
+        &["info", "--format", "{{.Host.OCIRuntime.Name}}"],
+        podman_rootful_without_a_network,
+    ),
+    ("containerd_ctr", "ctr", &["version"], containerd_ctr),
+    (
+        "docker_bridge_with_host_proc_and_sys_reports_the_hosts_id",
+        "docker",
+        &["info", "--format", "{{.ServerVersion}}"],
+        docker_bridge_with_host_proc_and_sys_reports_the_hosts_id,
+    ),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = TESTS
+        .iter()
+        .map(|&(name, program, probe, test)| {
+            Trial::ignorable_test(name, move || {
+                let why = answers(program, probe).map(|w| format!("{program} unavailable: {w}"));
+                let ready = match why {
+                    Some(why) => Err(why),
+                    None => image(),
+                };
+                match ready {
+                    Ok(img) => {
+                        test(img);
+                        Ok(Completion::Completed)
+                    }
+                    Err(why) if std::env::var(REQUIRE_VAR).as_deref() == Ok("1") => Err(
+                        Failed::from(format!("{why}, and {REQUIRE_VAR}=1 requires it")),
+                    ),
+                    Err(why) => Ok(Completion::ignored_with(format!(
+                        "{why}; {REQUIRE_VAR}=1 makes this a failure"
+                    ))),
+                }
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    remove_images();
+    conclusion.exit();
+}
+
+/// What this run put in image stores: the built image, and its copies in Podman and containerd.
+static BUILT: OnceLock<bool> = OnceLock::new();
+static PODMAN_IMAGE: OnceLock<String> = OnceLock::new();
+static CTR_IMAGE: OnceLock<String> = OnceLock::new();
+
+fn remove_images() {
+    let quiet = |program: &str, args: &[&str]| {
+        let _ = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    if let Some(id) = PODMAN_IMAGE.get() {
+        quiet("podman", &["rmi", "-f", id]);
+    }
+    if let Some(r) = CTR_IMAGE.get() {
+        quiet("ctr", &["-n", CTR_NS, "images", "rm", r]);
+        quiet("ctr", &["namespaces", "rm", CTR_NS]);
+    }
+    if let (Some(true), Ok(tag)) = (BUILT.get(), image()) {
+        quiet("docker", &["image", "rm", tag]);
+    }
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Past the harness's capture, so a skip shows in `cargo test` output.
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Skips the test (returns `false`) or, with `BUTLER_REQUIRE_RUNTIMES=1`, fails it.
-fn available(runtime: &str, why: Option<String>) -> bool {
-    let Some(why) = why else { return true };
-    assert!(
-        std::env::var(REQUIRE_VAR).as_deref() != Ok("1"),
-        "{runtime} is required ({REQUIRE_VAR}=1) but unavailable: {why}"
-    );
-    loud(&format!(
-        "\n==== SKIPPED: {runtime} unavailable ({why}); set {REQUIRE_VAR}=1 to make this a failure ====\n"
-    ));
-    false
 }
 
 fn cmd(program: &str, args: &[&str]) -> Output {
@@ -101,22 +162,25 @@ fn image() -> Result<&'static str, String> {
                 ));
             }
             if let Ok(img) = std::env::var(IMAGE_VAR) {
+                let _ = BUILT.set(false);
                 return Ok(img);
             }
-            loud("tests/runtimes.rs: building the image with scripts/build-image ...");
+            let tag = format!("butler-agent:test-{}", std::process::id());
+            eprintln!("tests/runtimes.rs: building {tag} with scripts/build-image ...");
             let out = Command::new(repo().join("scripts/build-image"))
-                .args(["--tag", DEFAULT_IMAGE])
+                .args(["--tag", &tag])
                 .current_dir(repo())
                 .stdin(Stdio::null())
                 .output()
                 .map_err(|e| format!("cannot run scripts/build-image: {e}"))?;
             if !out.status.success() {
-                panic!(
+                return Err(format!(
                     "scripts/build-image failed:\n{}",
                     String::from_utf8_lossy(&out.stderr)
-                );
+                ));
             }
-            Ok(DEFAULT_IMAGE.to_string())
+            let _ = BUILT.set(true);
+            Ok(tag)
         })
         .as_deref()
         .map_err(Clone::clone)
@@ -184,28 +248,34 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn podman_rootful_without_a_network() {
-    let why = answers("podman", &["info", "--format", "{{.Host.OCIRuntime.Name}}"])
-        .or_else(|| image().err());
-    if !available("podman", why) {
-        return;
-    }
-    let img = image().expect("checked");
+/// `podman ARGS`, where ARGS is `common::docker_run`'s `run OPTIONS -e <telemetry off> IMAGE
+/// ARGS` (Podman takes Docker's syntax), with `run` replaced by `verb`.
+fn podman_args(verb: &str, options: &[&str], image: &str, args: &[&str]) -> Vec<String> {
+    let mut opts: Vec<&str> = PODMAN_LIMITS.to_vec();
+    opts.extend(options);
+    let mut all = docker_run(Telemetry::Off, &opts, image, args);
+    all[0] = verb.to_string();
+    all
+}
+
+fn podman_ok(args: &[String]) -> String {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok("podman", &args)
+}
+
+fn podman_rootful_without_a_network(img: &str) {
     load_saved_image(img, "podman", &["load", "-q"]);
     let id = ok("docker", &["image", "inspect", "-f", "{{.Id}}", img]);
     let id = id.trim().trim_start_matches("sha256:").to_string();
+    let _ = PODMAN_IMAGE.set(id.clone());
 
-    let run = |extra: &[&str], args: &[&str]| -> String {
-        let mut a = vec!["run", "--rm"];
-        a.extend(PODMAN_LIMITS);
-        a.extend(["--network", "none", "-e", TELEMETRY_OFF]);
-        a.extend(extra);
-        a.push(&id);
-        a.extend(args);
-        ok("podman", &a)
-    };
-    let facts: Value = serde_json::from_str(&run(&[], &["host", "--json"])).expect("JSON");
+    let facts: Value = serde_json::from_str(&podman_ok(&podman_args(
+        "run",
+        &["--rm", "--network", "none"],
+        &id,
+        &["host", "--json"],
+    )))
+    .expect("JSON");
     assert_eq!(facts["containerRuntime"], "podman", "{facts}");
     assert_eq!(facts["isRunningInDocker"], true);
     let rule = facts["rules"]["containerRuntime"].as_str().unwrap_or("");
@@ -218,11 +288,12 @@ fn podman_rootful_without_a_network() {
     // A restart keeps the ID, a re-creation changes it, and the warning says why.
     let mut cleanup = Cleanup(Vec::new());
     let create = |name: &str| {
-        let mut a = vec!["create", "--name", name];
-        a.extend(PODMAN_LIMITS);
-        a.extend(["--network", "none", "--user", "12345", "-e", TELEMETRY_OFF]);
-        a.extend([id.as_str(), "id", "--explain"]);
-        ok("podman", &a);
+        podman_ok(&podman_args(
+            "create",
+            &["--name", name, "--network", "none", "--user", "12345"],
+            &id,
+            &["id", "--explain"],
+        ));
     };
     let start = |name: &str| -> (String, String, String) {
         let out = cmd("podman", &["start", "-a", name]);
@@ -269,87 +340,73 @@ fn ctr_ref(image: &str) -> String {
     }
 }
 
-#[test]
-fn containerd_ctr() {
-    let why = answers("ctr", &["version"]).or_else(|| image().err());
-    if !available("containerd (ctr)", why) {
-        return;
-    }
-    let img = image().expect("checked");
+fn containerd_ctr(img: &str) {
     load_saved_image(img, "ctr", &["-n", CTR_NS, "images", "import", "-"]);
     let reference = ctr_ref(img);
+    let _ = CTR_IMAGE.set(reference.clone());
+    let env: Vec<String> = telemetry_env(Telemetry::Off)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let mut cleanup = Cleanup(Vec::new());
     let ctr = |args: &[&str]| -> String {
         let mut a = vec!["-n", CTR_NS];
         a.extend(args);
         ok("ctr", &a)
     };
+    // `ctr VERB --env K=V ... IMAGE NAME /butler-agent ARGS`
+    let ctr_with = |verb: &[&str], name: &str, args: &[&str]| -> String {
+        let mut a: Vec<&str> = verb.to_vec();
+        for e in &env {
+            a.extend(["--env", e.as_str()]);
+        }
+        a.extend([reference.as_str(), name, "/butler-agent"]);
+        a.extend(args);
+        ctr(&a)
+    };
+    let remove = |n: &str| -> Vec<(&'static str, Vec<String>)> {
+        vec![
+            (
+                "ctr",
+                vec![
+                    "-n".into(),
+                    CTR_NS.into(),
+                    "containers".into(),
+                    "delete".into(),
+                    n.into(),
+                ],
+            ),
+            (
+                "ctr",
+                vec![
+                    "-n".into(),
+                    CTR_NS.into(),
+                    "tasks".into(),
+                    "delete".into(),
+                    "-f".into(),
+                    n.into(),
+                ],
+            ),
+        ]
+    };
 
     let name = unique("ctr-host");
-    cleanup.0.push((
-        "ctr",
-        vec![
-            "-n".into(),
-            CTR_NS.into(),
-            "containers".into(),
-            "delete".into(),
-            name.clone(),
-        ],
-    ));
-    let facts: Value = serde_json::from_str(&ctr(&[
-        "run",
-        "--rm",
-        "--env",
-        TELEMETRY_OFF,
-        &reference,
-        &name,
-        "/butler-agent",
-        "host",
-        "--json",
-    ]))
-    .expect("JSON");
+    cleanup.0.extend(remove(&name));
+    let facts: Value =
+        serde_json::from_str(&ctr_with(&["run", "--rm"], &name, &["host", "--json"]))
+            .expect("JSON");
     assert_eq!(facts["containerRuntime"], "containerd", "{facts}");
     assert_eq!(facts["isRunningInDocker"], true);
     let rule = facts["rules"]["containerRuntime"].as_str().unwrap_or("");
-    assert!(rule.contains("containerd"), "{rule}");
+    assert!(rule.contains("containerd snapshot"), "{rule}");
 
     // No network and no volume: ctr keeps /data in the container's own snapshot, so the state
     // secret lives as long as the container: kept across a restart, new with a re-creation.
     let first = unique("ctr-id");
     let second = unique("ctr-id");
     for n in [&first, &second] {
-        cleanup.0.push((
-            "ctr",
-            vec![
-                "-n".into(),
-                CTR_NS.into(),
-                "containers".into(),
-                "delete".into(),
-                n.clone(),
-            ],
-        ));
-        cleanup.0.push((
-            "ctr",
-            vec![
-                "-n".into(),
-                CTR_NS.into(),
-                "tasks".into(),
-                "delete".into(),
-                "-f".into(),
-                n.clone(),
-            ],
-        ));
-        ctr(&[
-            "containers",
-            "create",
-            "--env",
-            TELEMETRY_OFF,
-            &reference,
-            n,
-            "/butler-agent",
-            "id",
-            "--explain",
-        ]);
+        cleanup.0.extend(remove(n));
+        ctr_with(&["containers", "create"], n, &["id", "--explain"]);
     }
     let start = |n: &str| {
         let text = ctr(&["tasks", "start", n]);
@@ -370,34 +427,24 @@ fn containerd_ctr() {
 
 /// A bridge container with the host's /proc and /sys mounted reports Butler's ID of the host:
 /// the same as `butler-agent id` on the host itself with the same config.
-#[test]
-fn docker_bridge_with_host_proc_and_sys_reports_the_hosts_id() {
-    let why = image().err();
-    if !available("docker", why) {
-        return;
-    }
-    let bin = env!("CARGO_BIN_EXE_butler-agent");
-    let host = Command::new(bin)
-        .env_clear()
+fn docker_bridge_with_host_proc_and_sys_reports_the_hosts_id(img: &str) {
+    let host = common::agent(Telemetry::Off)
         .args(["host", "--json"])
         .output()
         .expect("the binary runs");
     let facts: Value = serde_json::from_slice(&host.stdout).expect("JSON");
-    if facts["isRunningInDocker"] == true {
-        loud(
-            "\n==== SKIPPED: these tests run inside a container, so there is no host-side ID to compare ====\n",
-        );
-        return;
-    }
-    let on_host = Command::new(bin)
-        .env_clear()
-        .args(["id"])
+    assert!(
+        facts["isRunningInDocker"] == false,
+        "these tests run inside a container ({}), so there is no host-side ID to compare",
+        facts["rules"]["containerRuntime"]
+    );
+    let on_host = common::agent(Telemetry::Off)
+        .arg("id")
         .output()
         .expect("the binary runs");
     assert!(on_host.status.success());
     let on_host = String::from_utf8_lossy(&on_host.stdout).trim().to_string();
 
-    let img = image().expect("checked");
     // The same user on both sides, so the same access to the DMI product UUID.
     let uid = nix::unistd::geteuid().as_raw().to_string();
     let name = unique("hostnet");
@@ -405,17 +452,14 @@ fn docker_bridge_with_host_proc_and_sys_reports_the_hosts_id() {
         "docker",
         vec!["rm".into(), "-f".into(), name.clone()],
     )]);
-    let text = ok(
-        "docker",
+    let args = docker_run(
+        Telemetry::Off,
         &[
-            "run",
             "--rm",
             "--name",
             &name,
             "--user",
             &uid,
-            "-e",
-            TELEMETRY_OFF,
             "-v",
             "/proc:/host/proc:ro",
             "-v",
@@ -424,11 +468,12 @@ fn docker_bridge_with_host_proc_and_sys_reports_the_hosts_id() {
             "HOST_PROC=/host/proc",
             "-e",
             "HOST_SYS=/host/sys",
-            img,
-            "id",
-            "--explain",
         ],
+        img,
+        &["id", "--explain"],
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let text = ok("docker", &args);
     let (id, method) = id_and_method(&text);
     assert_eq!(
         method, "container: the host's network (Butler's ID on this host)",
