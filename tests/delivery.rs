@@ -15,8 +15,8 @@ use butler_agent::config::{LoadedConfig, MapEnv};
 use butler_agent::host::Roots;
 use butler_agent::shutdown;
 use butler_agent::sink::{self, capture};
-use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
 use butler_agent::telemetry::cycle;
+use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
 use butler_agent::telemetry::schedule::{self, ScheduleContext};
 use butler_agent::telemetry::sender::{self, HttpTransport, Transport};
 
@@ -211,8 +211,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body =
-        cycle::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let before = sender::sent_at_millis(std::time::SystemTime::now());
     let tried = t.send(&body).await;
