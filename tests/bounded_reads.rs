@@ -13,10 +13,9 @@ use common::copy_dir;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
 /// Far above what a blocked or unbounded run would take to show, far below a test timeout.
 const TIME_LIMIT: Duration = Duration::from_secs(10);
 /// Peak resident size allowed above the largest normal run.
@@ -96,12 +95,10 @@ impl Run {
 /// Runs the binary with only `env`, killing it when it outlives [`TIME_LIMIT`].
 fn run(root: &Path, env: &[(&str, String)], args: &[&str]) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = common::agent_with(env)
         .arg("--root")
         .arg(root)
         .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

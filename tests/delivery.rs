@@ -251,7 +251,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     );
 
     // PostHog's own rules accept it, and the fields have the types capture expects.
-    let accepted = capture::accept(&seen.body, capture::PAYLOAD_LIMIT).expect("capture accepts");
+    let accepted = capture::accept(&seen.body, capture::WIRE_LIMIT).expect("capture accepts");
     assert_eq!(accepted.len(), 1);
     let e = &accepted[0].event;
     assert_eq!(accepted[0].token, butler_agent::config::DEFAULT_POSTHOG_KEY);

@@ -32,9 +32,8 @@ impl Drop for Sink {
 }
 
 fn sink() -> Sink {
-    let mut child = Command::new(robust_support::BIN)
+    let mut child = robust_support::common::agent(robust_support::common::Telemetry::Off)
         .args(["sink", "--listen", "127.0.0.1:0"])
-        .env_clear()
         .env("BUTLER_LOG_LEVEL", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
 const VICTIM: &[u8] = b"root-owned file outside the state directory\n";
 
 fn temp(tag: &str) -> PathBuf {
@@ -75,12 +74,12 @@ fn agent(umask: &str, root: &Path, env: &[(&str, String)], args: &[&str]) -> Out
     Command::new("sh")
         .arg("-c")
         .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
-        .arg(BIN)
+        .arg(common::AGENT)
         .arg("--root")
         .arg(root)
         .args(args)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(common::checked_env(env))
         .stdin(Stdio::null())
         .output()
         .expect("the binary runs")
@@ -331,12 +330,10 @@ fn racing_processes_agree_on_one_secret() {
         ];
         let children: Vec<_> = (0..8)
             .map(|_| {
-                Command::new(BIN)
+                common::agent_with(&env)
                     .arg("--root")
                     .arg(&root)
                     .args(["id", "--explain"])
-                    .env_clear()
-                    .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())

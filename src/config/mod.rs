@@ -6,7 +6,13 @@
 //!   `Butler.configQRS.host` and everything under [`AGENT_KEY`]) are checked strictly: a wrong
 //!   type stops the agent with one message naming file, line, key path and what was expected;
 //! - keys that are only reported as feature flags are read leniently from the whole tree
-//!   ([`LoadedConfig::tree`]) by `telemetry::features`: Butler validates its own config.
+//!   ([`LoadedConfig::tree`]) by `telemetry::features`: Butler validates its own config. Any
+//!   YAML Butler loads loads: `.inf`/`.nan` become the strings `.inf`, `-.inf`, `.nan` in the
+//!   tree, integers beyond 64 bits become floats, tags are dropped (their values kept).
+//!
+//! Every error about a value the agent uses names the file, the line and column of the value
+//! (found again in the text by `locate` when the typed pass over the tree is what failed,
+//! or when a range check after it did), the key path and what was expected.
 //!
 //! Reading is split from parsing: [`parse_str`] is pure and tested on literals; [`load`] does
 //! the file I/O with a size cap.

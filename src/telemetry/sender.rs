@@ -237,14 +237,18 @@ pub fn sent_at_millis(now: SystemTime) -> u128 {
 }
 
 /// Capture's answer made fit for one log line: decoded leniently, control characters (line
-/// breaks, escapes) turned into spaces and runs of them collapsed, the project key (and
+/// breaks, escapes) and invisible formatting characters turned into spaces and runs of them collapsed, the project key (and
 /// anything shaped like a PostHog key) replaced by `[key]`, cut to 200 characters. `None` when
 /// nothing is left.
 pub fn answer_text(body: &[u8], key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let mut line = String::new();
     for c in text.chars() {
-        let c = if c.is_control() { ' ' } else { c };
+        let c = if c.is_control() || is_invisible_format(c) {
+            ' '
+        } else {
+            c
+        };
         if c == ' ' && (line.is_empty() || line.ends_with(' ')) {
             continue;
         }
@@ -259,6 +263,12 @@ pub fn answer_text(body: &[u8], key: &str) -> Option<String> {
         line.push('…');
     }
     Some(line)
+}
+
+/// Bidirectional overrides, zero-width characters and the byte-order mark: they can make a
+/// log line read differently from what it holds.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Replaces `key` and every `phc_…`/`phx_…` word with `[key]`. (A key shorter than 8
@@ -594,6 +604,10 @@ mod tests {
         assert_eq!(said.chars().count(), MAX_ANSWER_CHARS + 1);
         assert!(said.ends_with('…'));
         assert_eq!(answer_text(b" \r\n\t", key), None);
+        assert_eq!(
+            answer_text("a\u{202E}b\u{200B}c".as_bytes(), key).as_deref(),
+            Some("a b c")
+        );
         assert_eq!(
             answer_text(b"a kind key", "k").as_deref(),
             Some("a kind key")
