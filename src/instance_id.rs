@@ -563,9 +563,11 @@ fn warn_unstable_once(tried: &[String]) {
     UNSTABLE_WARNING.call_once(|| {
         tracing::warn!(
             "the instance ID may change whenever this container is re-created ({}). To make it \
-             stable, mount a named volume at the state directory (-v butler-agent-state:/data; \
-             the image sets BUTLER_STATE_DIR=/data), or mount the host's /etc read-only and \
-             point HOST_ETC at it (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)",
+             stable, mount the host's /proc and /sys read-only (-v /proc:/host/proc:ro \
+             -v /sys:/host/sys:ro -e HOST_PROC=/host/proc -e HOST_SYS=/host/sys: Butler's own \
+             ID of the host), or a named volume at the state directory (-v \
+             butler-agent-state:/data; the image sets BUTLER_STATE_DIR=/data), or the host's \
+             /etc (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)",
             tried.join("; ")
         );
     });

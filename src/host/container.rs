@@ -457,7 +457,8 @@ pub fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
         out.push(("cgroup path in /proc/self/cgroup", path));
     }
     if let Some(text) = read_text(&roots.own_path("/proc/self/mountinfo")) {
-        let binds: Vec<&str> = text
+        // Sorted: a runtime may order these mounts differently on each start.
+        let mut binds: Vec<&str> = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split(' ').skip(3);
@@ -468,6 +469,8 @@ pub fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
                     .then_some(root)
             })
             .collect();
+        binds.sort_unstable();
+        binds.dedup();
         if !binds.is_empty() {
             out.push((
                 "per-container bind mounts in /proc/self/mountinfo",
@@ -779,5 +782,34 @@ mod evidence_tests {
                 got.runtime_rule
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn identity_ignores_mount_order_and_names_sources_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |text: &str| {
+            let p = dir.path().join("proc/self");
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("mountinfo"), text).expect("write");
+            std::fs::write(p.join("cgroup"), "1:cpu:/libpod_parent/libpod-abc\n0::/\n")
+                .expect("write");
+        };
+        let hosts = "5 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hosts /etc/hosts rw - ext4 /dev/vda rw";
+        let name = "6 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hostname /etc/hostname rw - ext4 /dev/vda rw";
+        let root = "1 0 0:40 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/var/lib/containers/storage/overlay/abc/diff,workdir=/w";
+        write(&format!("{root}\n{hosts}\n{name}\n"));
+        let a = own_identity(&Roots::at(dir.path()));
+        write(&format!("{root}\n{name}\n{hosts}\n"));
+        let b = own_identity(&Roots::at(dir.path()));
+        assert_eq!(a, b, "a restart may reorder the mounts");
+        let sources: Vec<&str> = a.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sources.len(), 3, "{sources:?}");
+        assert!(sources.iter().all(|s| !s.contains("abc")));
+        assert!(own_identity(&Roots::at("/nonexistent/root")).is_empty());
     }
 }
