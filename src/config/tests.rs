@@ -293,6 +293,17 @@ fn values_butler_loads_at_ignored_keys_load() {
     // Butler's own ignored keys hold such values too.
     let text = TEMPLATE.replace("frequency: every 30 seconds", "frequency: .inf");
     parse(&text).expect(".inf at Butler.heartbeat.frequency");
+    // Keys that are not strings, as YAML allows and Butler's parser reads.
+    let (tree, keys, _) =
+        parse("Butler:\n  anonTelemetry: false\n  ? [a, b]\n  : 1\n  1: x\n  true: y\n  ~: z\n")
+            .expect("complex and scalar keys load");
+    assert_eq!(keys.anon_telemetry, Some(false));
+    assert_eq!(tree["Butler"]["[\"a\",\"b\"]"], 1);
+    assert_eq!(tree["Butler"]["1"], "x");
+    assert_eq!(tree["Butler"]["true"], "y");
+    // And an error in such a file is still located.
+    let e = err("Butler:\n  ? [a, b]\n  : 1\n  butlerAgent:\n    posthogHost: 42\n");
+    assert_eq!(e.location, Some((5, 18)), "{e}");
 }
 
 /// Every key the agent uses, given each wrong type: the error names the line and column of
