@@ -365,6 +365,7 @@ pub fn parse_str(
                 .with_hint("this does not look like a Butler config file"),
         );
     }
+    refuse_non_finite_text(text, origin, &tree)?;
     let butler = root.butler.unwrap_or_default();
     let keys = ButlerKeys {
         anon_telemetry: butler.anon_telemetry,
@@ -375,6 +376,49 @@ pub fn parse_str(
             .filter(|h| !h.is_empty()),
     };
     Ok((tree, keys, butler.agent))
+}
+
+/// The text settings, which take any string.
+const TEXT_KEYS: &[&str] = &[
+    "Butler.configQRS.host",
+    "Butler.butlerAgent.posthogHost",
+    "Butler.butlerAgent.posthogKey",
+    "Butler.butlerAgent.caFile",
+    "Butler.butlerAgent.stateDir",
+    "Butler.butlerAgent.auditLog",
+];
+
+/// `.inf` and `.nan` reach the tree as strings (see `yaml_options`): at a text setting, an
+/// unquoted one is the number, a wrong type.
+fn refuse_non_finite_text(text: &str, origin: &str, tree: &Value) -> Result<(), ConfigError> {
+    for key in TEXT_KEYS {
+        let value = key.split('.').try_fold(tree, |node, k| node.get(k));
+        let Some(number) = value
+            .and_then(Value::as_str)
+            .filter(|v| [".inf", "-.inf", ".nan"].contains(v))
+        else {
+            continue;
+        };
+        let at = locate(text, key);
+        let quoted = at
+            .and_then(|(line, col)| {
+                let line = text
+                    .lines()
+                    .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+                line.chars().nth(usize::try_from(col).ok()?.checked_sub(1)?)
+            })
+            .is_some_and(|c| c == '"' || c == '\'');
+        if !quoted {
+            return Err(ConfigError {
+                origin: Origin::File(origin.into()),
+                location: at,
+                key: Some(key.to_string()),
+                message: format!("invalid type: the non-finite number {number}, expected a string"),
+                hint: Some("fix the value, or remove the key to use the default".into()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The located error for a wrong value, from a strict pass over the text. `fallback` is the

@@ -355,7 +355,7 @@ fn every_steering_key_with_every_wrong_type_is_located() {
             wrong.extend(["42", "\"yes\"", ".inf", "!!int 7"]);
         }
         if is_text(key) {
-            wrong.extend(["42", "false", "!!int 7", "4.5"]);
+            wrong.extend(["42", "false", "!!int 7", "4.5", ".inf", "-.Inf", ".NaN"]);
         }
         if is_number(key) {
             wrong.extend(["\"ten\"", "-3", "123456789012345678901234567890", ".nan"]);
@@ -494,6 +494,13 @@ fn capture_host_credentials_are_refused() {
     }
     // An `@` after the host is not a credential.
     assert!(normalize_host("https://eu.i.posthog.com/x@y").is_ok());
+}
+
+#[test]
+fn a_quoted_inf_is_a_string() {
+    let (_, _, agent) = parse("Butler:\n  butlerAgent:\n    stateDir: \".inf\"\n").unwrap();
+    let s = AgentSettings::resolve(agent.as_ref(), &MapEnv::default()).unwrap();
+    assert_eq!(s.state_dir.as_deref(), Some(Path::new(".inf")));
 }
 
 #[test]
