@@ -249,10 +249,8 @@ fn hosts_named_like_the_distro_deliver() {
         let run = |config: &str, args: &[&str]| {
             let path = dir.path().join("c.yaml");
             std::fs::write(&path, config).unwrap();
-            Command::new(env!("CARGO_BIN_EXE_butler-agent"))
-                .env_clear()
+            common::agent(Telemetry::To(&capture))
                 .env("HOSTNAME", name)
-                .env("BUTLER_POSTHOG_HOST", &capture)
                 .arg("--root")
                 .arg(&root)
                 .arg("--config")
@@ -317,9 +315,7 @@ fn a_planted_value_elsewhere_is_refused() {
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, config).unwrap();
         let run = |args: &[&str]| {
-            Command::new(env!("CARGO_BIN_EXE_butler-agent"))
-                .env_clear()
-                .env("BUTLER_POSTHOG_HOST", &capture)
+            common::agent(Telemetry::To(&capture))
                 .arg("--root")
                 .arg(&root)
                 .arg("--config")
