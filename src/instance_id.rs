@@ -182,10 +182,17 @@ pub fn derive_with(
     match network::host_default_interface(roots) {
         Ok(h) => {
             let (system_uuid, uuid_input) = system_uuid(roots);
+            let fib = roots.proc.join("1/net/fib_trie");
             let ipv4_input = if h.ipv4.is_empty() {
-                "IPv4 address of the host's default interface (none in <HOST_PROC>/1/net/fib_trie: empty)"
+                format!(
+                    "IPv4 address of the host's default interface (none in {}: empty)",
+                    fib.display()
+                )
             } else {
-                "IPv4 address of the host's default interface (local address in <HOST_PROC>/1/net/fib_trie)"
+                format!(
+                    "IPv4 address of the host's default interface (local address in {})",
+                    fib.display()
+                )
             };
             return InstanceId {
                 id: butler_id(&ButlerInputs {
@@ -202,7 +209,7 @@ pub fn derive_with(
                         roots.proc.join("1/net/route").display(),
                         roots.sys.display()
                     ),
-                    ipv4_input.to_string(),
+                    ipv4_input,
                     qrs_input,
                     uuid_input,
                 ],

@@ -84,6 +84,7 @@ pub enum HostNetError {
     NotMounted,
     NoRoute(String),
     NoMac(String),
+    Unreadable(String),
 }
 
 impl std::fmt::Display for HostNetError {
@@ -94,6 +95,7 @@ impl std::fmt::Display for HostNetError {
             ),
             HostNetError::NoRoute(p) => write!(f, "no IPv4 default route in {p}"),
             HostNetError::NoMac(p) => write!(f, "no MAC address in {p}"),
+            HostNetError::Unreadable(p) => write!(f, "{p} unreadable"),
         }
     }
 }
@@ -118,7 +120,10 @@ pub fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNetError> 
                 roots.sys.display()
             ))
         })?;
-    let fib = read_text(&roots.proc.join("1/net/fib_trie")).unwrap_or_default();
+    // Unreadable is not "no address": Butler would see one, so this anchor is not used then.
+    let fib_path = roots.proc.join("1/net/fib_trie");
+    let fib = read_text(&fib_path)
+        .ok_or_else(|| HostNetError::Unreadable(fib_path.display().to_string()))?;
     let ipv4 = interface_ipv4(&routes, &fib, &name)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
