@@ -12,7 +12,7 @@
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
-//! It runs on the one runtime of [`crate::shutdown::block_on`].
+//! It runs on the runtime of [`crate::shutdown::block_on_serving`].
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,7 +28,7 @@ use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
 /// Runs the agent until a stop signal.
 pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
-    shutdown::block_on(agent(config, env, roots))
+    shutdown::block_on_serving(agent(config, env, roots))
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {

@@ -26,12 +26,34 @@ use crate::error::Failure;
 /// the process exits right after, so nothing is worth waiting for.
 const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
 
-/// Runs `work` on tokio's current-thread runtime, the one runtime of every command: the agent
-/// serves a handful of probe requests and one HTTP request every 12 hours, so worker threads
-/// would only add memory; blocking work goes to tokio's blocking pool, which starts its
-/// threads on demand.
+/// Runs `work` on tokio's current-thread runtime, the runtime of every short command: they
+/// make a handful of requests at most, so worker threads would only add memory; blocking work
+/// goes to tokio's blocking pool, which starts its threads on demand.
 pub(crate) fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::Runtime)?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    result
+}
+
+/// At most this many worker threads serve the agent's connections.
+pub const SERVING_WORKERS: usize = 2;
+
+/// Runs `work` on a multi-thread runtime of up to [`SERVING_WORKERS`] workers (one per CPU the
+/// process may use): the agent's runtime, whose health server may answer many kept-alive
+/// connections at once. Most of a request's cost is the kernel's TCP work, done on the thread
+/// that reads and writes; on a busy host one thread gets one share of the CPU, so a second
+/// worker answers such a load up to twice as fast. It costs about 1 MiB of resident memory
+/// under load (its stack and allocator arena). With one CPU this is one worker.
+pub(crate) fn block_on_serving<T>(
+    work: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.clamp(1, SERVING_WORKERS))
         .enable_all()
         .build()
         .map_err(Failure::Runtime)?;
