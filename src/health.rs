@@ -54,13 +54,13 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// sent its headers in 5 s is not a probe and loses its slot.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on one connection's life, whatever the client does.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// Probes send a few hundred bytes of headers; more than 8 KiB is refused with 431.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// The kernel's queue of connections not yet accepted. The usual 128 overflows during a burst
 /// of a few hundred connections, and a probe whose SYN is dropped then waits a full second for
 /// the retransmission; the kernel caps this at `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: u32 = 1024;
+pub(crate) const LISTEN_BACKLOG: u32 = 1024;
 /// hyper's read buffer per connection (its minimum is 8 KiB; headers must fit with room).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -78,7 +78,7 @@ impl Readiness {
         self.0.store(true, Ordering::Release);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
@@ -105,7 +105,7 @@ impl Default for Limits {
 
 /// Binds the health listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `std` does, so a
 /// restart does not wait for old connections in TIME_WAIT).
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -279,7 +279,7 @@ struct Check {
 }
 
 /// The answer to one request. Pure: method, path, query and the latch in, response out.
-pub fn respond(
+pub(crate) fn respond(
     method: &Method,
     path: &str,
     query: Option<&str>,

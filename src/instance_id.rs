@@ -43,7 +43,7 @@ pub struct InstanceId {
 
 /// Method names, as `id --explain` prints them.
 pub const METHOD_BUTLER: &str = "butler-compatible";
-pub const METHOD_BUTLER_FALLBACK: &str =
+pub(crate) const METHOD_BUTLER_FALLBACK: &str =
     "butler-compatible (no default interface: Butler's fallback)";
 pub const METHOD_MACHINE_ID: &str = "container: host machine-id";
 pub const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
@@ -60,7 +60,7 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const CONTAINER_LABEL: &str = "butler-agent instance id v1";
 
 /// hex(HMAC-SHA256(key, message)).
-pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+pub(crate) fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(message);
     hex::encode(mac.finalize().into_bytes())
@@ -135,7 +135,7 @@ pub struct IdConfig<'a> {
 }
 
 /// Derives the ID with the real syscalls.
-pub fn derive(roots: &Roots, host: &HostFacts, cfg: IdConfig<'_>) -> InstanceId {
+pub(crate) fn derive(roots: &Roots, host: &HostFacts, cfg: IdConfig<'_>) -> InstanceId {
     derive_with(roots, host, cfg, &RealSyscalls)
 }
 
@@ -337,7 +337,7 @@ fn clean_default(s: &str) -> String {
 }
 
 /// `MemTotal` from `/proc/meminfo`, in bytes (as Node's `os.totalmem()`).
-pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| {
         let rest = l.strip_prefix("MemTotal:")?;
         let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
@@ -363,7 +363,7 @@ fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
 
 /// Reads the secret, or creates it once: 32 random bytes, hex, mode 0600. Creation is atomic
 /// (a temporary file hard-linked into place), so two agents sharing the directory agree.
-pub fn state_secret(dir: &Path) -> Result<String, String> {
+pub(crate) fn state_secret(dir: &Path) -> Result<String, String> {
     let path = dir.join(SECRET_FILE);
     if let Some(s) = read_secret(&path)? {
         return Ok(s);

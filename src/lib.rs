@@ -13,11 +13,11 @@
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod health;
 pub mod host;
 pub mod instance_id;

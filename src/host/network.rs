@@ -12,14 +12,14 @@ use super::{Roots, Syscalls, exists, read_text};
 
 /// The interface that holds the default route, and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefaultIface {
-    pub name: String,
-    pub rule: String,
+pub(crate) struct DefaultIface {
+    pub(crate) name: String,
+    pub(crate) rule: String,
 }
 
 /// Finds the default-route interface; falls back to the first non-loopback interface with an
 /// address, as systeminformation does when it cannot ask `ip route`.
-pub fn default_interface(roots: &Roots, sys: &dyn Syscalls) -> Option<DefaultIface> {
+pub(crate) fn default_interface(roots: &Roots, sys: &dyn Syscalls) -> Option<DefaultIface> {
     let path = roots.own_path("/proc/net/route");
     if let Some(name) = read_text(&path).and_then(|t| parse_default_route(&t)) {
         return Some(DefaultIface {
@@ -57,7 +57,7 @@ pub fn parse_default_route(text: &str) -> Option<String> {
 /// Whether the interface is backed by a device (a physical or paravirtual NIC has a
 /// `device` link in sysfs; veth, bridges, tun/tap and macvlan do not). A container whose
 /// default interface has one shares the host's network stack: its MAC is the host's own.
-pub fn is_device_backed(own: &Path, iface: &str) -> bool {
+pub(crate) fn is_device_backed(own: &Path, iface: &str) -> bool {
     if iface.contains('/') || iface == ".." {
         return false;
     }

@@ -23,11 +23,11 @@ use serde_json::{Map, Value};
 /// Largest body on the event routes (capture's `EVENT_BODY_SIZE`).
 pub const EVENT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Largest body on `/batch` (capture's `BATCH_BODY_SIZE`).
-pub const BATCH_BODY_LIMIT: usize = 20 * 1024 * 1024;
+pub(crate) const BATCH_BODY_LIMIT: usize = 20 * 1024 * 1024;
 /// Longest project key capture accepts.
-pub const MAX_TOKEN_LEN: usize = 64;
+pub(crate) const MAX_TOKEN_LEN: usize = 64;
 /// `distinct_id` is cut to this many characters.
-pub const MAX_DISTINCT_ID_CHARS: usize = 200;
+pub(crate) const MAX_DISTINCT_ID_CHARS: usize = 200;
 const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 8];
 
 /// Why a request is refused; mirrors capture's `CaptureError` variants that apply here.
@@ -46,7 +46,7 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             CaptureError::NoToken => 401,
             CaptureError::InvalidToken(_) => 403,
@@ -55,7 +55,7 @@ impl CaptureError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             CaptureError::RequestDecoding(_) => "request_decoding_error",
             CaptureError::RequestParsing(_) => "request_parsing_error",
@@ -70,7 +70,7 @@ impl CaptureError {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             CaptureError::RequestDecoding(m) => format!("failed to decode request: {m}"),
             CaptureError::RequestParsing(m) => format!("failed to parse request: {m}"),
@@ -88,7 +88,7 @@ impl CaptureError {
     }
 
     /// The JSON body capture answers with.
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         serde_json::json!({
             "status": self.status(),
             "code": self.code(),
@@ -106,7 +106,7 @@ pub struct Accepted {
 }
 
 /// Checks a project key's shape (capture's `validate_token`); returns it trimmed.
-pub fn validate_token(token: &str) -> Result<&str, CaptureError> {
+pub(crate) fn validate_token(token: &str) -> Result<&str, CaptureError> {
     let t = token.trim();
     if t.is_empty() {
         return Err(CaptureError::InvalidToken("empty"));
@@ -128,7 +128,7 @@ pub fn validate_token(token: &str) -> Result<&str, CaptureError> {
 
 /// Gunzips (when the body starts with the gzip magic) and checks the size limit, also on the
 /// decompressed size so a small bomb cannot grow past it.
-pub fn decode(body: &[u8], limit: usize) -> Result<String, CaptureError> {
+pub(crate) fn decode(body: &[u8], limit: usize) -> Result<String, CaptureError> {
     let bytes = if body.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(body)
@@ -291,7 +291,7 @@ fn check_event(o: &Map<String, Value>) -> Result<String, CaptureError> {
 
 /// `distinct_id`, else `$distinct_id`, else `properties.distinct_id`; stringified, NUL bytes
 /// replaced, cut to 200 characters. `None` when absent, null or empty.
-pub fn distinct_id(o: &Map<String, Value>) -> Option<String> {
+pub(crate) fn distinct_id(o: &Map<String, Value>) -> Option<String> {
     let value = o
         .get("distinct_id")
         .or_else(|| o.get("$distinct_id"))

@@ -17,7 +17,7 @@ use super::payload::rfc3339_millis;
 use super::retry::Attempt;
 
 /// One audit record.
-pub fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8]) -> String {
+pub(crate) fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8]) -> String {
     let event: Value = serde_json::from_slice(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
     let record = json!({
@@ -31,14 +31,14 @@ pub fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8])
 }
 
 /// The rotated file's name: `<file>.1`.
-pub fn rotated_path(path: &Path) -> PathBuf {
+pub(crate) fn rotated_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".1");
     PathBuf::from(name)
 }
 
 /// Appends one line, rotating first when the file would pass `max_bytes`.
-pub fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
+pub(crate) fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -36,10 +36,10 @@ use crate::host::{self, Roots};
 use crate::telemetry::payload;
 
 /// Shorter values are not looked for (see the module doc).
-pub const MIN_LEN: usize = 4;
+pub(crate) const MIN_LEN: usize = 4;
 /// Values at least this long are also looked for inside the uuid, timestamp and ID fields: a
 /// chance match of 12 characters in ~150 hex digits is below one in 10^12.
-pub const FULL_SCAN_LEN: usize = 12;
+pub(crate) const FULL_SCAN_LEN: usize = 12;
 /// Host files are small; anything larger is not what we expect and is read only this far.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -74,25 +74,25 @@ impl fmt::Display for Kind {
 
 /// One identifying value and the forms it may take in text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identifier {
-    pub kind: Kind,
-    pub value: String,
+pub(crate) struct Identifier {
+    pub(crate) kind: Kind,
+    pub(crate) value: String,
     /// Other spellings of the same value (MAC without separators, IPv6 as /proc writes it).
-    pub alternates: Vec<String>,
+    pub(crate) alternates: Vec<String>,
 }
 
 /// Everything the guard looks for, plus the words it must not treat as leaks.
 #[derive(Debug, Clone, Default)]
-pub struct Known {
-    pub identifiers: Vec<Identifier>,
+pub(crate) struct Known {
+    pub(crate) identifiers: Vec<Identifier>,
     /// Values the agent writes itself (see the module doc).
-    pub fixed_words: Vec<String>,
+    pub(crate) fixed_words: Vec<String>,
 }
 
 /// The guard's verdict when it refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    pub kind: Kind,
+    pub(crate) kind: Kind,
 }
 
 impl fmt::Display for Finding {
@@ -108,7 +108,7 @@ impl fmt::Display for Finding {
 impl std::error::Error for Finding {}
 
 impl Known {
-    pub fn push(&mut self, kind: Kind, value: impl Into<String>) {
+    pub(crate) fn push(&mut self, kind: Kind, value: impl Into<String>) {
         let value = value.into().trim().to_string();
         if value.is_empty() || self.identifiers.iter().any(|i| i.value == value) {
             return;
@@ -132,7 +132,7 @@ impl Known {
     }
 
     /// Collects every identifying value this agent can see, reading host files below `roots`.
-    pub fn gather(config: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Known {
+    pub(crate) fn gather(config: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Known {
         let mut k = Known {
             identifiers: Vec::new(),
             fixed_words: fixed_words(&config.agent.posthog_key),
@@ -212,14 +212,14 @@ impl Known {
     }
 
     /// A MAC in the forms it may be written: `aa:bb:..`, `aa-bb-..`, `aabb..`.
-    pub fn push_mac(&mut self, mac: &str) {
+    pub(crate) fn push_mac(&mut self, mac: &str) {
         let mac = mac.to_ascii_lowercase();
         let bare: String = mac.chars().filter(|c| *c != ':').collect();
         let dashed = mac.replace(':', "-");
         self.push_with(Kind::MacAddress, mac, vec![bare, dashed]);
     }
 
-    pub fn push_ipv4(&mut self, ip: Ipv4Addr) {
+    pub(crate) fn push_ipv4(&mut self, ip: Ipv4Addr) {
         if ip.is_loopback() || ip.is_unspecified() {
             return;
         }
@@ -227,7 +227,7 @@ impl Known {
     }
 
     /// IPv6 as written canonically and as /proc writes it (32 hex digits).
-    pub fn push_ipv6(&mut self, ip: Ipv6Addr) {
+    pub(crate) fn push_ipv6(&mut self, ip: Ipv6Addr) {
         if ip.is_loopback() || ip.is_unspecified() {
             return;
         }
@@ -237,7 +237,7 @@ impl Known {
 }
 
 /// The closed vocabulary of values the agent writes whatever the host.
-pub fn fixed_words(posthog_key: &str) -> Vec<String> {
+pub(crate) fn fixed_words(posthog_key: &str) -> Vec<String> {
     [
         payload::EVENT_NAME,
         payload::SERVICE,
@@ -255,7 +255,7 @@ pub fn fixed_words(posthog_key: &str) -> Vec<String> {
 }
 
 /// Scans the serialized body. `Err` names the first kind found.
-pub fn check(body: &str, known: &Known) -> Result<(), Finding> {
+pub(crate) fn check(body: &str, known: &Known) -> Result<(), Finding> {
     let Ok(parsed) = serde_json::from_str::<Value>(body) else {
         // Not our JSON: no field can be blanked, so look for everything everywhere.
         return scan(&body.to_lowercase(), &body.to_lowercase(), "", known);
@@ -359,7 +359,7 @@ fn blank_if(field: Option<&mut Value>, ok: impl Fn(&str) -> bool) {
 }
 
 /// Every string leaf of the config tree with its dotted key path.
-pub fn config_strings(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+pub(crate) fn config_strings(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
     match v {
         Value::String(s) => out.push((path.to_string(), s.clone())),
         Value::Array(a) => {
@@ -395,7 +395,7 @@ fn read_small(path: &Path) -> Option<String> {
 
 /// A MAC address as `/sys/class/net/*/address` writes it; the all-zero address of `lo` and
 /// anything not shaped like a MAC are ignored.
-pub fn parse_mac(text: &str) -> Option<String> {
+pub(crate) fn parse_mac(text: &str) -> Option<String> {
     let t = text.trim().to_ascii_lowercase();
     let parts: Vec<&str> = t.split(':').collect();
     let well_formed = parts.len() == 6
@@ -407,7 +407,7 @@ pub fn parse_mac(text: &str) -> Option<String> {
 
 /// The local IPv4 addresses in `/proc/net/fib_trie`: a `|-- a.b.c.d` line followed by a
 /// `/32 host LOCAL` line.
-pub fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
+pub(crate) fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
     let mut last: Option<Ipv4Addr> = None;
     for line in text.lines() {
@@ -425,7 +425,7 @@ pub fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
 }
 
 /// The IPv6 addresses in `/proc/net/if_inet6` (first field: 32 hex digits).
-pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
+pub(crate) fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
     text.lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|h| h.len() == 32)
@@ -438,7 +438,7 @@ pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
 /// name containers this way (`/docker/<id>`, `cri-containerd-<id>.scope`, `libpod-<id>`,
 /// `.../containers/<id>/hostname`). Image layer IDs of the same shape are included too; looking
 /// for more identifiers only makes the guard stricter.
-pub fn container_ids_in(text: &str) -> BTreeSet<String> {
+pub(crate) fn container_ids_in(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let bytes = text.as_bytes();
     let mut start = None;

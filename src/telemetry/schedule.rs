@@ -29,7 +29,7 @@ use crate::host::Roots;
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.
 /// Only ever added, so no interval is shorter than configured.
-pub const JITTER_FRACTION: f64 = 0.05;
+pub(crate) const JITTER_FRACTION: f64 = 0.05;
 
 /// What the scheduler needs from the `run` command.
 pub struct ScheduleContext {
@@ -76,7 +76,7 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
 }
 
 /// `interval` plus a random offset of up to [`JITTER_FRACTION`]; `unit` is in `[0, 1)`.
-pub fn jittered(interval: Duration, unit: f64) -> Duration {
+pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
     let unit = if unit.is_finite() {
         unit.clamp(0.0, 1.0)
     } else {
@@ -101,15 +101,15 @@ pub struct Outbox {
 
 impl Outbox {
     /// Puts the newest snapshot in, dropping an undelivered older one.
-    pub fn put(&mut self, body: Bytes) {
+    pub(crate) fn put(&mut self, body: Bytes) {
         if self.slot.replace(body).is_some() {
             tracing::debug!("telemetry: a newer snapshot replaces the undelivered one");
         }
     }
-    pub fn peek(&self) -> Option<&Bytes> {
+    pub(crate) fn peek(&self) -> Option<&Bytes> {
         self.slot.as_ref()
     }
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.slot = None;
     }
     /// 0 or 1.
@@ -143,9 +143,9 @@ pub enum CycleOutcome {
 #[derive(Debug)]
 pub struct Runner {
     /// The last good config.
-    pub config: LoadedConfig,
+    pub(crate) config: LoadedConfig,
     pub outbox: Outbox,
-    pub streak: Streak,
+    pub(crate) streak: Streak,
     config_error: Option<String>,
     optout_error: Option<String>,
     was_enabled: Option<bool>,
@@ -166,7 +166,7 @@ impl Runner {
     }
 
     /// Re-reads the config; an invalid file keeps the last good one, warning once per error.
-    pub fn reload(&mut self, source: &ConfigSource, env: &dyn Env) {
+    pub(crate) fn reload(&mut self, source: &ConfigSource, env: &dyn Env) {
         match config::load(source.clone(), env) {
             Ok(cfg) => {
                 if self.config_error.take().is_some() {
@@ -347,7 +347,7 @@ pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes
 }
 
 /// Writes the audit lines for every try whose body may have left, and the state file.
-pub fn record(settings: &AgentSettings, destination: &str, d: &Delivery, body: &[u8]) {
+pub(crate) fn record(settings: &AgentSettings, destination: &str, d: &Delivery, body: &[u8]) {
     if let Some(path) = &settings.audit_log {
         for (time, attempt) in &d.sent {
             let line = audit::line(*time, destination, attempt, body);

@@ -19,19 +19,19 @@ use crate::config::AgentSettings;
 use crate::telemetry::payload;
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
-pub const CAPTURE_PATH: &str = "/i/v0/e/";
+pub(crate) const CAPTURE_PATH: &str = "/i/v0/e/";
 /// Connecting should be quick; a slow connect is usually a firewall dropping packets.
-pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Of an error answer only the start is kept, for the log line.
 const MAX_ERROR_BODY: usize = 4 * 1024;
 
 /// The capture URL for a configured host.
-pub fn capture_url(posthog_host: &str) -> String {
+pub(crate) fn capture_url(posthog_host: &str) -> String {
     format!("{}{CAPTURE_PATH}", posthog_host.trim_end_matches('/'))
 }
 
 /// The `User-Agent` header: which client sent the event.
-pub fn user_agent() -> String {
+pub(crate) fn user_agent() -> String {
     format!("{}/{}", payload::LIB, payload::VERSION)
 }
 
@@ -40,14 +40,12 @@ pub fn user_agent() -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tried {
     pub attempt: Attempt,
-    pub body_may_have_left: bool,
+    pub(crate) body_may_have_left: bool,
 }
 
 /// Sends one body once.
 pub trait Transport {
     fn send(&self, body: &Bytes) -> impl Future<Output = Tried> + Send;
-    /// Where it sends to, for messages.
-    fn destination(&self) -> &str;
 }
 
 /// Why the HTTP client could not be built (a setting, not the network).
@@ -135,10 +133,6 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Set
 }
 
 impl Transport for HttpTransport {
-    fn destination(&self) -> &str {
-        &self.url
-    }
-
     async fn send(&self, body: &Bytes) -> Tried {
         let response = self
             .client
@@ -262,7 +256,7 @@ fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// An error and its sources on one line (reqwest's own message alone is often just
 /// "error sending request").
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -286,7 +280,7 @@ pub struct Delivery {
     /// Why it stopped without delivering, if it did.
     pub gave_up: Option<GiveUpReason>,
     /// Stopped because the agent is shutting down.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Every attempt whose body may have left the machine, with its result (for the audit log).
     pub sent: Vec<(SystemTime, Attempt)>,
 }
@@ -299,7 +293,7 @@ impl Delivery {
 
 /// A uniform sample in `[0, 1)` from the OS's random source; 0.5 if there is none (the pause
 /// is then still bounded and non-zero: failing randomness must not stop delivery).
-pub fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     match getrandom::u64() {
         Ok(n) => (n >> 11) as f64 / (1u64 << 53) as f64,
         Err(_) => 0.5,
@@ -378,9 +372,6 @@ mod tests {
     }
 
     impl Transport for Scripted {
-        fn destination(&self) -> &str {
-            "scripted"
-        }
         async fn send(&self, body: &Bytes) -> Tried {
             self.calls.lock().unwrap().push(tokio::time::Instant::now());
             self.bodies.lock().unwrap().push(body.clone());

@@ -4,7 +4,7 @@ use std::path::Path;
 
 /// Copies a fixture tree, keeping symbolic links as links (host facts follow them below the
 /// root, so a copy must not resolve them).
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("temp dir is writable");
     for e in std::fs::read_dir(from).expect("fixture readable").flatten() {
         let (src, dst) = (e.path(), to.join(e.file_name()));
