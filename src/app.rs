@@ -27,7 +27,7 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
-            print(&preview(&cfg, &roots, args.compact)?)
+            print(&preview(&cfg, &roots, env, args.compact)?)
         }
         Command::Telemetry(TelemetryCommand::Status(args)) => {
             let cfg = load_config(&cli, env)?;
@@ -85,12 +85,25 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
     r.expect("serializing plain data to JSON cannot fail")
 }
 
-fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<String, Failure> {
+fn preview(
+    cfg: &LoadedConfig,
+    roots: &Roots,
+    env: &dyn Env,
+    compact: bool,
+) -> Result<String, Failure> {
     let snapshot = telemetry::gather(cfg, roots);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
     let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
+    // The guard sees the bytes a send would serialize; the body is printed either way.
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    if let Err(finding) = telemetry::guard::inspect(&text, cfg, roots, env, &snapshot.host) {
+        eprintln!(
+            "butler-agent: a send would be refused: the privacy guard found {} in this event",
+            finding.kind
+        );
+    }
     Ok(format!("{}\n", to_json(&body, compact)))
 }
 

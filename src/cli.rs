@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 /// Anonymous telemetry and health endpoint for Butler, the Qlik Sense companion.
@@ -10,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// Butler's YAML config file [default: $BUTLER_CONFIG, else ./config/$NODE_ENV.yaml when it
     /// exists, else built-in defaults].
-    #[arg(long, global = true, value_name = "FILE")]
+    /// An empty path is a configuration error (exit 64), reported like a bad file.
+    #[arg(long, global = true, value_name = "FILE",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub(crate) config: Option<PathBuf>,
 
     /// Read host facts (/etc, /proc, /sys, ...) below this directory instead of /.

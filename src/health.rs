@@ -14,55 +14,36 @@
 //! Telemetry never feeds into these answers: a PostHog outage must not restart the container.
 //!
 //! # Limits
-//! A probe must get its answer even while a slow or hostile client is connected, so each
-//! connection runs in its own task, serves exactly one request (probes do not reuse
-//! connections), must send its headers within [`HEADER_READ_TIMEOUT`] and is dropped after
-//! [`CONNECTION_DEADLINE`]; headers above [`MAX_HEADER_BYTES`] get 431; at most
-//! [`MAX_CONNECTIONS`] are open at once. When all are taken, the oldest connection that has not
-//! yet sent a complete request is closed to make room for the new one (nginx reuses idle
-//! connections the same way), so a flood of idle or dribbling connections cannot lock probes
-//! out; a request being answered is never cut. Only when every open connection is being
-//! answered is a further one closed at accept. Memory is therefore bounded by about
+//! A probe must get its answer even while a slow or hostile client is connected: the
+//! connection budget of [`crate::connections`] (shared with the sink) applies, with keep-alive
+//! for monitors and scrapers that reuse connections, fair per-source eviction when all
+//! [`MAX_CONNECTIONS`] slots are taken, a header timeout, 431 above [`MAX_HEADER_BYTES`], an
+//! idle timeout, a request cap and a deadline per connection. Memory is bounded by about
 //! `MAX_CONNECTIONS × 16 KiB`.
 //!
 //! [`serve`] takes the listener and the shutdown trigger as parameters (as mini-redis does), so
 //! tests bind port 0 and stop the server themselves. Routing ([`respond`]) is pure.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::connections;
+pub use crate::connections::{HEADER_READ_TIMEOUT, Limits, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
 
-/// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
-pub const MAX_CONNECTIONS: usize = 64;
-/// Kubelet's default probe timeout is 1 s and Butler's probe allows 2 s; a client that has not
-/// sent its headers in 5 s is not a probe and loses its slot.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound on one connection's life, whatever the client does.
-pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
-/// Probes send a few hundred bytes of headers; more than 8 KiB is refused with 431.
-pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// The kernel's queue of connections not yet accepted. The usual 128 overflows during a burst
 /// of a few hundred connections, and a probe whose SYN is dropped then waits a full second for
 /// the retransmission; the kernel caps this at `net.core.somaxconn`.
 pub(crate) const LISTEN_BACKLOG: u32 = 1024;
-/// hyper's read buffer per connection (its minimum is 8 KiB; headers must fit with room).
-const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The readiness latch: released once, when the agent knows what it needs to answer `/readyz`.
 #[derive(Debug, Clone, Default)]
@@ -83,26 +64,6 @@ impl Readiness {
     }
 }
 
-/// The server's limits; [`Limits::default`] holds the production values, tests shrink them.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub connection_deadline: Duration,
-    pub max_header_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: MAX_CONNECTIONS,
-            header_read_timeout: HEADER_READ_TIMEOUT,
-            connection_deadline: CONNECTION_DEADLINE,
-            max_header_bytes: MAX_HEADER_BYTES,
-        }
-    }
-}
-
 /// Binds the health listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `std` does, so a
 /// restart does not wait for old connections in TIME_WAIT).
 pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -116,160 +77,30 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves health requests on `listener` until `shutdown` completes, then stops accepting, lets
-/// requests in flight finish (idle connections are closed at once) and returns.
+/// Serves health requests on `listener` until `shutdown` completes, then stops accepting,
+/// closes idle connections at once, lets answers in flight finish and returns.
 pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let max = limits.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(max));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut waiting = Waiting::default();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning on a failing accept.
-                    tracing::warn!("health server: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => Some(slot),
-            Err(_) if waiting.evict_oldest() => {
-                tracing::debug!(
-                    "health server: {max} connections open, closed the oldest idle one"
-                );
-                // The evicted task frees its slot as soon as it runs; a slot still taken after
-                // this wait belongs to a task that has just started answering.
-                tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
-            Err(_) => None,
-        };
-        let Some(slot) = slot else {
-            tracing::debug!("health server: {max} connections open, closing the one from {peer}");
-            drop(stream);
-            continue;
-        };
-        let idle = waiting.push(max);
-        let readiness = readiness.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let answering = Arc::clone(&idle);
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                answering.answering.store(true, Ordering::Release);
-                let answer = respond(
-                    req.method(),
-                    req.uri().path(),
-                    req.uri().query(),
-                    readiness.is_ready(),
-                );
-                async move { Ok::<_, Infallible>(answer) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(READ_BUFFER_BYTES.max(limits.max_header_bytes + 1024))
-                .max_header_size(limits.max_header_bytes)
-                // A client may shut its sending side once the request is out (HTTP/1.0
-                // clients and `nc -N` do); without this hyper can see the EOF first and
-                // close without answering.
-                .half_close(true)
-                .keep_alive(false);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let work = async {
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = idle.evicted() => Ok(()),
-                    _ = async { stop.wait_for(|stopped| *stopped).await.map(|_| ()) } => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                }
-            };
-            match tokio::time::timeout(limits.connection_deadline, work).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!("health server: connection from {peer}: {e}"),
-                Err(_) => tracing::debug!("health server: connection from {peer} timed out"),
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    // Receivers may all be gone already (no connection open); nothing to tell then.
-    let _ = stop_tx.send(true);
-    // Every connection holds a slot until it ends, so holding all slots means all have ended.
-    // Each connection is bounded by its deadline, so this wait is too.
-    let _all = slots
-        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
-        .await;
-}
-
-/// How long the accept loop waits for an evicted connection to give its slot back.
-const EVICTION_WAIT: Duration = Duration::from_millis(100);
-
-/// One connection's state as the accept loop sees it.
-#[derive(Debug, Default)]
-struct Connection {
-    /// Set once a complete request head has arrived: from then on it is never evicted.
-    answering: AtomicBool,
-    evict: Notify,
-}
-
-impl Connection {
-    /// Completes when the accept loop evicts this connection before its request came.
-    async fn evicted(&self) {
-        loop {
-            self.evict.notified().await;
-            if !self.answering.load(Ordering::Acquire) {
-                return;
-            }
-        }
-    }
-}
-
-/// Open connections in accept order, for eviction. Owned by the accept loop alone; a
-/// connection that has ended leaves a dead entry, pruned as the queue grows.
-#[derive(Debug, Default)]
-struct Waiting(VecDeque<Weak<Connection>>);
-
-impl Waiting {
-    /// Registers a new connection; at most `max` are alive, so pruning keeps this bounded.
-    fn push(&mut self, max: usize) -> Arc<Connection> {
-        if self.0.len() >= 2 * max {
-            self.0.retain(|c| c.strong_count() > 0);
-        }
-        let c = Arc::new(Connection::default());
-        self.0.push_back(Arc::downgrade(&c));
-        c
-    }
-
-    /// Tells the oldest connection still waiting for its request to close; false if none is.
-    fn evict_oldest(&mut self) -> bool {
-        while let Some(c) = self.0.pop_front() {
-            if let Some(c) = c.upgrade() {
-                if !c.answering.load(Ordering::Acquire) {
-                    // notify_one keeps the wake-up even if the task has not been polled yet.
-                    c.evict.notify_one();
-                    return true;
-                }
-            }
-        }
-        false
-    }
+    connections::serve(
+        listener,
+        limits,
+        "health server",
+        shutdown,
+        move |req, _peer| {
+            let answer = respond(
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                readiness.is_ready(),
+            );
+            std::future::ready(answer)
+        },
+    )
+    .await;
 }
 
 /// What one check reports for the verbose listing.
@@ -391,6 +222,7 @@ fn no_store(r: &mut Response<Full<Bytes>>) {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use std::convert::Infallible;
 
     fn body(r: Response<Full<Bytes>>) -> String {
         let rt = tokio::runtime::Builder::new_current_thread()

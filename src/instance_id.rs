@@ -12,13 +12,19 @@
 //!   `<total memory in bytes>_`, message = OS serial (machine-id, dbus copy first) or else
 //!   total memory or else OS release, + QRS host + system UUID.
 //! - **Container**, when the interface is the container's own (its MAC and IP change with
-//!   every re-creation, which is why Butler counts each new container as a new instance): key =
-//!   the first available of the host's machine-id (only through `HOST_ETC`/`HOST_ROOT`), the
-//!   Docker engine's ID (via a reachable Docker socket, never required), or a random secret
-//!   created once in the state directory; message = a fixed label, the anchor's kind and
-//!   `Butler.configQRS.host`, so two instances on one host for different Sense servers differ.
-//!   With none of these, Butler's algorithm on the container's own values, and one warning that
-//!   names the mount or volume that makes the ID stable.
+//!   every re-creation, which is why Butler counts each new container as a new instance). First
+//!   the host's network through the host's `/proc` and `/sys` (`HOST_PROC`/`HOST_SYS` or
+//!   `HOST_ROOT`, see [`network::host_default_interface`]): Butler's algorithm on the host's
+//!   default interface, so the container reports exactly Butler's ID of its host. Else an HMAC
+//!   keyed by the first available of the host's machine-id (only through
+//!   `HOST_ETC`/`HOST_ROOT`), the Docker engine's ID (via a reachable Docker socket, never
+//!   required), or a random secret created once in the state directory; message = a fixed
+//!   label, the anchor's kind and `Butler.configQRS.host`, so two instances on one host for
+//!   different Sense servers differ. With none of these, `own_values`: the host's boot ID
+//!   and the container's own identity as the kernel shows it (kept across restarts, new with
+//!   re-creation, never shared by two containers), and one warning that names the mount or
+//!   volume that makes the ID stable. Anchors that fail for a fixable reason (a state
+//!   directory owned by another user, a Docker socket without its group) say how to fix it.
 //!
 //! Raw inputs stay in this module: [`InstanceId::inputs`] names them and their sources only.
 
@@ -30,7 +36,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::host::syscalls::DockerEndpoint;
+use crate::host::syscalls::{DockerEndpoint, EngineIdError};
 use crate::host::{self, HostFacts, RealSyscalls, Roots, Syscalls, machine_id, network};
 
 /// The ID and how it was made (names and sources of the inputs, never their values).
@@ -45,11 +51,12 @@ pub struct InstanceId {
 pub const METHOD_BUTLER: &str = "butler-compatible";
 pub(crate) const METHOD_BUTLER_FALLBACK: &str =
     "butler-compatible (no default interface: Butler's fallback)";
+pub const METHOD_HOST_NETWORK: &str = "container: the host's network (Butler's ID on this host)";
 pub const METHOD_MACHINE_ID: &str = "container: host machine-id";
 pub const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
 pub const METHOD_STATE_SECRET: &str = "container: state-directory secret";
 pub const METHOD_OWN_VALUES: &str =
-    "container: own values (changes when the container is re-created)";
+    "container: own values (kept across restarts; new when the container is re-created)";
 
 /// The file in the state directory that holds the secret.
 pub const SECRET_FILE: &str = "instance-secret";
@@ -172,6 +179,37 @@ pub fn derive_with(
     }
 
     let mut tried = Vec::new();
+    match network::host_default_interface(roots) {
+        Ok(h) => {
+            let (system_uuid, uuid_input) = system_uuid(roots);
+            let ipv4_input = if h.ipv4.is_empty() {
+                "IPv4 address of the host's default interface (none in <HOST_PROC>/1/net/fib_trie: empty)"
+            } else {
+                "IPv4 address of the host's default interface (local address in <HOST_PROC>/1/net/fib_trie)"
+            };
+            return InstanceId {
+                id: butler_id(&ButlerInputs {
+                    interface: Some((h.mac, h.ipv4)),
+                    qrs_host: qrs.to_string(),
+                    system_uuid,
+                    ..ButlerInputs::default()
+                }),
+                method: METHOD_HOST_NETWORK.into(),
+                inputs: vec![
+                    format!(
+                        "MAC address of the host's default interface (default route in {}; \
+                         address from {}/class/net/<interface>/address)",
+                        roots.proc.join("1/net/route").display(),
+                        roots.sys.display()
+                    ),
+                    ipv4_input.to_string(),
+                    qrs_input,
+                    uuid_input,
+                ],
+            };
+        }
+        Err(e) => tried.push(format!("host network: {e}")),
+    }
     if roots.etc_origin.is_host_mount() {
         if let Some(m) = machine_id::read(&roots.etc) {
             return InstanceId {
@@ -205,6 +243,12 @@ pub fn derive_with(
                     inputs: vec![format!("Docker engine ID from {ep}"), qrs_input],
                 };
             }
+            Err(e @ EngineIdError::Denied { .. }) => {
+                ENGINE_DENIED_WARNING.call_once(|| {
+                    tracing::warn!("the Docker engine's ID cannot anchor the instance ID: {e}");
+                });
+                tried.push(format!("Docker engine at {ep} did not give its ID: {e}"));
+            }
             Err(e) => {
                 tracing::debug!("Docker engine ID unavailable: {e}");
                 tried.push(format!("Docker engine at {ep} did not give its ID"));
@@ -231,7 +275,18 @@ pub fn derive_with(
                     ],
                 };
             }
-            Err(e) => tried.push(format!("state directory {} unusable: {e}", dir.display())),
+            Err(e) => {
+                let why = match state_dir_owner_problem(dir) {
+                    Some(advice) => {
+                        STATE_DIR_WARNING.call_once(|| {
+                            tracing::warn!("the instance secret cannot be kept: {advice}");
+                        });
+                        advice
+                    }
+                    None => e,
+                };
+                tried.push(format!("state directory {} unusable: {why}", dir.display()))
+            }
         },
         None => tried.push(
             "no state directory (BUTLER_STATE_DIR / Butler.butlerAgent.stateDir unset)".into(),
@@ -239,21 +294,91 @@ pub fn derive_with(
     }
 
     warn_unstable_once(&tried);
-    let mut id = butler(roots, host, qrs, qrs_input, iface.as_ref(), sys);
-    id.method = METHOD_OWN_VALUES.into();
-    id.inputs
-        .insert(0, format!("path: container; {}", tried.join("; ")));
-    id
+    own_values(roots, host, qrs, qrs_input, iface.as_ref(), sys, &tried)
 }
 
-fn butler(
+/// The last resort: no anchor outlives the container. The ID is keyed by the host's boot ID and
+/// covers what the kernel shows of this container's identity (its cgroup path, the runtime's
+/// per-container directories in mountinfo, its root file system's upper layer): all kept across
+/// a restart, all new when the container is re-created, so two containers never share an ID,
+/// even where Docker gives the first container on every host the same MAC and IP. Only when no
+/// such identity is visible do the container's own MAC and IP (Butler's algorithm) stand in.
+/// A host reboot gives a new boot ID, so this ID changes with it: the warning names the fix.
+fn own_values(
     roots: &Roots,
     host: &HostFacts,
     qrs: &str,
     qrs_input: String,
     iface: Option<&network::DefaultIface>,
     sys: &dyn Syscalls,
+    tried: &[String],
 ) -> InstanceId {
+    let boot_path = roots.own_path("/proc/sys/kernel/random/boot_id");
+    let boot_id = host::read_trimmed(&boot_path);
+    let identity = host::container::own_identity(roots);
+    let mut inputs = vec![format!("path: container; {}", tried.join("; "))];
+    inputs.push(match &boot_id {
+        Some(_) => format!("HMAC key: the host's boot ID ({})", boot_path.display()),
+        None => format!(
+            "HMAC key: fixed (boot ID unreadable at {})",
+            boot_path.display()
+        ),
+    });
+    let mut message = format!("{CONTAINER_LABEL}\0own-values\0{qrs}");
+    for (source, value) in &identity {
+        message.push('\0');
+        message.push_str(source);
+        message.push('=');
+        message.push_str(value);
+        inputs.push(format!("container identity: {source}"));
+    }
+    if identity.is_empty() {
+        let own = butler(roots, host, qrs, qrs_input.clone(), iface, sys);
+        message.push_str("\0butler=");
+        message.push_str(&own.id);
+        inputs.extend(own.inputs.into_iter().filter(|i| *i != qrs_input));
+    }
+    inputs.push(qrs_input);
+    let key = boot_id.unwrap_or_else(|| "no-boot-id".into());
+    InstanceId {
+        id: hmac_hex(key.as_bytes(), message.as_bytes()),
+        method: METHOD_OWN_VALUES.into(),
+        inputs,
+    }
+}
+
+/// When the state directory belongs to another user and is not writable for this one, says
+/// who owns it, who we are, and the three fixes. `None` when ownership is not the problem.
+fn state_dir_owner_problem(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // The directory, or the nearest parent that exists (the one that refused `mkdir`).
+    let (at, meta) = dir
+        .ancestors()
+        .find_map(|a| std::fs::metadata(a).ok().map(|m| (a, m)))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let mode = meta.mode();
+    let writable = uid == 0
+        || (meta.uid() == uid && mode & 0o200 != 0)
+        || (meta.gid() == gid && mode & 0o020 != 0)
+        || mode & 0o002 != 0;
+    (!writable).then(|| {
+        format!(
+            "{} is owned by uid {} (mode {:o}) and this agent runs as uid {uid}, which cannot \
+             write there. Run the container as its owner (docker run --user {}), give it to \
+             this user (chown {uid} on the host directory or volume), or mount a named volume \
+             there (-v butler-agent-state:{}), which takes the image's owner",
+            at.display(),
+            meta.uid(),
+            mode & 0o7777,
+            meta.uid(),
+            dir.display()
+        )
+    })
+}
+
+/// `si.system().uuid` (DMI product_uuid, lower case; empty when unreadable) and its source.
+fn system_uuid(roots: &Roots) -> (String, String) {
     let uuid_path = roots.sys.join("class/dmi/id/product_uuid");
     let system_uuid = host::read_trimmed(&uuid_path)
         .map(|u| clean_default(&u.to_ascii_lowercase()))
@@ -266,6 +391,18 @@ fn butler(
     } else {
         format!("system UUID from {}", uuid_path.display())
     };
+    (system_uuid, uuid_input)
+}
+
+fn butler(
+    roots: &Roots,
+    host: &HostFacts,
+    qrs: &str,
+    qrs_input: String,
+    iface: Option<&network::DefaultIface>,
+    sys: &dyn Syscalls,
+) -> InstanceId {
+    let (system_uuid, uuid_input) = system_uuid(roots);
     let addrs = iface.and_then(|i| sys.interface(&i.name).map(|a| (i, a)));
     if let Some((i, a)) = addrs {
         let ipv4 = a.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
@@ -413,6 +550,8 @@ fn read_secret(path: &Path) -> Result<Option<String>, String> {
 }
 
 static UNSTABLE_WARNING: Once = Once::new();
+static ENGINE_DENIED_WARNING: Once = Once::new();
+static STATE_DIR_WARNING: Once = Once::new();
 static ANONYMOUS_VOLUME_WARNING: Once = Once::new();
 
 /// A state directory on an anonymous Docker volume (a plain `docker run` of the image, whose

@@ -8,19 +8,23 @@
 //!   guard, sender with retries, schedule, audit log, state file).
 //! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
+//! - [`connections`]: the connection limits the health server and the sink share.
 //! - [`agent`]: the long-running agent (`butler-agent run`) and its start-up banner.
 //! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
+//! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
 
 pub(crate) mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub(crate) mod connections;
 pub(crate) mod error;
 pub mod health;
 pub mod host;
 pub mod instance_id;
+pub mod logging;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

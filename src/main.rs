@@ -19,16 +19,15 @@ fn main() {
         std::process::exit(failure.exit_code());
     }
 }
+
 /// Logs go to stderr (stdout carries command output). `BUTLER_LOG_FORMAT=json` gives one JSON
 /// object per line; the level comes from `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`.
 fn init_tracing() {
     use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("BUTLER_LOG_LEVEL")
+    let user = std::env::var("BUTLER_LOG_LEVEL")
         .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| std::env::var("RUST_LOG").ok());
+    let filter = butler_agent::logging::env_filter(user.as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

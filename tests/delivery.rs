@@ -109,9 +109,10 @@ async fn faulty(fault: Fault) -> (String, Arc<AtomicU32>) {
                     let extra = retry_after
                         .map(|r| format!("Retry-After: {r}\r\n"))
                         .unwrap_or_default();
-                    let body = format!(r#"{{"status":{code},"code":"test","error":"x"}}"#);
+                    // As capture answers: its message as text.
+                    let body = format!("capture refused it\r\nwith {code}");
                     let resp = format!(
-                        "HTTP/1.1 {code} X\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {code} X\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = s.write_all(resp.as_bytes()).await;
@@ -151,6 +152,48 @@ async fn deliver_to(host: &str, timeout: &str, retries: u32) -> sender::Delivery
     sender::deliver(&t, &body, &fast_policy(retries), std::future::pending()).await
 }
 
+/// The `_` query parameter (milliseconds) of a request head.
+fn sent_at_of(head: &str) -> u128 {
+    let target = head.split_whitespace().nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("_="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sent_at in {head}"))
+}
+
+/// Every attempt carries its own sending time, outside the body, which stays byte-identical.
+#[tokio::test]
+async fn each_attempt_carries_its_own_sent_at_and_the_same_body() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = format!("http://{}", l.local_addr().unwrap());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for answer in ["503 Busy", "503 Busy", "200 OK"] {
+            let (mut s, _) = l.accept().await.unwrap();
+            let seen = read_request(&mut s).await.unwrap();
+            let resp = format!(
+                "HTTP/1.1 {answer}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            tx.send(seen).unwrap();
+        }
+    });
+    let t = transport(&host, "5s");
+    let body = Bytes::from_static(br#"{"api_key":"k","event":"e","distinct_id":"d"}"#);
+    let d = sender::deliver(&t, &body, &fast_policy(3), std::future::pending()).await;
+    assert!(d.delivered());
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let seen = rx.recv().await.unwrap();
+        assert_eq!(seen.body, body.as_ref());
+        times.push(sent_at_of(&seen.head));
+    }
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[0] < times[2], "a retry is sent later: {times:?}");
+}
+
 #[tokio::test]
 async fn the_request_is_what_posthog_capture_accepts() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -170,13 +213,19 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let body =
         schedule::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
+    let before = sender::sent_at_millis(std::time::SystemTime::now());
     let tried = t.send(&body).await;
+    let after = sender::sent_at_millis(std::time::SystemTime::now());
     assert_eq!(tried.attempt, Attempt::Delivered { status: 200 });
 
     let seen = rx.recv().await.unwrap();
     let head = seen.head.to_ascii_lowercase();
+    // The sending time rides in the query (`_`, milliseconds), where capture reads `sent_at`.
+    let sent_at = sent_at_of(&seen.head);
+    assert!(before <= sent_at && sent_at <= after, "{}", seen.head);
     assert!(
-        seen.head.starts_with("POST /i/v0/e/ HTTP/1.1\r\n"),
+        seen.head
+            .starts_with(&format!("POST /i/v0/e/?_={sent_at} HTTP/1.1\r\n")),
         "{}",
         seen.head
     );
@@ -202,7 +251,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     );
 
     // PostHog's own rules accept it, and the fields have the types capture expects.
-    let accepted = capture::accept(&seen.body, capture::EVENT_BODY_LIMIT).expect("capture accepts");
+    let accepted = capture::accept(&seen.body, capture::PAYLOAD_LIMIT).expect("capture accepts");
     assert_eq!(accepted.len(), 1);
     let e = &accepted[0].event;
     assert_eq!(accepted[0].token, butler_agent::config::DEFAULT_POSTHOG_KEY);
@@ -262,18 +311,20 @@ async fn transient_statuses_are_retried_to_the_bound() {
 #[tokio::test]
 async fn rejections_are_sent_once_and_say_why() {
     for (code, words) in [
-        (400, "malformed"),
-        (401, "BUTLER_POSTHOG_KEY"),
-        (403, "key is wrong"),
-        (413, "too large"),
+        (400, "refused the event"),
+        (401, "project key is invalid"),
+        (403, "does not answer 403"),
+        (413, "too big"),
     ] {
         let (host, count) = faulty(Fault::Status(code, None)).await;
         let d = deliver_to(&host, "5s", 3).await;
         assert_eq!(count.load(Ordering::SeqCst), 1, "{code}");
         assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
         let text = d.last.describe();
+        // capture's own text, on the same line.
+        let said = format!("the destination said: \"capture refused it with {code}\"");
         assert!(
-            text.contains(words) && text.contains("[test]"),
+            text.contains(words) && text.contains(&said) && !text.contains('\n'),
             "{code}: {text}"
         );
     }

@@ -90,7 +90,8 @@ fn parse_answer(raw: &[u8]) -> Answer {
     }
 }
 
-/// Sends `raw` and reads until the server closes (it serves one request per connection).
+/// Sends `raw` and reads until the server closes (after `Connection: close`, an error answer,
+/// or the request cap).
 async fn send(addr: SocketAddr, raw: &[u8]) -> Answer {
     let mut conn = TcpStream::connect(addr)
         .await
@@ -105,7 +106,7 @@ async fn send(addr: SocketAddr, raw: &[u8]) -> Answer {
 }
 
 async fn get(addr: SocketAddr, method: &str, target: &str) -> Answer {
-    let req = format!("{method} {target} HTTP/1.1\r\nHost: probe\r\n\r\n");
+    let req = format!("{method} {target} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
     send(addr, req.as_bytes()).await
 }
 
@@ -225,7 +226,7 @@ async fn excess_connections_evict_the_oldest_idle_one() {
     );
     // The newer held connections finish their requests normally.
     for mut c in held {
-        c.write_all(b"Host: x\r\n\r\n")
+        c.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
             .await
             .expect("finish the request");
         let mut buf = Vec::new();
@@ -279,4 +280,163 @@ async fn a_request_in_progress_is_answered_during_stop() {
     half.read_to_end(&mut buf).await.expect("read the answer");
     assert_eq!(parse_answer(&buf).status, 200);
     stopping.await.expect("stop completes");
+}
+
+/// Reads one answer (head and a `Content-Length` body) from a kept-alive connection; bytes
+/// of later (pipelined) answers stay in `pending`.
+async fn read_answer_after(conn: &mut TcpStream, pending: &mut Vec<u8>) -> Answer {
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = parse_answer(&pending[..end + 4]);
+                let len: usize = head
+                    .header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if pending.len() >= end + 4 + len {
+                    let answer = parse_answer(&pending[..end + 4 + len]);
+                    pending.drain(..end + 4 + len);
+                    return answer;
+                }
+            }
+            let n = conn.read(&mut chunk).await.expect("read the answer");
+            assert!(n > 0, "closed before a full answer: {pending:?}");
+            pending.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer within 5 s")
+}
+
+async fn read_answer(conn: &mut TcpStream) -> Answer {
+    let mut pending = Vec::new();
+    let answer = read_answer_after(conn, &mut pending).await;
+    assert!(pending.is_empty(), "one answer to one request: {pending:?}");
+    answer
+}
+
+/// Waits for the server to close `conn`; how long that took, at most `limit`.
+async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(limit, conn.read_to_end(&mut buf))
+        .await
+        .ok()
+        .map(|_| started.elapsed())
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_then_closes_when_idle() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start_server(limits).await;
+    let mut c = TcpStream::connect(server.addr).await.expect("connect");
+    for path in ["/health", "/livez", "/health"] {
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: k\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let a = read_answer(&mut c).await;
+        assert_eq!(a.status, 200, "{path} on a kept-alive connection");
+        assert_eq!(a.header("connection"), None, "keep-alive is not refused");
+    }
+    // Pipelined requests are all answered, in order.
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: k\r\n\r\nGET /nope HTTP/1.1\r\nHost: k\r\n\r\n")
+        .await
+        .expect("send two at once");
+    let mut pending = Vec::new();
+    assert_eq!(read_answer_after(&mut c, &mut pending).await.status, 200);
+    assert_eq!(read_answer_after(&mut c, &mut pending).await.status, 404);
+    // Then, with nothing more to do, the server closes it after the idle timeout.
+    let took = closed_within(&mut c, Duration::from_secs(3))
+        .await
+        .expect("an idle kept-alive connection is closed");
+    assert!(
+        took >= Duration::from_millis(200),
+        "closed after {took:?}, before the idle timeout"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_cap_closes_the_connection_after_its_last_answer() {
+    let limits = Limits {
+        max_requests: 3,
+        ..Limits::default()
+    };
+    let server = start_server(limits).await;
+    let mut c = TcpStream::connect(server.addr).await.expect("connect");
+    for i in 1..=3 {
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: k\r\n\r\n")
+            .await
+            .expect("send");
+        let a = read_answer(&mut c).await;
+        assert_eq!(a.status, 200);
+        let expected = (i == 3).then_some("close");
+        assert_eq!(a.header("connection"), expected, "answer {i}");
+    }
+    let took = closed_within(&mut c, Duration::from_secs(1))
+        .await
+        .expect("the connection closes after the capped answer, not after the idle timeout");
+    assert!(took < Duration::from_secs(1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_makes_room_for_a_probe() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = start_server(limits).await;
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(server.addr).await.expect("connect");
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: k\r\n\r\n")
+            .await
+            .expect("send");
+        assert_eq!(read_answer(&mut c).await.status, 200);
+        kept.push(c);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Both slots hold idle kept-alive connections; a probe still gets through.
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+    assert!(
+        closed_within(&mut kept[0], Duration::from_secs(1))
+            .await
+            .is_some(),
+        "the connection idle the longest was closed to make room"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stop_is_quick_with_64_slowloris_connections() {
+    let server = start_server(Limits::default()).await;
+    let mut held = Vec::new();
+    for i in 0..health::MAX_CONNECTIONS {
+        let mut c = TcpStream::connect(server.addr).await.expect("connect");
+        c.write_all(format!("GET /health HTTP/1.1\r\nX-Slow-{i}: ").as_bytes())
+            .await
+            .expect("send part of a head");
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "stop took {:?} with {} dribbling clients",
+        started.elapsed(),
+        held.len()
+    );
+    for c in &mut held {
+        assert!(
+            closed_within(c, Duration::from_secs(1)).await.is_some(),
+            "every dribbling connection is closed"
+        );
+    }
 }

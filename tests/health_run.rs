@@ -65,7 +65,11 @@ fn http_get(addr: SocketAddr, path: &str) -> u16 {
     let mut c = TcpStream::connect(addr).expect("connect to the health server");
     c.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("set a read timeout");
-    write!(c, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut answer = String::new();
     c.read_to_string(&mut answer).expect("read the answer");
     answer

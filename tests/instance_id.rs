@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use butler_agent::config::MapEnv;
-use butler_agent::host::syscalls::DockerEndpoint;
+use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
 use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
 use butler_agent::instance_id::{
     self, Anchor, ButlerInputs, IdConfig, InstanceId, METHOD_BUTLER, METHOD_ENGINE_ID,
@@ -107,8 +107,8 @@ impl Syscalls for Fake {
     fn pid(&self) -> u32 {
         4242
     }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, String> {
-        self.engine.clone()
+    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
+        self.engine.clone().map_err(EngineIdError::Failed)
     }
 }
 
@@ -214,12 +214,168 @@ fn container_keeps_its_id_with_the_host_machine_id() {
             .any(|i| i.contains("machine-id from HOST_ROOT"))
     );
     assert_ne!(first.id, derive(&roots, &a, "sense2.example.com", None).id);
-    // Without the mount, the container's own values decide, and they change.
+    // Without the mount, the container's own values decide: the same container (a restart,
+    // even with a new IP) keeps its ID; a re-created one (a new container ID) gets a new one.
     let bare = Roots::at(fixture("docker-host-root"));
     let own_a = derive(&bare, &a, "sense.example.com", None);
     let own_b = derive(&bare, &b, "sense.example.com", None);
     assert_eq!(own_a.method, METHOD_OWN_VALUES);
-    assert_ne!(own_a.id, own_b.id);
+    assert_eq!(own_a.id, own_b.id, "a restart keeps the ID");
+    let other = recreated_tree(&fixture("docker-host-root"), "recreated");
+    let own_c = derive(&Roots::at(&other), &a, "sense.example.com", None);
+    assert_ne!(own_a.id, own_c.id, "re-creation changes the ID");
+    let _ = std::fs::remove_dir_all(other);
+}
+
+/// A copy of a container tree as if the container had been re-created: every occurrence of
+/// its container ID (cgroup, mountinfo) replaced by another.
+fn recreated_tree(from: &Path, tag: &str) -> PathBuf {
+    let to = copy_tree(from, tag);
+    for f in ["proc/self/cgroup", "proc/self/mountinfo"] {
+        let p = to.join(f);
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            let t = t
+                .replace("/docker/", "/docker/f")
+                .replace("/containers/", "/containers/f");
+            std::fs::write(&p, t).expect("temp tree is writable");
+        }
+    }
+    to
+}
+
+/// The first container on every Docker host gets the same MAC and IP (Docker derives the MAC
+/// from the IP): without an anchor, two such containers must still differ, by their own
+/// container identity and by the host's boot ID.
+#[test]
+fn no_two_containers_share_an_id_without_an_anchor() {
+    let same_net = Fake::with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]);
+    let a = copy_tree(&fixture("docker-fuse-overlayfs"), "first");
+    let b = recreated_tree(&fixture("docker-fuse-overlayfs"), "second");
+    let id_a = derive(&Roots::at(&a), &same_net, "sense.example.com", None);
+    let id_b = derive(&Roots::at(&b), &same_net, "sense.example.com", None);
+    assert_eq!(id_a.method, METHOD_OWN_VALUES);
+    assert_ne!(id_a.id, id_b.id, "two containers, one host");
+    // Same container ID on another host (another boot ID): still different.
+    std::fs::write(
+        b.join("proc/sys/kernel/random/boot_id"),
+        "0b8f1e5c-6a0d-4f6e-9a51-2f7c3d1e9b40\n",
+    )
+    .expect("temp tree is writable");
+    let c = copy_tree(&fixture("docker-fuse-overlayfs"), "otherhost");
+    std::fs::write(
+        c.join("proc/sys/kernel/random/boot_id"),
+        "0b8f1e5c-6a0d-4f6e-9a51-2f7c3d1e9b40\n",
+    )
+    .expect("temp tree is writable");
+    let id_c = derive(&Roots::at(&c), &same_net, "sense.example.com", None);
+    assert_ne!(id_a.id, id_c.id, "one container ID, two hosts");
+    // Networkless containers (ctr, podman --network none, lxc-execute) differ too.
+    let none = Fake {
+        ifaces: BTreeMap::new(),
+        engine: Err("no engine".into()),
+    };
+    let ids: Vec<String> = ["containerd-ctr", "podman-rootful", "lxc-execute"]
+        .iter()
+        .map(|n| derive(&Roots::at(fixture(n)), &none, "sense.example.com", None))
+        .inspect(|id| assert_eq!(id.method, METHOD_OWN_VALUES, "{:?}", id.inputs))
+        .map(|id| id.id)
+        .collect();
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+    // The explanation names sources, never values.
+    let text = id_a.inputs.join("\n");
+    assert!(text.contains("container identity: cgroup path"), "{text}");
+    assert!(text.contains("boot ID"), "{text}");
+    assert!(
+        !text.contains("354d9dea"),
+        "no container ID in the explanation: {text}"
+    );
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A bridge container with the host's /proc and /sys mounted gets exactly the ID Butler (and
+/// the agent) computes on that host: the same MAC, IPv4, QRS host and system UUID.
+#[test]
+fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
+    let root = copy_tree(&fixture("docker-fuse-overlayfs"), "hostnet");
+    let hp = root.join("host/proc/1/net");
+    std::fs::create_dir_all(&hp).expect("temp tree is writable");
+    std::fs::write(
+        hp.join("route"),
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+         enp3s0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+         enp3s0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+    )
+    .expect("temp tree is writable");
+    std::fs::write(
+        hp.join("fib_trie"),
+        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+         \x20    +-- 172.17.0.0/16 2 0 2\n           |-- 172.17.0.1\n              /32 host LOCAL\n\
+         \x20    +-- 192.168.0.0/24 2 0 2\n           |-- 192.168.0.0\n              /24 link UNICAST\n\
+         \x20          |-- 192.168.0.17\n              /32 host LOCAL\n",
+    )
+    .expect("temp tree is writable");
+    let hs = root.join("host/sys/class/net/enp3s0");
+    std::fs::create_dir_all(&hs).expect("temp tree is writable");
+    std::fs::write(hs.join("address"), "B8:CA:3A:6E:1F:20\n").expect("temp tree is writable");
+    let dmi = root.join("host/sys/class/dmi/id");
+    std::fs::create_dir_all(&dmi).expect("temp tree is writable");
+    std::fs::write(
+        dmi.join("product_uuid"),
+        "4C4C4544-004A-3510-804B-B4C04F4E3432\n",
+    )
+    .expect("temp tree is writable");
+
+    let env = MapEnv::new([("HOST_PROC", "/host/proc"), ("HOST_SYS", "/host/sys")]);
+    let roots = Roots::from_env(&root, &env);
+    let (a, b) = recreated();
+    let first = derive(&roots, &a, "sense.example.com", None);
+    assert_eq!(
+        first.method,
+        instance_id::METHOD_HOST_NETWORK,
+        "{:?}",
+        first.inputs
+    );
+    let expected = instance_id::butler_id(&ButlerInputs {
+        interface: Some(("b8:ca:3a:6e:1f:20".into(), "192.168.0.17".into())),
+        qrs_host: "sense.example.com".into(),
+        system_uuid: "4c4c4544-004a-3510-804b-b4c04f4e3432".into(),
+        ..ButlerInputs::default()
+    });
+    assert_eq!(first.id, expected, "Butler's ID of the host");
+    assert_eq!(
+        first.id,
+        derive(&roots, &b, "sense.example.com", None).id,
+        "survives re-creation"
+    );
+    let text = first.inputs.join("\n");
+    for value in ["b8:ca", "192.168", "enp3s0", "4c4c4544"] {
+        assert!(!text.contains(value), "{value} in the explanation: {text}");
+    }
+    // HOST_ROOT alone gives both mounts.
+    let env = MapEnv::new([("HOST_ROOT", "/host")]);
+    assert_eq!(
+        derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None).id,
+        expected
+    );
+    // Only one of the two: not used.
+    let env = MapEnv::new([("HOST_PROC", "/host/proc")]);
+    let one = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    assert_ne!(one.method, instance_id::METHOD_HOST_NETWORK);
+    assert!(
+        one.inputs[0].contains("host network: host /proc and /sys not both mounted"),
+        "{:?}",
+        one.inputs
+    );
+    // A host MAC file that is not a MAC: the next anchor, with the reason.
+    std::fs::write(hs.join("address"), "garbage\n").expect("temp tree is writable");
+    let env = MapEnv::new([("HOST_ROOT", "/host")]);
+    let bad = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    assert_ne!(bad.method, instance_id::METHOD_HOST_NETWORK);
+    assert!(bad.inputs[0].contains("no MAC address"), "{:?}", bad.inputs);
+    let _ = std::fs::remove_dir_all(root);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use common::copy_dir;
 
 use std::path::{Path, PathBuf};
 
-use butler_agent::host::syscalls::DockerEndpoint;
+use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
 use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
 use butler_agent::sink::capture;
 use proptest::prelude::*;
@@ -28,8 +28,8 @@ impl Syscalls for NoSyscalls {
     fn pid(&self) -> u32 {
         1
     }
-    fn docker_engine_id(&self, _endpoint: &DockerEndpoint) -> Result<String, String> {
-        Err("no engine in this test".into())
+    fn docker_engine_id(&self, _endpoint: &DockerEndpoint) -> Result<String, EngineIdError> {
+        Err(EngineIdError::Failed("no engine in this test".into()))
     }
 }
 

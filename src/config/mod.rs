@@ -246,12 +246,20 @@ pub fn load(source: ConfigSource, env: &dyn Env) -> Result<LoadedConfig, ConfigE
     let Some(path) = source.path() else {
         return LoadedConfig::defaults(env);
     };
+    if path.as_os_str().is_empty() {
+        return Err(
+            ConfigError::file("the --config option", "the config file path is empty")
+                .with_hint("give the path of Butler's YAML file, or leave the setting out"),
+        );
+    }
     let origin = path.display().to_string();
     let text = read_capped(path).map_err(|e| e.with_origin(&origin))?;
     let (tree, butler, agent_file) = parse_str(&text, &origin)?;
     let agent = AgentSettings::resolve(agent_file.as_ref(), env).map_err(|mut e| {
         if e.origin == Origin::Settings {
             e.origin = Origin::File(origin.as_str().into());
+            let key = e.key.as_deref().unwrap_or_default();
+            e.location = locate(&text, key.split(" (").next().unwrap_or(key));
         }
         e
     })?;
@@ -335,6 +343,9 @@ fn yaml_options() -> serde_saphyr::Options {
     options.with_snippet = false;
     // YAML 1.2 booleans only, as Butler's own parser reads them: `yes` is a string there.
     options.strict_booleans = true;
+    // `.inf`, `.nan` and floats too large for f64 are valid YAML Butler loads: they become the
+    // strings `.inf`, `-.inf`, `.nan` in the tree, where a key the agent uses refuses them.
+    options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::AsString;
     options
 }
 
@@ -390,10 +401,172 @@ fn strict_error(text: &str, origin: &str, fallback: serde_json::Error) -> Config
             })
         });
     match strict {
-        Err(e) => yaml_error(e, origin, key_path.take()),
-        Ok(_) => ConfigError::file(origin, fallback.to_string())
-            .with_hint("fix the value, or remove the key to use the default"),
+        Err(e) => {
+            let mut error = yaml_error(e, origin, key_path.take());
+            // The value's own place, rather than where inside it the parser gave up.
+            if let Some(at) = error.key.as_deref().and_then(|k| locate(text, k)) {
+                error.location = Some(at);
+            }
+            error
+        }
+        // The YAML deserializer reads any scalar as a string (`posthogHost: 42`); the tree
+        // does not: name the key from the tree and find its place in the text.
+        Ok(_) => {
+            let tree: Value =
+                serde_saphyr::from_str_with_options(text, yaml_options()).unwrap_or(Value::Null);
+            let (key, message) = match serde_path_to_error::deserialize::<_, FileRoot>(&tree) {
+                Err(e) => (e.path().to_string(), e.into_inner().to_string()),
+                Ok(_) => (String::new(), fallback.to_string()),
+            };
+            let message = message
+                .replace("string \".inf\"", "the non-finite number .inf")
+                .replace("string \"-.inf\"", "the non-finite number -.inf")
+                .replace("string \".nan\"", "the non-finite number .nan");
+            ConfigError {
+                origin: Origin::File(origin.into()),
+                location: locate(text, &key),
+                key: (!key.is_empty() && key != ".").then_some(key),
+                message,
+                hint: Some("fix the value, or remove the key to use the default".into()),
+            }
+        }
     }
+}
+
+/// A YAML node with the place of each child, read only to point at a key after the fact.
+enum Located {
+    Leaf,
+    Seq(Vec<serde_saphyr::Spanned<Located>>),
+    Map(Vec<(String, serde_saphyr::Spanned<Located>)>),
+}
+
+impl<'de> Deserialize<'de> for Located {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        /// A mapping key of any scalar type, as text.
+        struct Key(String);
+        impl<'de> Deserialize<'de> for Key {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct K;
+                impl Visitor<'_> for K {
+                    type Value = Key;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str("a key")
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                        Ok(Key(v.to_string()))
+                    }
+                    fn visit_bool<E>(self, v: bool) -> Result<Key, E> {
+                        Ok(Key(v.to_string()))
+                    }
+                    fn visit_i64<E>(self, v: i64) -> Result<Key, E> {
+                        Ok(Key(v.to_string()))
+                    }
+                    fn visit_u64<E>(self, v: u64) -> Result<Key, E> {
+                        Ok(Key(v.to_string()))
+                    }
+                    fn visit_f64<E>(self, v: f64) -> Result<Key, E> {
+                        Ok(Key(v.to_string()))
+                    }
+                    fn visit_unit<E>(self) -> Result<Key, E> {
+                        Ok(Key(String::new()))
+                    }
+                }
+                d.deserialize_any(K)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Located;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML node")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_unit<E>(self) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_none<E>(self) -> Result<Located, E> {
+                Ok(Located::Leaf)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Located, D::Error> {
+                Located::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Located, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Located::Seq(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Located, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(Key(k)) = map.next_key()? {
+                    entries.push((k, map.next_value()?));
+                }
+                Ok(Located::Map(entries))
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<Located, A::Error> {
+                let _: (IgnoredAny, _) = e.variant()?;
+                Ok(Located::Leaf)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The 1-based line and column of the value at a dotted key path (`Butler.a.b[2].c`), or of
+/// its deepest existing parent. Reads the text again: used only on the way to an error.
+fn locate(text: &str, key_path: &str) -> Option<(u64, u64)> {
+    let root: serde_saphyr::Spanned<Located> =
+        serde_saphyr::from_str_with_options(text, yaml_options()).ok()?;
+    let mut node = &root;
+    let mut found = None;
+    for part in key_path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        let mut next = match (&node.value, name) {
+            (_, "") => Some(node),
+            (Located::Map(entries), name) => {
+                entries.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+            }
+            _ => None,
+        };
+        for idx in indexes.split(['[', ']']).filter(|i| !i.is_empty()) {
+            next = match (next.map(|n| &n.value), idx.parse::<usize>()) {
+                (Some(Located::Seq(items)), Ok(i)) => items.get(i),
+                _ => None,
+            };
+        }
+        let Some(n) = next else { break };
+        node = n;
+        found = Some((n.referenced.line(), n.referenced.column()));
+    }
+    found.filter(|(line, _)| *line > 0)
 }
 
 fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> ConfigError {

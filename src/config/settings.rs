@@ -23,6 +23,11 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MAX_RETRIES: u32 = 5;
 /// A few seconds, so a crash loop does not flood the destination.
 pub(crate) const DEFAULT_START_DELAY: Duration = Duration::from_secs(5);
+/// Longest accepted interval, delay, timeout or grace: longer ones are configuration mistakes
+/// (and far beyond them, the arithmetic on times would overflow).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// PostHog's capture refuses longer project keys.
+pub(crate) const MAX_KEY_CHARS: usize = 64;
 /// Butler's well-known health port.
 pub(crate) const DEFAULT_HEALTH_PORT: u16 = 12398;
 /// Below Docker's 10 s stop timeout, so the agent always exits on its own.
@@ -243,28 +248,37 @@ impl AgentSettings {
                 parse_duration,
             )?,
         };
-        s.validate()
+        s.validate(env)
     }
 
-    fn validate(mut self) -> Result<Self, ConfigError> {
-        let bad = |key: &str, msg: String| ConfigError {
-            origin: super::Origin::Settings,
-            location: None,
-            key: Some(format!("Butler.{}.{key}", super::AGENT_KEY)),
-            message: msg,
-            hint: None,
+    /// Range, format and cross-field checks. An error names the environment variable when the
+    /// value came from it, else the file's key (the loader adds the file, line and column).
+    fn validate(mut self, env: &dyn Env) -> Result<Self, ConfigError> {
+        let bad = |key: &str, var: &'static str, msg: String| {
+            let key = Some(format!("Butler.{}.{key} ({var})", super::AGENT_KEY));
+            if env.var(var).is_some_and(|v| !v.trim().is_empty()) {
+                ConfigError {
+                    key,
+                    ..ConfigError::env(var, msg)
+                }
+            } else {
+                ConfigError {
+                    origin: super::Origin::Settings,
+                    location: None,
+                    key,
+                    message: msg,
+                    hint: None,
+                }
+            }
         };
         self.posthog_host = normalize_host(&self.posthog_host)
-            .map_err(|m| bad("posthogHost (BUTLER_POSTHOG_HOST)", m))?;
-        if self.posthog_key.trim().is_empty() {
-            return Err(bad(
-                "posthogKey (BUTLER_POSTHOG_KEY)",
-                "the project key is empty; remove the setting to use Butler's key".into(),
-            ));
-        }
+            .map_err(|m| bad("posthogHost", "BUTLER_POSTHOG_HOST", m))?;
+        self.posthog_key =
+            check_key(&self.posthog_key).map_err(|m| bad("posthogKey", "BUTLER_POSTHOG_KEY", m))?;
         if self.interval < MIN_INTERVAL {
             return Err(bad(
-                "interval (BUTLER_TELEMETRY_INTERVAL)",
+                "interval",
+                "BUTLER_TELEMETRY_INTERVAL",
                 format!(
                     "{} is below the minimum of 1 minute",
                     humantime::format_duration(self.interval)
@@ -273,11 +287,68 @@ impl AgentSettings {
         }
         if self.request_timeout.is_zero() {
             return Err(bad(
-                "requestTimeout (BUTLER_TELEMETRY_TIMEOUT)",
+                "requestTimeout",
+                "BUTLER_TELEMETRY_TIMEOUT",
                 "the request timeout must be above zero".into(),
             ));
         }
+        for (key, var, value) in [
+            ("interval", "BUTLER_TELEMETRY_INTERVAL", self.interval),
+            (
+                "requestTimeout",
+                "BUTLER_TELEMETRY_TIMEOUT",
+                self.request_timeout,
+            ),
+            (
+                "startDelay",
+                "BUTLER_TELEMETRY_START_DELAY",
+                self.start_delay,
+            ),
+            (
+                "shutdownGrace",
+                "BUTLER_SHUTDOWN_GRACE",
+                self.shutdown_grace,
+            ),
+        ] {
+            if value > MAX_DURATION {
+                return Err(bad(
+                    key,
+                    var,
+                    format!(
+                        "{} seconds is longer than the maximum of 365 days",
+                        value.as_secs()
+                    ),
+                ));
+            }
+        }
         Ok(self)
+    }
+}
+
+/// PostHog's capture rules for a project key (it answers 401 to any other): trimmed, not
+/// empty, at most 64 characters, ASCII without NUL, and not a personal API key (`phx_`), which
+/// must never leave the machine. The message never repeats the key.
+pub(crate) fn check_key(raw: &str) -> Result<String, String> {
+    let key = raw.trim();
+    let chars = key.chars().count();
+    if key.is_empty() {
+        Err("the project key is empty; remove the setting to use Butler's key".into())
+    } else if chars > MAX_KEY_CHARS {
+        Err(format!(
+            "the project key is {chars} characters long; PostHog accepts at most {MAX_KEY_CHARS}"
+        ))
+    } else if !key.is_ascii() {
+        Err("the project key contains a non-ASCII character; PostHog refuses it".into())
+    } else if key.contains('\0') {
+        Err("the project key contains a NUL character; PostHog refuses it".into())
+    } else if key.starts_with("phx_") {
+        Err(
+            "this is a personal API key (phx_...), which must never be sent; use the \
+             project API key (phc_...) from the PostHog project settings"
+                .into(),
+        )
+    } else {
+        Ok(key.to_string())
     }
 }
 
@@ -289,6 +360,16 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, String> {
         .strip_prefix("https://")
         .or_else(|| host.strip_prefix("http://"))
         .ok_or_else(|| format!("{host:?} must start with https:// or http://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        // Not repeated in the message: the part before `@` is a password.
+        return Err(
+            "the capture host contains credentials (a name or password before @); remove \
+             them: PostHog's capture needs none, and they would show wherever the destination \
+             is shown"
+                .into(),
+        );
+    }
     if rest.is_empty() || rest.contains(char::is_whitespace) {
         return Err(format!("{host:?} has no host name"));
     }

@@ -265,3 +265,233 @@ fn settings_errors_name_the_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn values_butler_loads_at_ignored_keys_load() {
+    let extra = [
+        "frequency: .inf",
+        "jitter: -.Inf",
+        "ratio: .nan",
+        "huge: 123456789012345678901234567890",
+        "tooBig: 1e400",
+        "negative: -123456789012345678901234567890",
+        "tagged: !Ref some-ref",
+        "map: !custom {a: 1}",
+        "blob: !!binary aGVsbG8=",
+        "when: 2001-12-14t21:59:43.10-05:00",
+        "set: !!set {x, y}",
+    ]
+    .map(|l| format!("        {l}\n"))
+    .concat();
+    let extra = format!("\n    heartbeat2:\n{extra}");
+    // Inserted inside the `Butler:` section of Butler's own template.
+    let text = TEMPLATE.replacen("Butler:\n", &format!("Butler:{extra}"), 1);
+    assert_ne!(text, TEMPLATE);
+    let (tree, keys, _) = parse(&text).expect("a file Butler loads must load");
+    assert_eq!(keys.anon_telemetry, Some(true));
+    let h = &tree["Butler"]["heartbeat2"];
+    assert_eq!(h["frequency"], ".inf");
+    assert_eq!(h["ratio"], ".nan");
+    assert_eq!(h["tagged"], "some-ref");
+    assert!(h["huge"].is_number());
+    // Butler's own ignored keys hold such values too.
+    let text = TEMPLATE.replace("frequency: every 30 seconds", "frequency: .inf");
+    parse(&text).expect(".inf at Butler.heartbeat.frequency");
+}
+
+/// Every key the agent uses, given each wrong type: the error names the line and column of
+/// the value, the key path and what was expected.
+#[test]
+fn every_steering_key_with_every_wrong_type_is_located() {
+    let keys: &[(&str, &[&str])] = &[
+        ("anonTelemetry", &["Butler"]),
+        ("enable", &["Butler", "dockerHealthCheck"]),
+        ("port", &["Butler", "dockerHealthCheck"]),
+        ("host", &["Butler", "configQRS"]),
+        ("posthogHost", &["Butler", "butlerAgent"]),
+        ("posthogKey", &["Butler", "butlerAgent"]),
+        ("interval", &["Butler", "butlerAgent"]),
+        ("requestTimeout", &["Butler", "butlerAgent"]),
+        ("maxRetries", &["Butler", "butlerAgent"]),
+        ("startDelay", &["Butler", "butlerAgent"]),
+        ("geoipDisable", &["Butler", "butlerAgent"]),
+        ("caFile", &["Butler", "butlerAgent"]),
+        ("healthEnable", &["Butler", "butlerAgent"]),
+        ("healthHost", &["Butler", "butlerAgent"]),
+        ("healthPort", &["Butler", "butlerAgent"]),
+        ("stateDir", &["Butler", "butlerAgent"]),
+        ("auditLog", &["Butler", "butlerAgent"]),
+        ("auditLogMaxBytes", &["Butler", "butlerAgent"]),
+        ("shutdownGrace", &["Butler", "butlerAgent"]),
+    ];
+    let is_bool =
+        |k: &str| ["anonTelemetry", "enable", "geoipDisable", "healthEnable"].contains(&k);
+    let is_text = |k: &str| {
+        [
+            "host",
+            "posthogHost",
+            "posthogKey",
+            "caFile",
+            "stateDir",
+            "auditLog",
+            "healthHost",
+        ]
+        .contains(&k)
+    };
+    let is_number = |k: &str| ["port", "maxRetries", "healthPort", "auditLogMaxBytes"].contains(&k);
+    for (key, parents) in keys {
+        let mut wrong: Vec<&str> = vec!["[1, 2]", "{a: 1}", "!custom {a: 1}"];
+        if !is_bool(key) {
+            wrong.push("true");
+        }
+        if is_bool(key) {
+            wrong.extend(["42", "\"yes\"", ".inf", "!!int 7"]);
+        }
+        if is_text(key) {
+            wrong.extend(["42", "false", "!!int 7", "4.5"]);
+        }
+        if is_number(key) {
+            wrong.extend(["\"ten\"", "-3", "123456789012345678901234567890", ".nan"]);
+        }
+        for value in wrong {
+            let mut text = String::new();
+            for (depth, p) in parents.iter().enumerate() {
+                text.push_str(&format!("{}{p}:\n", "  ".repeat(depth)));
+            }
+            let indent = "  ".repeat(parents.len());
+            text.push_str(&format!("{indent}{key}: {value}\n"));
+            let path = format!("{}.{key}", parents.join("."));
+            let e = match parse(&text) {
+                Err(e) => e,
+                Ok((_, _, agent)) => AgentSettings::resolve(agent.as_ref(), &MapEnv::default())
+                    .map(|_| ())
+                    .expect_err(&format!("{path}: {value} must be refused")),
+            };
+            let line = parents.len() as u64 + 1;
+            let col = indent.len() as u64 + key.len() as u64 + 3;
+            // The value's place (after its tag, for a tagged collection).
+            let (l, c) = e.location.unwrap_or_else(|| panic!("{path}: {value}: {e}"));
+            assert_eq!(l, line, "{path}: {value}: {e}");
+            assert!(
+                c == col || (value.starts_with('!') && c > col),
+                "{path}: {value}: {e}"
+            );
+            assert_eq!(
+                e.key.as_deref(),
+                Some(path.as_str()),
+                "{path}: {value}: {e}"
+            );
+            assert!(
+                ["expected", "invalid", "into"]
+                    .iter()
+                    .any(|w| e.message.contains(w)),
+                "{path}: {value}: {e}"
+            );
+        }
+    }
+}
+
+/// Range, format and cross-field errors from the file give the line of the value.
+#[test]
+fn range_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("posthogHost: eu.posthog.com", "https://"),
+        (
+            "posthogHost: https://user:pw@eu.i.posthog.com",
+            "credentials",
+        ),
+        ("posthogKey: \"  \"", "empty"),
+        ("posthogKey: phx_personal", "personal"),
+        ("interval: 30s", "minimum"),
+        ("interval: 18446744073709551615", "365 days"),
+        ("startDelay: 400d", "365 days"),
+        ("shutdownGrace: 18446744073709551615", "365 days"),
+        ("requestTimeout: 0", "above zero"),
+        ("requestTimeout: 9999999999", "365 days"),
+    ];
+    for (line, expect) in cases {
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            format!("Butler:\n  x: 1\n  butlerAgent:\n    {line}\n"),
+        )
+        .unwrap();
+        let e = load(ConfigSource::Flag(path.clone()), &MapEnv::default()).expect_err(line);
+        assert_eq!(e.location.map(|l| l.0), Some(4), "{line}: {e}");
+        assert!(e.message.contains(expect), "{line}: {e}");
+        assert!(e.to_string().contains("c.yaml"), "{e}");
+        // Secrets are never repeated.
+        assert!(!e.to_string().contains("user:pw"), "{e}");
+        assert!(!e.to_string().contains("phx_personal"), "{e}");
+    }
+}
+
+#[test]
+fn overflowing_durations_from_the_environment_name_the_variable() {
+    for var in [
+        "BUTLER_TELEMETRY_INTERVAL",
+        "BUTLER_TELEMETRY_TIMEOUT",
+        "BUTLER_TELEMETRY_START_DELAY",
+        "BUTLER_SHUTDOWN_GRACE",
+    ] {
+        for value in ["18446744073709551615", "99999999999999999999s", "366d"] {
+            let env = MapEnv::new([(var, value)]);
+            let e = AgentSettings::resolve(None, &env).expect_err(var);
+            assert_eq!(e.origin, Origin::EnvVar(var), "{var}={value}: {e}");
+        }
+    }
+    // The longest accepted value is fine.
+    let env = MapEnv::new([("BUTLER_TELEMETRY_INTERVAL", "365d")]);
+    assert!(AgentSettings::resolve(None, &env).is_ok());
+}
+
+#[test]
+fn posthog_key_rules() {
+    use settings::check_key;
+    assert_eq!(check_key("  phc_abc \n").unwrap(), "phc_abc");
+    assert_eq!(check_key(DEFAULT_POSTHOG_KEY).unwrap(), DEFAULT_POSTHOG_KEY);
+    assert!(check_key(&"a".repeat(64)).is_ok());
+    for (bad, why) in [
+        ("", "empty"),
+        (" \t ", "empty"),
+        (&"a".repeat(65) as &str, "at most 64"),
+        ("phc_ключ", "non-ASCII"),
+        ("phc_a\0b", "NUL"),
+        ("phx_personalkey", "personal"),
+    ] {
+        let m = check_key(bad).expect_err(bad);
+        assert!(m.contains(why), "{bad:?}: {m}");
+    }
+    // From the environment, the variable is named; the trimmed key is what is used.
+    let env = MapEnv::new([("BUTLER_POSTHOG_KEY", "phx_x")]);
+    let e = AgentSettings::resolve(None, &env).unwrap_err();
+    assert!(e.to_string().contains("BUTLER_POSTHOG_KEY"), "{e}");
+    let env = MapEnv::new([("BUTLER_POSTHOG_KEY", " phc_padded ")]);
+    assert_eq!(
+        AgentSettings::resolve(None, &env).unwrap().posthog_key,
+        "phc_padded"
+    );
+}
+
+#[test]
+fn capture_host_credentials_are_refused() {
+    use settings::normalize_host;
+    for host in [
+        "https://user:pass@eu.i.posthog.com",
+        "https://user@eu.i.posthog.com/",
+        "http://a:b@127.0.0.1:18080",
+    ] {
+        let m = normalize_host(host).expect_err(host);
+        assert!(m.contains("credentials") && !m.contains("user:"), "{m}");
+    }
+    // An `@` after the host is not a credential.
+    assert!(normalize_host("https://eu.i.posthog.com/x@y").is_ok());
+}
+
+#[test]
+fn an_empty_config_path_is_a_config_error() {
+    let e = load(ConfigSource::Flag(PathBuf::new()), &MapEnv::default()).unwrap_err();
+    assert!(e.to_string().contains("--config"), "{e}");
+    assert!(e.message.contains("empty"), "{e}");
+}

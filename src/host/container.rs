@@ -431,6 +431,54 @@ mod volume_tests {
     }
 }
 
+/// What the kernel shows of this container's own identity, labelled by source: the cgroup path
+/// (`/docker/<id>`, `libpod-<id>`, `/<namespace>/<container>`), the roots of the runtime's
+/// per-container bind mounts (`.../containers/<id>/hostname`), and the root file system's upper
+/// layer (one per container). All survive a restart and change with re-creation. Values stay in
+/// the process: the instance ID hashes them.
+pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(path) = read_text(&roots.own_path("/proc/self/cgroup")).and_then(|t| {
+        t.lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .find(|p| !p.is_empty() && *p != "/")
+            .map(str::to_string)
+    }) {
+        out.push(("cgroup path in /proc/self/cgroup", path));
+    }
+    if let Some(text) = read_text(&roots.own_path("/proc/self/mountinfo")) {
+        let binds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ').skip(3);
+                let root = f.next()?;
+                let point = f.next()?;
+                (matches!(point, "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf")
+                    && root != "/")
+                    .then_some(root)
+            })
+            .collect();
+        if !binds.is_empty() {
+            out.push((
+                "per-container bind mounts in /proc/self/mountinfo",
+                binds.join("\n"),
+            ));
+        }
+        if let Some(upper) = root_mount(&text).and_then(|m| {
+            m.super_options
+                .split(',')
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .map(str::to_string)
+        }) {
+            out.push((
+                "root file system's upper layer in /proc/self/mountinfo",
+                upper,
+            ));
+        }
+    }
+    out
+}
+
 /// Runtime names in cgroup v1 paths of `/proc/self/cgroup`.
 pub fn cgroup_runtime(text: &str) -> Option<(Option<String>, String)> {
     for line in text.lines() {
@@ -586,7 +634,8 @@ mod tests {
 #[cfg(test)]
 mod evidence_tests {
     use super::*;
-    use crate::host::{CpuidVm, Interface, syscalls::DockerEndpoint};
+    use crate::host::syscalls::{DockerEndpoint, EngineIdError};
+    use crate::host::{CpuidVm, Interface};
 
     /// Only the PID matters to container detection.
     struct FakePid(u32);
@@ -603,8 +652,8 @@ mod evidence_tests {
         fn pid(&self) -> u32 {
             self.0
         }
-        fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, String> {
-            Err("none".into())
+        fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
+            Err(EngineIdError::Failed("none".into()))
         }
     }
 

@@ -64,9 +64,173 @@ pub(crate) fn is_device_backed(own: &Path, iface: &str) -> bool {
     exists(&own.join("sys/class/net").join(iface).join("device"))
 }
 
+/// The host's own default interface, read through the host's `/proc` and `/sys` mounted into a
+/// container (`HOST_PROC`/`HOST_SYS` or `HOST_ROOT`). `<proc>/1/net/route` is the route table of
+/// the host's init, which lives in the host's network namespace; a bind mount of the host's
+/// `/sys` keeps the host's network view, so `<sys>/class/net/<if>/address` is the host NIC's MAC;
+/// the interface's IPv4 is the first local address of `<proc>/1/net/fib_trie` inside one of the
+/// interface's connected routes (systeminformation's `ip4` of that interface on the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostIface {
+    pub(crate) name: String,
+    pub(crate) mac: String,
+    /// Empty when the interface has no IPv4 address (as Butler then uses).
+    pub(crate) ipv4: String,
+}
+
+/// Why the host's network could not be read (sources only, never values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostNetError {
+    NotMounted,
+    NoRoute(String),
+    NoMac(String),
+}
+
+impl std::fmt::Display for HostNetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostNetError::NotMounted => f.write_str(
+                "host /proc and /sys not both mounted (HOST_PROC and HOST_SYS, or HOST_ROOT)",
+            ),
+            HostNetError::NoRoute(p) => write!(f, "no IPv4 default route in {p}"),
+            HostNetError::NoMac(p) => write!(f, "no MAC address in {p}"),
+        }
+    }
+}
+
+/// Reads the host's default interface through the host mounts (see [`HostIface`]).
+pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNetError> {
+    if !roots.proc_origin.is_host_mount() || !roots.sys_origin.is_host_mount() {
+        return Err(HostNetError::NotMounted);
+    }
+    let route_path = roots.proc.join("1/net/route");
+    let routes = read_text(&route_path).unwrap_or_default();
+    let name = parse_default_route(&routes)
+        .filter(|n| !n.contains('/') && n != "..")
+        .ok_or_else(|| HostNetError::NoRoute(route_path.display().to_string()))?;
+    let mac_path = roots.sys.join("class/net").join(&name).join("address");
+    let mac = super::read_trimmed(&mac_path)
+        .map(|m| m.to_ascii_lowercase())
+        .filter(|m| is_mac(m))
+        .ok_or_else(|| {
+            HostNetError::NoMac(format!(
+                "{}/class/net/<interface>/address",
+                roots.sys.display()
+            ))
+        })?;
+    let fib = read_text(&roots.proc.join("1/net/fib_trie")).unwrap_or_default();
+    let ipv4 = interface_ipv4(&routes, &fib, &name)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    Ok(HostIface { name, mac, ipv4 })
+}
+
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed.
+pub(crate) fn fib_local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut current: Option<std::net::Ipv4Addr> = None;
+    for line in fib_trie.lines() {
+        let t = line.trim();
+        if let Some(addr) = t.strip_prefix("|-- ") {
+            current = addr.trim().parse().ok();
+        } else if t.starts_with("/32 host LOCAL") {
+            if let Some(a) = current.filter(|a| !a.is_loopback() && !out.contains(a)) {
+                out.push(a);
+            }
+        } else if !t.starts_with('/') {
+            current = None;
+        }
+    }
+    out
+}
+
+/// The connected IPv4 routes (gateway 0) of an interface in a `/proc/net/route` text:
+/// (network, mask) in host byte order.
+fn connected_routes(route: &str, iface: &str) -> Vec<(u32, u32)> {
+    route
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [name, dest, gw, _flags, _r, _u, _m, mask, ..] = f.as_slice() else {
+                return None;
+            };
+            // The kernel prints each address's network-order bytes as a native u32.
+            let le = |s: &str| {
+                u32::from_str_radix(s, 16)
+                    .ok()
+                    .map(|v| u32::from_be_bytes(v.to_ne_bytes()))
+            };
+            (*name == iface && le(gw) == Some(0))
+                .then(|| Some((le(dest)?, le(mask)?)))
+                .flatten()
+                .filter(|(_, m)| *m != 0)
+        })
+        .collect()
+}
+
+/// The interface's IPv4: the first local address inside one of its connected routes.
+pub(crate) fn interface_ipv4(
+    route: &str,
+    fib_trie: &str,
+    iface: &str,
+) -> Option<std::net::Ipv4Addr> {
+    let nets = connected_routes(route, iface);
+    fib_local_addresses(fib_trie).into_iter().find(|a| {
+        let a = u32::from(*a);
+        nets.iter().any(|(net, mask)| a & mask == net & mask)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FIB: &str = "Main:\n  +-- 0.0.0.0/0 3 0 4\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n        |-- 127.255.255.255\n           /32 link BROADCAST\n     +-- 172.17.0.0/16 2 0 2\n        +-- 172.17.0.0/31 1 0 0\n           |-- 172.17.0.0\n              /16 link UNICAST\n           |-- 172.17.0.1\n              /32 host LOCAL\n     +-- 192.0.2.0/24 2 0 2\n        +-- 192.0.2.0/30 2 0 2\n           |-- 192.0.2.0\n              /24 link UNICAST\n           |-- 192.0.2.2\n              /32 host LOCAL\n        |-- 192.0.2.255\n           /32 link BROADCAST\nLocal:\n  +-- 0.0.0.0/0 3 0 4\n           |-- 192.0.2.2\n              /32 host LOCAL\n";
+
+    #[test]
+    fn host_ipv4_from_fib_trie_and_connected_routes() {
+        let route = format!(
+            "{HEADER}eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\ndocker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\neth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        );
+        assert_eq!(
+            fib_local_addresses(FIB),
+            vec![
+                std::net::Ipv4Addr::new(172, 17, 0, 1),
+                std::net::Ipv4Addr::new(192, 0, 2, 2)
+            ]
+        );
+        assert_eq!(
+            interface_ipv4(&route, FIB, "eth0"),
+            Some(std::net::Ipv4Addr::new(192, 0, 2, 2))
+        );
+        assert_eq!(
+            interface_ipv4(&route, FIB, "docker0"),
+            Some(std::net::Ipv4Addr::new(172, 17, 0, 1))
+        );
+        assert_eq!(interface_ipv4(&route, FIB, "wlan0"), None);
+        assert_eq!(interface_ipv4(&route, "", "eth0"), None);
+        assert_eq!(
+            interface_ipv4("garbage", "|-- x\n/32 host LOCAL", "eth0"),
+            None
+        );
+    }
+
+    #[test]
+    fn macs() {
+        assert!(is_mac("02:42:ac:11:00:02"));
+        assert!(!is_mac("02:42:ac:11:00"));
+        assert!(!is_mac(""));
+        assert!(!is_mac("zz:42:ac:11:00:02"));
+    }
 
     const HEADER: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";

@@ -41,6 +41,33 @@ impl std::fmt::Display for DockerEndpoint {
     }
 }
 
+/// Why the Docker engine gave no ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineIdError {
+    /// The socket exists but refuses this user (it lacks the socket's group).
+    Denied {
+        socket: std::path::PathBuf,
+        gid: u32,
+    },
+    /// Anything else: absent, not answering, no ID in the answer.
+    Failed(String),
+}
+
+impl std::fmt::Display for EngineIdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineIdError::Denied { socket, gid } => write!(
+                f,
+                "{} refuses this user (permission denied): add the socket's group, \
+                 `docker run --group-add {gid}` (find it with `stat -c %g {}` on the host)",
+                socket.display(),
+                socket.display()
+            ),
+            EngineIdError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Syscall-backed facts. Every method answers "don't know" with `None`/`Err`, never panics.
 pub trait Syscalls {
     /// CPUID's hypervisor answer; `None` on CPUs without CPUID (non-x86).
@@ -54,7 +81,7 @@ pub trait Syscalls {
     /// This process's PID (the `container` variable is authoritative only for PID 1).
     fn pid(&self) -> u32;
     /// The Docker engine's ID (`GET /info`, field `ID`). Must give up quickly.
-    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, String>;
+    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, EngineIdError>;
 }
 
 /// Time limit for the engine query: the ID is never worth delaying start-up for.
@@ -113,7 +140,23 @@ impl Syscalls for RealSyscalls {
         std::process::id()
     }
 
-    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, String> {
+    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, EngineIdError> {
+        if let DockerEndpoint::Unix(path) = endpoint {
+            // bollard's error hides the cause; a plain connect names a permission problem.
+            if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    use std::os::unix::fs::MetadataExt;
+                    let gid = std::fs::metadata(path).map(|m| m.gid()).unwrap_or(0);
+                    return Err(EngineIdError::Denied {
+                        socket: path.clone(),
+                        gid,
+                    });
+                }
+                return Err(EngineIdError::Failed(format!(
+                    "cannot connect to {endpoint}: {e}"
+                )));
+            }
+        }
         let endpoint = endpoint.clone();
         // A thread of its own with its own small runtime: callers may be sync or already inside
         // a runtime (where a nested `block_on` would panic).
@@ -132,9 +175,10 @@ impl Syscalls for RealSyscalls {
                         })?
                 })
             })
-            .map_err(|e| format!("cannot start the engine query: {e}"))?
+            .map_err(|e| EngineIdError::Failed(format!("cannot start the engine query: {e}")))?
             .join()
-            .map_err(|_| "the engine query failed unexpectedly".to_string())?
+            .map_err(|_| EngineIdError::Failed("the engine query failed unexpectedly".into()))?
+            .map_err(EngineIdError::Failed)
     }
 }
 

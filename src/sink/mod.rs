@@ -5,30 +5,33 @@
 //! does, and writes each accepted event as one JSON line to stdout (and appends it to a file
 //! when asked). Nothing is forwarded anywhere.
 //!
-//! Endpoints (one `match` in [`route`]):
-//! - `POST /i/v0/e/`, `/e/`, `/capture/`, `/track/` (with or without the trailing slash):
-//!   events, bodies up to 2 MB; `/batch/`: up to 20 MB. `200 {"status":"Ok"}` or capture's
-//!   error body. `GET` on them is treated like `POST` (capture does the same), `OPTIONS` is 200.
-//! - `GET /health`, `/`, `/_readiness`, `/_liveness`: 200, for health checks.
-//! - anything else: 404.
+//! Routes and answers are capture's ([`capture::route`], [`capture::handle`]):
+//! - `GET`/`POST` on `/i/v0/e`, `/e`, `/track`, `/engage`, `/capture`, `/batch` (each with or
+//!   without one trailing slash): `200 {"status":"Ok"}`, `204` with `beacon=1`, or capture's
+//!   refusal as `text/plain` with its message; `OPTIONS` on them: `200 {"status":"Ok"}`;
+//!   another method: 405.
+//! - `GET /`, `/_readiness`, `/_liveness` (capture's) and `/health` (the sink's own): `200
+//!   capture`.
+//! - CORS as capture's layer: origin mirrored, credentials allowed, preflights answered 200.
+//! - anything else: 404, empty.
 
 pub mod capture;
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::connections::{self, Limits};
 use crate::error::Failure;
 use crate::shutdown::{self, Signals};
 
@@ -74,6 +77,17 @@ impl Shared {
     }
 }
 
+/// The sink's connection limits: the health server's (see [`crate::connections`]), with
+/// room for more clients, larger headers and the time a 100 MiB batch may take.
+pub fn limits() -> Limits {
+    Limits {
+        max_connections: 256,
+        max_header_bytes: 16 * 1024,
+        connection_deadline: Duration::from_secs(60),
+        ..Limits::default()
+    }
+}
+
 /// `butler-agent sink`: checks `--out`, listens on `listen`, prints each accepted event on
 /// stdout (and appends it to `out`), until SIGINT or SIGTERM.
 pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failure> {
@@ -111,99 +125,193 @@ pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failur
     })
 }
 
-/// Serves until `shutdown` completes. Connections are served concurrently; a broken
-/// connection only ends itself.
+/// Serves until `shutdown` completes, under [`limits`]. Connections are served
+/// concurrently; a broken connection only ends itself.
 pub async fn serve(
     listener: TcpListener,
     output: Output,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
     let shared = Arc::new(Shared {
         output,
         lock: Mutex::new(()),
     });
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: log, breathe, go on.
-                    tracing::warn!("sink: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
+    connections::serve(listener, limits(), "sink", shutdown, move |req, peer| {
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(req, peer, &shared).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("sink: connection from {peer} ended: {e}");
-            }
-        });
+        async move { route(req, peer, &shared).await }
+    })
+    .await;
+    Ok(())
+}
+
+/// One answer: status, content type, body, and capture's extra headers.
+struct Answer {
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Bytes,
+    allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn new(status: u16, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Self {
+        Answer {
+            status,
+            content_type,
+            body: body.into(),
+            allow: None,
+        }
+    }
+
+    fn refusal(err: &capture::CaptureError) -> Self {
+        Answer::new(err.status(), Some(capture::TEXT), err.to_string())
     }
 }
 
-fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+/// The CORS headers of capture's `CorsLayer` (`rust/capture/src/router.rs`): origin and
+/// request headers mirrored, credentials allowed, `GET,POST,OPTIONS`. A preflight (an
+/// `OPTIONS` with `Access-Control-Request-Method`, on any path) is answered by the layer itself:
+/// 200, empty.
+fn cors(req: &hyper::HeaderMap, preflight: bool, r: &mut Response<Full<Bytes>>) {
+    use hyper::header::{self, HeaderValue};
+    let h = r.headers_mut();
+    if let Some(origin) = req.get(header::ORIGIN) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
     );
-    r
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r
-}
-
-async fn route(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<Full<Bytes>> {
-    let path = req.uri().path().trim_end_matches('/');
-    let limit = match path {
-        "/i/v0/e" | "/e" | "/capture" | "/track" => capture::EVENT_BODY_LIMIT,
-        "/batch" => capture::BATCH_BODY_LIMIT,
-        "" | "/health" | "/_readiness" | "/_liveness" => {
-            return match *req.method() {
-                Method::GET | Method::HEAD => text(StatusCode::OK, "capture"),
-                _ => text(StatusCode::METHOD_NOT_ALLOWED, ""),
-            };
+    h.append(
+        header::VARY,
+        HeaderValue::from_static(
+            "origin, access-control-request-method, access-control-request-headers",
+        ),
+    );
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET,POST,OPTIONS"),
+        );
+        if let Some(v) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
         }
-        _ => return text(StatusCode::NOT_FOUND, ""),
-    };
-    match *req.method() {
-        Method::POST | Method::GET => {}
-        Method::OPTIONS => return json(StatusCode::OK, &serde_json::json!({"status": "Ok"})),
-        _ => return text(StatusCode::METHOD_NOT_ALLOWED, ""),
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let err = if e.is::<http_body_util::LengthLimitError>() {
-                capture::CaptureError::TooBig(format!("more than {limit} bytes"))
-            } else {
-                capture::CaptureError::RequestDecoding("the body could not be read".into())
+}
+
+/// A header as capture reads it: absent or not visible ASCII counts as absent.
+fn header(req: &hyper::HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {
+    req.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Answers one request as capture does ([`capture::route`], then [`capture::handle`]).
+async fn route(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<Full<Bytes>> {
+    let headers = req.headers().clone();
+    let method = req.method().clone();
+    let preflight = method == Method::OPTIONS
+        && headers.contains_key(hyper::header::ACCESS_CONTROL_REQUEST_METHOD);
+    let answer = if preflight {
+        Answer::new(200, None, Bytes::new())
+    } else {
+        answer(req, peer, shared).await
+    };
+    let head = method == Method::HEAD;
+    let mut r = Response::new(Full::new(if head {
+        Bytes::new()
+    } else {
+        answer.body.clone()
+    }));
+    *r.status_mut() = StatusCode::from_u16(answer.status).expect("capture statuses are valid");
+    if let Some(ct) = answer.content_type {
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(ct),
+        );
+    }
+    if head {
+        // HEAD is GET without the body: the length stays that of GET's answer.
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_LENGTH, answer.body.len().into());
+    }
+    if let Some(allow) = answer.allow {
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static(allow),
+        );
+    }
+    cors(&headers, preflight, &mut r);
+    r
+}
+
+async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Answer {
+    let path = req.uri().path().to_string();
+    let path = match capture::route(req.method().as_str(), &path) {
+        capture::Route::Capture(p) => p,
+        capture::Route::Options => {
+            return Answer::new(200, Some("application/json"), capture::OK_BODY);
+        }
+        capture::Route::Status => return Answer::new(200, Some(capture::TEXT), "capture"),
+        capture::Route::MethodNotAllowed(allow) => {
+            return Answer {
+                allow: Some(allow),
+                ..Answer::new(405, None, Bytes::new())
             };
-            tracing::warn!("sink: refused a request from {peer}: {}", err.message());
-            return json(
-                StatusCode::from_u16(err.status()).expect("capture statuses are valid"),
-                &err.body(),
-            );
+        }
+        capture::Route::NotFound if path == "/health" => {
+            // The sink's own health check (not a capture route), for compose and tests.
+            return Answer::new(200, Some(capture::TEXT), "capture");
+        }
+        capture::Route::NotFound => return Answer::new(404, None, Bytes::new()),
+    };
+    let query = req.uri().query().map(str::to_string);
+    let refuse = |err: capture::CaptureError| {
+        tracing::warn!(
+            reason = err.tag(),
+            "sink: refused a request from {peer}: {} {err}",
+            err.status()
+        );
+        Answer::refusal(&err)
+    };
+    // axum parses the query string before capture's handler reads the body.
+    if let Err(err) = capture::check_query(query.as_deref()) {
+        return refuse(err);
+    }
+    let headers = req.headers().clone();
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > capture::PAYLOAD_LIMIT as u64) {
+        // capture would read up to the limit and then refuse; the answer is the same.
+        return refuse(capture::body_too_big());
+    }
+    let body = match Limited::new(req.into_body(), capture::PAYLOAD_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return refuse(capture::body_too_big());
+        }
+        Err(e) => {
+            return refuse(capture::CaptureError::RequestDecoding(format!(
+                "Error reading request body: {e}"
+            )));
         }
     };
-    match capture::accept(&body, limit) {
-        Ok(events) => {
-            for a in events {
+    let request = capture::Request {
+        path,
+        query: query.as_deref(),
+        content_type: header(&headers, hyper::header::CONTENT_TYPE),
+        content_encoding: header(&headers, hyper::header::CONTENT_ENCODING),
+        body: &body,
+    };
+    match capture::handle(&request) {
+        Ok(handled) => {
+            if let Some(ms) = handled.sent_at_ms {
+                tracing::debug!(sent_at_ms = ms, "sink: the sender's clock at sending");
+            }
+            for a in handled.events {
                 tracing::info!(
                     event = a.event.get("event").and_then(serde_json::Value::as_str).unwrap_or(""),
                     uuid = a.event.get("uuid").and_then(serde_json::Value::as_str).unwrap_or(""),
@@ -212,18 +320,12 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Res
                 );
                 shared.emit(Value::Object(a.event));
             }
-            json(StatusCode::OK, &serde_json::json!({"status": "Ok"}))
+            if handled.beacon {
+                Answer::new(204, None, Bytes::new())
+            } else {
+                Answer::new(200, Some("application/json"), capture::OK_BODY)
+            }
         }
-        Err(err) => {
-            tracing::warn!(
-                code = err.code(),
-                "sink: refused a request from {peer}: {}",
-                err.message()
-            );
-            json(
-                StatusCode::from_u16(err.status()).expect("capture statuses are valid"),
-                &err.body(),
-            )
-        }
+        Err(err) => refuse(err),
     }
 }

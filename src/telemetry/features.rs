@@ -1,9 +1,13 @@
 //! Feature flags: which Butler features and API endpoints the config enables.
 //!
-//! The rules are Butler's (see the table in the reference), with one deliberate fix: a key that
-//! is absent gives JSON `null` instead of Butler's string `"null"`. Only booleans leave the
-//! machine: a value of another type where a boolean is expected becomes `null` and a warning,
-//! so a mistyped URL or password in a flag's place is never copied into the event.
+//! The rules are Butler's, key by key, with one deliberate fix: a key that is absent gives JSON
+//! `null` instead of Butler's string `"null"`. Only booleans leave the machine, so a mistyped
+//! URL or password in a flag's place is never copied into the event:
+//! - *true-only* keys (`heartbeat.enable`, `dockerHealthCheck.enable`, `uptimeMonitor.enable`,
+//!   `uptimeMonitor.storeInInfluxdb.enable`, `webhookNotification.enable`, and the New Relic
+//!   pair, true when either is `true`) give `false` for any present value other than `true`;
+//! - *copied* keys (all others) give the boolean, or `null` for any other value;
+//! - a non-boolean value at either kind also gives a warning naming the key (never the value).
 //!
 //! Pure: input is the config tree, output the flat and nested flags plus warnings.
 
@@ -217,6 +221,16 @@ const SIMPLE: &[Simple] = &[
     v("feature_restServer", "restServerConfig.enable"),
 ];
 
+/// Whether `name` is one of Butler's REST endpoint names (or their groups, `newRelic`,
+/// `scheduler`): the keys of `Butler.restServerEndpointsEnable`.
+pub(crate) fn is_endpoint_name(name: &str) -> bool {
+    SIMPLE.iter().any(|s| {
+        s.key
+            .strip_prefix("restServerEndpointsEnable.")
+            .is_some_and(|rest| rest.split('.').any(|part| part == name))
+    })
+}
+
 /// Flat properties whose value comes from the webhook rules.
 const WEBHOOK_LISTS: &[(&str, &str)] = &[
     (
@@ -377,17 +391,22 @@ impl Reader<'_> {
         }
     }
 
-    /// `feature_webhookNotification`: true when enabled, false when disabled.
+    /// `feature_webhookNotification`: true-only (true when `true`, false for any other
+    /// present value, null when absent).
     fn webhook_enabled(&mut self) -> Value {
-        opt_bool(self.bool_at("webhookNotification.enable").ok().flatten())
+        self.simple(&t(
+            "feature_webhookNotification",
+            "webhookNotification.enable",
+        ))
     }
 
     /// A webhook list flag: webhooks enabled and the list non-empty.
     fn webhook_list(&mut self, section: &str) -> Value {
         let enabled = match lookup(self.butler, "webhookNotification.enable") {
-            Some(Value::Bool(b)) => *b,
-            // Absent or mistyped master switch: already reported by `webhook_enabled`.
-            _ => return Value::Null,
+            None | Some(Value::Null) => return Value::Null,
+            // Butler asks "is it exactly true?"; a mistyped switch is reported by
+            // `webhook_enabled` and means off.
+            Some(v) => *v == Value::Bool(true),
         };
         if !enabled {
             return Value::Bool(false);
@@ -406,7 +425,9 @@ impl Reader<'_> {
         }
     }
 
-    /// New Relic: true when either the event or the log destination is enabled.
+    /// New Relic: true when either the event or the log destination is exactly `true`, false
+    /// when either is present otherwise (a non-boolean with a warning), null when both are
+    /// absent.
     fn new_relic(&mut self, section: &str) -> Value {
         let base = format!("incidentTool.newRelic.{section}.destination");
         let event = self.bool_at(&format!("{base}.event.enable"));
@@ -414,7 +435,6 @@ impl Reader<'_> {
         match (event, log) {
             (Ok(Some(true)), _) | (_, Ok(Some(true))) => Value::Bool(true),
             (Ok(None), Ok(None)) => Value::Null,
-            (Err(()), _) | (_, Err(())) => Value::Null,
             _ => Value::Bool(false),
         }
     }
@@ -425,10 +445,6 @@ fn push_once(warnings: &mut Vec<String>, message: String) {
     if !warnings.contains(&message) {
         warnings.push(message);
     }
-}
-
-fn opt_bool(b: Option<bool>) -> Value {
-    b.map_or(Value::Null, Value::Bool)
 }
 
 fn type_name(v: &Value) -> &'static str {

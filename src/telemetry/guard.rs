@@ -7,33 +7,39 @@
 //! serialized body for each one ([`check`]). A hit refuses the send and names the kind of value
 //! (never the value itself, which would put it in a log).
 //!
-//! # The exemption rule
-//! A plain substring scan would refuse harmless events: a config value `linux` or `true`
-//! occurs in every event. A value is therefore not looked for when its appearance could not
-//! prove a leak:
-//! 1. it is shorter than [`MIN_LEN`] characters after trimming (`en`, `x64`, `off`: such strings
-//!    occur by chance in any JSON and identify nothing), or
-//! 2. it occurs, case-insensitively, in the event's *fixed text*: the body with every string
-//!    value removed (all keys, booleans, numbers, structure) plus the closed vocabulary of
-//!    values the agent writes whatever the host (`butler`, `telemetry sent`, `butler-agent`,
-//!    versions, `linux`, `x64`, `unknown`, the public project key). Text the agent writes
-//!    regardless of the host cannot carry information about the host.
+//! # Where a value may appear
+//! A plain substring scan would refuse harmless events: a host named `debian` on Debian, or a
+//! config value `Debian GNU/Linux`, occurs in every event's `system_distro`. The guard knows
+//! what the event carries by design, and looks at each string of the body in its place:
+//! 1. values shorter than [`MIN_LEN`] characters after trimming are not looked for (`en`,
+//!    `x64`, `off`: such strings occur by chance in any JSON and identify nothing);
+//! 2. a field the agent fills from non-identifying facts (`api_key`, `event`, `service`,
+//!    versions, `system_arch`/`platform`/`distro`/`codename`/`release` and their nested copies)
+//!    is not scanned when it holds exactly the value the agent put there ([`Known::fixed_words`]:
+//!    the fixed strings, the project key and this host's facts); any other value there is
+//!    scanned;
+//! 3. the fields whose shape is checked exactly — the `uuid`, the `timestamp` and the 64-hex
+//!    instance ID — are scanned only for values of [`FULL_SCAN_LEN`] characters or more, so a
+//!    config value like `2026` does not match the date while an ID derivation that leaked a
+//!    machine-id or container ID would still be caught;
+//! 4. every other string and number, and the endpoint names copied from the config, is free
+//!    text and scanned for every value; object keys written by the agent are not.
 //!
-//! Fields whose shape is checked exactly — the `uuid`, the `timestamp` and the 64-hex instance
-//! ID — are blanked before short values are looked for, so a config value like `2026` does not
-//! match the date; values of [`FULL_SCAN_LEN`] characters or more are also looked for in those
-//! fields, so an ID derivation that leaked a machine-id or container ID would still be caught.
+//! So a known value inside a by-design field does not block, and the same value anywhere else
+//! still does. All spellings of all values go into one multi-pattern automaton (Aho-Corasick),
+//! so the check is linear in the size of the body plus the number of known values.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde_json::Value;
 
 use crate::config::{Env, LoadedConfig};
 use crate::host::{self, Roots};
-use crate::telemetry::payload;
+use crate::telemetry::{features, payload};
 
 /// Shorter values are not looked for (see the module doc).
 pub(crate) const MIN_LEN: usize = 4;
@@ -85,8 +91,10 @@ pub(crate) struct Identifier {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Known {
     pub(crate) identifiers: Vec<Identifier>,
-    /// Values the agent writes itself (see the module doc).
+    /// Values the agent writes itself from non-identifying facts (see the module doc).
     pub(crate) fixed_words: Vec<String>,
+    /// The values in `identifiers`, so adding one is O(1) however many there are.
+    seen: HashSet<String>,
 }
 
 /// The guard's verdict when it refuses.
@@ -110,7 +118,7 @@ impl std::error::Error for Finding {}
 impl Known {
     pub(crate) fn push(&mut self, kind: Kind, value: impl Into<String>) {
         let value = value.into().trim().to_string();
-        if value.is_empty() || self.identifiers.iter().any(|i| i.value == value) {
+        if value.is_empty() || !self.seen.insert(value.clone()) {
             return;
         }
         self.identifiers.push(Identifier {
@@ -121,7 +129,7 @@ impl Known {
     }
 
     fn push_with(&mut self, kind: Kind, value: String, alternates: Vec<String>) {
-        if self.identifiers.iter().any(|i| i.value == value) {
+        if !self.seen.insert(value.clone()) {
             return;
         }
         self.identifiers.push(Identifier {
@@ -134,8 +142,8 @@ impl Known {
     /// Collects every identifying value this agent can see, reading host files below `roots`.
     pub(crate) fn gather(config: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Known {
         let mut k = Known {
-            identifiers: Vec::new(),
             fixed_words: fixed_words(&config.agent.posthog_key),
+            ..Known::default()
         };
         let read = |p: &Path| read_small(p).unwrap_or_default();
 
@@ -211,6 +219,21 @@ impl Known {
         k
     }
 
+    /// The host facts the event carries by design (distro, codename, release, platform,
+    /// arch): read from non-identifying files, so a host named like its distro is not a leak
+    /// where the distro's name sits in those fields.
+    pub(crate) fn allow_facts(&mut self, facts: &host::HostFacts) {
+        for fact in [
+            &facts.distro,
+            &facts.codename,
+            &facts.release,
+            &facts.platform,
+            &facts.arch,
+        ] {
+            self.fixed_words.push(fact.clone());
+        }
+    }
+
     /// A MAC in the forms it may be written: `aa:bb:..`, `aa-bb-..`, `aabb..`.
     pub(crate) fn push_mac(&mut self, mac: &str) {
         let mac = mac.to_ascii_lowercase();
@@ -254,107 +277,203 @@ pub(crate) fn fixed_words(posthog_key: &str) -> Vec<String> {
     .collect()
 }
 
-/// Scans the serialized body. `Err` names the first kind found.
-pub(crate) fn check(body: &str, known: &Known) -> Result<(), Finding> {
-    let Ok(parsed) = serde_json::from_str::<Value>(body) else {
-        // Not our JSON: no field can be blanked, so look for everything everywhere.
-        return scan(&body.to_lowercase(), &body.to_lowercase(), "", known);
-    };
-    let mut fixed = skeleton(&parsed);
-    for w in &known.fixed_words {
-        fixed.push('\n');
-        fixed.push_str(w);
-    }
-    let masked = serde_json::to_string(&mask_checked_fields(parsed))
-        .expect("serializing a JSON value cannot fail");
-    scan(
-        &masked.to_lowercase(),
-        &body.to_lowercase(),
-        &fixed.to_lowercase(),
-        known,
-    )
+/// Gathers what this host and config know, adds the host facts the event carries by design,
+/// and checks the serialized body: the one call every sender and `telemetry preview` make.
+pub(crate) fn inspect(
+    body: &str,
+    config: &LoadedConfig,
+    roots: &Roots,
+    env: &dyn Env,
+    facts: &host::HostFacts,
+) -> Result<(), Finding> {
+    let mut known = Known::gather(config, roots, env);
+    known.allow_facts(facts);
+    check(body, &known)
 }
 
-fn scan(masked: &str, full: &str, fixed: &str, known: &Known) -> Result<(), Finding> {
-    for id in &known.identifiers {
-        if id.value.chars().count() < MIN_LEN {
-            continue;
-        }
-        let value = id.value.to_lowercase();
-        if fixed.contains(&value) {
-            continue;
-        }
-        let forms = std::iter::once(value.clone())
-            .chain(id.alternates.iter().map(|a| a.to_lowercase()))
-            .flat_map(|f| {
-                // Also the JSON-escaped spelling, for values with quotes, backslashes or
-                // control characters.
-                let escaped = serde_json::to_string(&f).expect("a string serializes");
-                let escaped = escaped[1..escaped.len() - 1].to_string();
-                [f, escaped]
-            });
-        for form in forms {
-            if form.chars().count() < MIN_LEN {
+/// Where a string of the event sits, and so how it is scanned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Written by the agent from non-identifying facts: not scanned when its value is one of
+    /// [`Known::fixed_words`], scanned like free text otherwise.
+    ByDesign,
+    /// A field whose shape is checked (UUID, timestamp, 64-hex ID): only long values are
+    /// looked for in it.
+    Checked,
+    /// Everything else.
+    Free,
+}
+
+/// The string fields the agent fills from non-identifying facts and fixed strings.
+const BY_DESIGN: &[&[&str]] = &[
+    &["api_key"],
+    &["event"],
+    &["properties", "service"],
+    &["properties", "serviceVersion"],
+    &["properties", "system_arch"],
+    &["properties", "system_nodeVersion"],
+    &["properties", "system_platform"],
+    &["properties", "system_distro"],
+    &["properties", "system_codename"],
+    &["properties", "system_release"],
+    &["properties", "$lib"],
+    &["properties", "$lib_version"],
+    &["properties", "telemetry_json", "system", "arch"],
+    &["properties", "telemetry_json", "system", "codename"],
+    &["properties", "telemetry_json", "system", "distro"],
+    &["properties", "telemetry_json", "system", "nodeVersion"],
+    &["properties", "telemetry_json", "system", "platform"],
+    &["properties", "telemetry_json", "system", "release"],
+];
+
+/// The object whose keys are copied from the config (endpoint names).
+const CONFIG_KEYS: &[&str] = &[
+    "properties",
+    "telemetry_json",
+    "enabledFeatures",
+    "feature",
+    "apiEnabledEndpoints",
+];
+
+/// The identifiers' spellings compiled into two automatons: all of them, and the long ones
+/// (for [`Place::Checked`] fields). One pass over a text finds any of them.
+struct Matcher {
+    all: AhoCorasick,
+    all_ids: Vec<usize>,
+    long: AhoCorasick,
+    long_ids: Vec<usize>,
+}
+
+impl Matcher {
+    fn new(known: &Known) -> Matcher {
+        let mut seen = HashSet::new();
+        let (mut all, mut all_ids, mut long, mut long_ids) = (vec![], vec![], vec![], vec![]);
+        for (idx, id) in known.identifiers.iter().enumerate() {
+            if id.value.chars().count() < MIN_LEN {
                 continue;
             }
-            let hay = if form.chars().count() >= FULL_SCAN_LEN {
-                full
+            for form in std::iter::once(&id.value).chain(&id.alternates) {
+                let form = form.to_lowercase();
+                // Also the JSON-escaped spelling, for a body that is not JSON.
+                let escaped = serde_json::to_string(&form).unwrap_or_default();
+                let escaped = escaped
+                    .get(1..escaped.len().saturating_sub(1))
+                    .unwrap_or_default()
+                    .to_string();
+                for f in [form, escaped] {
+                    let n = f.chars().count();
+                    if n < MIN_LEN || !seen.insert(f.clone()) {
+                        continue;
+                    }
+                    if n >= FULL_SCAN_LEN {
+                        long.push(f.clone());
+                        long_ids.push(idx);
+                    }
+                    all.push(f);
+                    all_ids.push(idx);
+                }
+            }
+        }
+        let build = |patterns: &[String]| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
+                .build(patterns)
+                .expect("a non-contiguous NFA has no size limit to exceed")
+        };
+        Matcher {
+            all: build(&all),
+            all_ids,
+            long: build(&long),
+            long_ids,
+        }
+    }
+
+    fn find(&self, text: &str, place: Place, known: &Known) -> Result<(), Finding> {
+        let (automaton, ids) = match place {
+            Place::Checked => (&self.long, &self.long_ids),
+            Place::ByDesign | Place::Free => (&self.all, &self.all_ids),
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match automaton.find(&text.to_lowercase()) {
+            Some(m) => Err(Finding {
+                kind: known.identifiers[ids[m.pattern().as_usize()]].kind.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Scans the serialized body. `Err` names the kind of the first value found.
+///
+/// Every string (and number) of the body is looked at once, in its place, by one
+/// multi-pattern pass: the cost is linear in the body plus the known values.
+pub(crate) fn check(body: &str, known: &Known) -> Result<(), Finding> {
+    let matcher = Matcher::new(known);
+    let Ok(parsed) = serde_json::from_str::<Value>(body) else {
+        // Not our JSON: no place is known, so look for everything everywhere.
+        return matcher.find(body, Place::Free, known);
+    };
+    let fixed: HashSet<&str> = known.fixed_words.iter().map(String::as_str).collect();
+    let mut path = Vec::new();
+    walk(&parsed, &mut path, &mut |path, text, is_key| {
+        let place = if is_key {
+            // Keys are written by the agent, except the endpoint map's, copied from the config:
+            // Butler's own endpoint names are fixed words there, any other key is free text.
+            if path.starts_with(CONFIG_KEYS) && !features::is_endpoint_name(text) {
+                Place::Free
             } else {
-                masked
-            };
-            if hay.contains(&form) {
-                return Err(Finding {
-                    kind: id.kind.clone(),
-                });
+                return Ok(());
             }
+        } else {
+            place_of(path, text)
+        };
+        if place == Place::ByDesign && fixed.contains(text) {
+            return Ok(());
         }
-    }
-    Ok(())
+        matcher.find(text, place, known)
+    })
 }
 
-/// The body with every string value emptied: keys, booleans, numbers and structure only.
-fn skeleton(v: &Value) -> String {
-    fn strip(v: &Value) -> Value {
-        match v {
-            Value::String(_) => Value::String(String::new()),
-            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
-            Value::Object(o) => {
-                Value::Object(o.iter().map(|(k, v)| (k.clone(), strip(v))).collect())
-            }
-            other => other.clone(),
-        }
+fn place_of(path: &[&str], text: &str) -> Place {
+    if BY_DESIGN.contains(&path) {
+        return Place::ByDesign;
     }
-    serde_json::to_string(&strip(v)).expect("serializing a JSON value cannot fail")
-}
-
-/// Blanks the fields whose exact shape is verified: `uuid` (a UUID), `timestamp` (RFC 3339)
-/// and the instance ID fields (64 hex digits). A field of any other shape stays, so it is
-/// scanned like everything else.
-fn mask_checked_fields(mut v: Value) -> Value {
     let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some(o) = v.as_object_mut() {
-        blank_if(o.get_mut("uuid"), |s| uuid::Uuid::parse_str(s).is_ok());
-        blank_if(o.get_mut("timestamp"), |s| {
-            humantime::parse_rfc3339_weak(s).is_ok()
-        });
-        blank_if(o.get_mut("distinct_id"), is_hex64);
-        if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
-            blank_if(p.get_mut("system_id"), is_hex64);
-            let nested = p
-                .get_mut("telemetry_json")
-                .and_then(|t| t.get_mut("system"))
-                .and_then(|s| s.get_mut("id"));
-            blank_if(nested, is_hex64);
-        }
-    }
-    v
+    let checked = match path {
+        ["uuid"] => uuid::Uuid::parse_str(text).is_ok(),
+        ["timestamp"] => humantime::parse_rfc3339_weak(text).is_ok(),
+        ["distinct_id"]
+        | ["properties", "system_id"]
+        | ["properties", "telemetry_json", "system", "id"] => is_hex64(text),
+        _ => false,
+    };
+    if checked { Place::Checked } else { Place::Free }
 }
 
-fn blank_if(field: Option<&mut Value>, ok: impl Fn(&str) -> bool) {
-    if let Some(f) = field
-        && f.as_str().is_some_and(&ok)
-    {
-        *f = Value::String(String::new());
+/// What [`walk`] calls: path, text, whether the text is an object key.
+type Visit<'v> = dyn FnMut(&[&str], &str, bool) -> Result<(), Finding> + 'v;
+
+/// Calls `visit` for every object key (with the object's path, `true`) and every string or
+/// number (with its own path, `false`). Array items keep their array's path.
+fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, visit: &mut Visit<'_>) -> Result<(), Finding> {
+    match v {
+        Value::String(s) => visit(path, s, false),
+        Value::Number(n) => visit(path, &n.to_string(), false),
+        Value::Array(items) => items.iter().try_for_each(|item| walk(item, path, visit)),
+        Value::Object(map) => {
+            for (k, item) in map {
+                visit(path, k, true)?;
+                path.push(k);
+                let r = walk(item, path, visit);
+                path.pop();
+                r?;
+            }
+            Ok(())
+        }
+        Value::Null | Value::Bool(_) => Ok(()),
     }
 }
 

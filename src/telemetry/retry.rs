@@ -3,11 +3,13 @@
 //! Pure functions only (no clock, no I/O, randomness passed in), so every decision is unit
 //! tested and the delivery loop in [`super::sender`] is a thin driver around them.
 //!
-//! What is retried follows PostHog's capture service: it answers 400 for a malformed event,
-//! 401 for a missing key, 403 for a key it does not accept and 413 for an oversized body —
-//! sending the same bytes again cannot change those answers. Connect errors, timeouts, 408,
-//! 429 and 5xx are transient, so the same body (same `uuid`, so PostHog deduplicates) is sent
-//! again after an exponentially growing, jittered pause.
+//! What is retried follows PostHog's capture service (`rust/capture/src/api.rs`): it answers
+//! 400 for an event it refuses, 401 for every project-key problem (missing, malformed, a
+//! personal `phx_` key) and 413 for an oversized body — sending the same bytes again cannot
+//! change those answers. Capture never answers 403: one comes from something in between, and
+//! is not retried either. Connect errors, timeouts, 408, 429 and 5xx are transient, so the
+//! same body (same `uuid`, so PostHog deduplicates) is sent again after an exponentially
+//! growing, jittered pause.
 
 use std::time::{Duration, SystemTime};
 
@@ -82,16 +84,20 @@ pub(crate) fn classify_status(status: u16, retry_after: Option<Duration>) -> Att
 /// What a status means for this agent, worded so an administrator knows what to fix.
 pub(crate) fn status_reason(status: u16) -> &'static str {
     match status {
-        400 => "the destination refused the event as malformed (not retried)",
+        400 => "the destination refused the event (not retried)",
         401 => {
-            "the destination wants a project key: check posthogKey / BUTLER_POSTHOG_KEY (not retried)"
+            "the project key is invalid (missing, malformed, or a personal phx_ key instead of \
+             the project's phc_ key): check posthogKey / BUTLER_POSTHOG_KEY (not retried)"
         }
-        403 => "the project key is wrong: check posthogKey / BUTLER_POSTHOG_KEY (not retried)",
+        403 => {
+            "access refused; PostHog's capture does not answer 403, so a proxy or firewall in \
+             between may be blocking it (not retried)"
+        }
         404 => {
             "no capture endpoint at this address: check posthogHost / BUTLER_POSTHOG_HOST (not retried)"
         }
         408 => "the destination timed out reading the request",
-        413 => "the destination refused the event as too large (not retried)",
+        413 => "the event is too big for the destination (not retried)",
         429 => "rate limited by the destination",
         500..=599 => "the destination had a server error",
         300..=399 => {
@@ -296,7 +302,10 @@ mod tests {
             );
         }
         assert!(status_reason(401).contains("BUTLER_POSTHOG_KEY"));
-        assert!(status_reason(403).contains("key is wrong"));
+        assert!(status_reason(401).contains("project key is invalid"));
+        assert!(status_reason(403).contains("does not answer 403"));
+        assert!(!status_reason(403).contains("key"));
+        assert!(status_reason(413).contains("too big"));
     }
 
     #[test]

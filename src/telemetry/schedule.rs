@@ -341,8 +341,7 @@ pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes
     }
     let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
     let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
-    let known = guard::Known::gather(cfg, roots, env);
-    guard::check(&text, &known).map_err(PrepareError::Refused)?;
+    guard::inspect(&text, cfg, roots, env, &snapshot.host).map_err(PrepareError::Refused)?;
     Ok(Bytes::from(text))
 }
 

@@ -22,8 +22,10 @@ use crate::telemetry::payload;
 pub(crate) const CAPTURE_PATH: &str = "/i/v0/e/";
 /// Connecting should be quick; a slow connect is usually a firewall dropping packets.
 pub(crate) const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Of an error answer only the start is kept, for the log line.
+/// Of an error answer only the start is read.
 const MAX_ERROR_BODY: usize = 4 * 1024;
+/// Of capture's text only this many characters go into the log line.
+const MAX_ANSWER_CHARS: usize = 200;
 
 /// The capture URL for a configured host.
 pub(crate) fn capture_url(posthog_host: &str) -> String {
@@ -66,6 +68,8 @@ impl std::error::Error for SetupError {}
 pub struct HttpTransport {
     client: reqwest::Client,
     url: String,
+    /// The project key, so an answer that repeats it is not logged with it.
+    key: String,
     /// The proxy the environment routes this URL through (no credentials), for messages.
     proxy: Option<String>,
 }
@@ -95,6 +99,7 @@ impl HttpTransport {
             proxy: proxy_for(&url),
             client,
             url,
+            key: settings.posthog_key.clone(),
         })
     }
 }
@@ -134,9 +139,13 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Set
 
 impl Transport for HttpTransport {
     async fn send(&self, body: &Bytes) -> Tried {
+        // The sending time goes in the query, outside the guarded and audited body: capture
+        // reads `_` (milliseconds) as the event's `sent_at` and corrects a skewed host clock
+        // from it (`rust/capture/src/payload/types.rs`, `EventQuery`).
         let response = self
             .client
             .post(&self.url)
+            .query(&[("_", sent_at_millis(SystemTime::now()))])
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())
             .send()
@@ -156,8 +165,8 @@ impl Transport for HttpTransport {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        // Read (a bounded part of) the answer so the exchange completes, and keep PostHog's
-        // error code for the log.
+        // Read (a bounded part of) the answer so the exchange completes, and keep capture's
+        // text (its refusals are `text/plain` messages) for the log.
         let mut head = Vec::new();
         let mut read_error = None;
         loop {
@@ -188,8 +197,8 @@ impl Transport for HttpTransport {
                 };
             }
             (Attempt::Rejected { reason, .. } | Attempt::Transient { reason, .. }, _) => {
-                if let Some(code) = posthog_error_code(&head) {
-                    reason.push_str(&format!(" [{code}]"));
+                if let Some(said) = answer_text(&head, &self.key) {
+                    reason.push_str(&format!("; the destination said: \"{said}\""));
                 }
             }
             _ => {}
@@ -201,15 +210,58 @@ impl Transport for HttpTransport {
     }
 }
 
-/// PostHog's capture answers errors as `{"status":…,"code":"…","error":"…"}`.
-fn posthog_error_code(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let code = v.get("code")?.as_str()?;
-    let safe = code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    safe.then(|| code.to_string())
+/// `sent_at` as capture reads it from the query: Unix time in milliseconds.
+pub fn sent_at_millis(now: SystemTime) -> u128 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Capture's answer made fit for one log line: decoded leniently, control characters (line
+/// breaks, escapes) turned into spaces and runs of them collapsed, the project key (and
+/// anything shaped like a PostHog key) replaced by `[key]`, cut to 200 characters. `None` when
+/// nothing is left.
+pub(crate) fn answer_text(body: &[u8], key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut line = String::new();
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && (line.is_empty() || line.ends_with(' ')) {
+            continue;
+        }
+        line.push(c);
+    }
+    let mut line = redact_keys(line.trim_end(), key.trim());
+    if line.is_empty() {
+        return None;
+    }
+    if let Some((cut, _)) = line.char_indices().nth(MAX_ANSWER_CHARS) {
+        line.truncate(cut);
+        line.push('…');
+    }
+    Some(line)
+}
+
+/// Replaces `key` and every `phc_…`/`phx_…` word with `[key]`. (A key shorter than 8
+/// characters is no key capture accepts, and replacing it would garble ordinary words.)
+fn redact_keys(text: &str, key: &str) -> String {
+    let text = if key.len() < 8 {
+        text.to_string()
+    } else {
+        text.replace(key, "[key]")
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("phc_").into_iter().chain(rest.find("phx_")).min() {
+        out.push_str(&rest[..at]);
+        let word = rest[at..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(rest.len(), |n| at + n);
+        out.push_str("[key]");
+        rest = &rest[word..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every transport error is transient: DNS, refused, reset, TLS, timeout, garbage.
@@ -495,13 +547,45 @@ mod tests {
             user_agent(),
             format!("butler-agent/{}", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn capture_answers_become_one_safe_line() {
+        let key = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
         assert_eq!(
-            posthog_error_code(br#"{"status":403,"code":"ingest_key_unknown","error":"x"}"#)
-                .as_deref(),
-            Some("ingest_key_unknown")
+            answer_text(b"API key is not valid: personal_api_key", key).as_deref(),
+            Some("API key is not valid: personal_api_key")
         );
-        assert_eq!(posthog_error_code(b"<html>"), None);
-        assert_eq!(posthog_error_code(br#"{"code":"a b\n"}"#), None);
+        // Line breaks and terminal escapes cannot forge log lines.
+        assert_eq!(
+            answer_text(b"bad\r\n\x1b[31mINFO fake line\t\t end\n", key).as_deref(),
+            Some("bad [31mINFO fake line end")
+        );
+        // The key never comes back, nor anything shaped like one.
+        let echo = format!("unknown key {key}; also phx_secret123 and  {key}x");
+        let said = answer_text(echo.as_bytes(), key).unwrap();
+        assert!(!said.contains("phc_") && !said.contains("phx_"), "{said}");
+        assert_eq!(said, "unknown key [key]; also [key] and [key]x");
+        // Bounded, even for a huge answer, on a character boundary.
+        let long = "é".repeat(5000);
+        let said = answer_text(long.as_bytes(), key).unwrap();
+        assert_eq!(said.chars().count(), MAX_ANSWER_CHARS + 1);
+        assert!(said.ends_with('…'));
+        assert_eq!(answer_text(b" \r\n\t", key), None);
+        assert_eq!(
+            answer_text(b"a kind key", "k").as_deref(),
+            Some("a kind key")
+        );
+        assert_eq!(
+            answer_text(&[0xff, b'o', b'k'], key).as_deref(),
+            Some("\u{FFFD}ok")
+        );
+    }
+
+    #[test]
+    fn sent_at_is_unix_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
+        assert_eq!(sent_at_millis(t), 1_767_225_600_123);
     }
 
     #[test]

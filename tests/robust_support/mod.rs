@@ -187,8 +187,10 @@ pub(crate) fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration)
     let started = Instant::now();
     let mut c = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
     c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
-    c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nUser-Agent: probe\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
+    c.write_all(
+        b"GET /health HTTP/1.1\r\nHost: probe\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n",
+    )
+    .map_err(|e| format!("send: {e}"))?;
     let mut answer = Vec::new();
     c.read_to_end(&mut answer)
         .map_err(|e| format!("read: {e}"))?;

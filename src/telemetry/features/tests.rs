@@ -92,10 +92,26 @@ fn webhook_master_switch() {
         json!(false)
     );
     assert_eq!(flat(json!({}), prop), Value::Null);
-    assert_eq!(
-        flat(at("webhookNotification.enable", json!("on")), prop),
-        Value::Null
-    );
+    // True-only, like Butler: any other present value is false.
+    for v in [
+        json!("on"),
+        json!("sure"),
+        json!(1),
+        json!([true]),
+        json!(".inf"),
+    ] {
+        let f = flags(at("webhookNotification.enable", v.clone()));
+        assert_eq!(f.flat[prop], json!(false), "{v}");
+        assert!(
+            f.warnings
+                .iter()
+                .any(|w| w.contains("Butler.webhookNotification.enable"))
+        );
+        // The lists follow the switch: off.
+        for (list, _) in WEBHOOK_LISTS {
+            assert_eq!(f.flat[*list], json!(false), "{list} with {v}");
+        }
+    }
 }
 
 #[test]
@@ -161,11 +177,13 @@ fn new_relic_either_or() {
             json!(true),
             "{prop} bad+true"
         );
+        // "Either is true": a non-boolean is not true.
         assert_eq!(
             cfg(Some(json!("x")), f.clone()),
-            Value::Null,
+            json!(false),
             "{prop} bad+false"
         );
+        assert_eq!(cfg(Some(json!("x")), None), json!(false), "{prop} bad");
     }
 }
 
@@ -213,4 +231,63 @@ fn no_config_at_all_gives_nulls_not_errors() {
     let f = derive(&Value::Null);
     assert!(f.flat.values().all(Value::is_null));
     assert!(f.warnings.is_empty());
+}
+
+/// Every feature key given each non-boolean value, against the reference table's rule for that
+/// key: true-only keys give `false`, copied keys give `null`, and each names the key in a
+/// warning without the value.
+#[test]
+fn every_feature_key_with_a_non_boolean_follows_its_rule() {
+    let true_only = [
+        "heartbeat.enable",
+        "dockerHealthCheck.enable",
+        "uptimeMonitor.enable",
+        "uptimeMonitor.storeInInfluxdb.enable",
+    ];
+    let odd = [
+        json!("sure"),
+        json!("true"),
+        json!(1),
+        json!(0),
+        json!(2.5),
+        json!(".inf"),
+        json!(".nan"),
+        json!([true]),
+        json!({"enable": true}),
+        json!("secret-value-xyz"),
+    ];
+    for s in SIMPLE {
+        let expected = if true_only.contains(&s.key) {
+            json!(false)
+        } else {
+            Value::Null
+        };
+        assert_eq!(
+            s.rule == Rule::TrueOnly,
+            true_only.contains(&s.key),
+            "{}",
+            s.key
+        );
+        for v in &odd {
+            let f = flags(at(s.key, v.clone()));
+            assert_eq!(f.flat[s.prop], expected, "{} = {v}", s.key);
+            let needle = format!("Butler.{}", s.key);
+            assert!(
+                f.warnings.iter().any(|w| w.contains(&needle)),
+                "{} = {v}: {:?}",
+                s.key,
+                f.warnings
+            );
+            assert!(f.warnings.iter().all(|w| !w.contains("secret")));
+        }
+    }
+    // The composite rows.
+    for v in &odd {
+        let f = flags(at("webhookNotification.enable", v.clone()));
+        assert_eq!(f.flat["feature_webhookNotification"], json!(false), "{v}");
+        for (prop, section) in NEW_RELIC {
+            let path = format!("incidentTool.newRelic.{section}.destination.event.enable");
+            assert_eq!(flat(at(&path, v.clone()), prop), json!(false), "{prop} {v}");
+        }
+    }
 }

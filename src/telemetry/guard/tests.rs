@@ -222,7 +222,7 @@ fn exemption_rule() {
     check(&body, &known).expect("no exempt value blocks the event");
 
     // But the same short-ish value in a free-text field is found.
-    let leaky = body.replace("\"linux\"", "\"linux 2026\"");
+    let leaky = body.replace("\"linux\"", "\"build 2026\"");
     assert_eq!(
         check(&leaky, &known).unwrap_err().kind,
         Kind::ConfigValue("Butler.2026".into())
@@ -263,4 +263,101 @@ fn parsers() {
     // 63 or 65 hex digits are not container IDs.
     assert!(container_ids_in(&"a".repeat(63)).is_empty());
     assert!(container_ids_in(&"a".repeat(65)).is_empty());
+}
+
+/// A host named like its distro, with config values equal to the distro's words: the event
+/// carries those words by design and is not refused.
+#[test]
+fn hosts_named_like_the_distro_are_not_leaks() {
+    let empty = tempfile::tempdir().unwrap();
+    let facts = crate::host::HostFacts {
+        distro: "Debian GNU/Linux 12 (bookworm)".into(),
+        codename: "bookworm".into(),
+        release: "12".into(),
+        ..crate::host::detect(&Roots::at(empty.path()))
+    };
+    for name in [
+        "debian",
+        "bookworm",
+        "linux",
+        "ubuntu",
+        "Debian GNU/Linux 12 (bookworm)",
+    ] {
+        let mut known = Known {
+            fixed_words: fixed_words("phc_testkey_0123456789"),
+            ..Known::default()
+        };
+        known.allow_facts(&facts);
+        known.push(Kind::HostName, name);
+        known.push(
+            Kind::ConfigValue("Butler.os".into()),
+            "Debian GNU/Linux 12 (bookworm)",
+        );
+        let body = serde_json::json!({
+            "api_key": "phc_testkey_0123456789",
+            "event": "telemetry sent",
+            "properties": {
+                "system_distro": facts.distro,
+                "system_codename": facts.codename,
+                "system_release": "12",
+                "system_platform": "linux",
+                "telemetry_json": {"system": {"distro": facts.distro, "codename": "bookworm"}},
+            }
+        });
+        check(&body.to_string(), &known).expect(name);
+        // The same name anywhere else is still a leak.
+        let mut leaky = body.clone();
+        leaky["properties"]["feature_x"] = format!("at {name}").into();
+        assert!(check(&leaky.to_string(), &known).is_err(), "{name}");
+        // And a by-design field holding something other than the fact is scanned.
+        let mut forged = body.clone();
+        forged["properties"]["system_codename"] = format!("{name}-2").into();
+        assert!(check(&forged.to_string(), &known).is_err(), "{name}");
+    }
+}
+
+/// Endpoint names are copied from the config: a planted value among them is found.
+#[test]
+fn endpoint_names_are_scanned() {
+    let mut known = Known::default();
+    known.push(Kind::HostName, "qlik-prod-node7");
+    let body = serde_json::json!({"properties": {"telemetry_json": {"enabledFeatures":
+        {"feature": {"apiEnabledEndpoints": {"qlik-prod-node7": true}}}}}});
+    assert_eq!(
+        check(&body.to_string(), &known).unwrap_err().kind,
+        Kind::HostName
+    );
+    // Keys written by the agent are not.
+    let body = serde_json::json!({"properties": {"qlik-prod-node7": true}});
+    check(&body.to_string(), &known).expect("agent-written key");
+}
+
+/// A body that is not JSON is scanned as one text.
+#[test]
+fn a_body_that_is_not_json_is_scanned_whole() {
+    let mut known = Known::default();
+    known.push(Kind::HostName, "qlik-prod-node7");
+    assert!(check("{not json qlik-prod-node7", &known).is_err());
+    assert!(check("{not json", &known).is_ok());
+}
+
+/// Many known values, many of them sharing prefixes: all are found, each with its own kind.
+#[test]
+fn many_values_are_each_found() {
+    let mut known = Known::default();
+    for i in 0..2000 {
+        known.push(
+            Kind::ConfigValue(format!("Butler.k{i}")),
+            format!("secret-{i}"),
+        );
+    }
+    // Pushing the same value again keeps the first kind.
+    known.push(Kind::HostName, "secret-7");
+    assert_eq!(known.identifiers.len(), 2000);
+    for i in [0, 7, 999, 1999] {
+        let body = serde_json::json!({"properties": {"x": format!("v secret-{i}")}});
+        assert!(check(&body.to_string(), &known).is_err(), "{i}");
+    }
+    let body = serde_json::json!({"properties": {"x": "secret-"}});
+    check(&body.to_string(), &known).expect("a prefix of values is not a value");
 }

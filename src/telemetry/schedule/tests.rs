@@ -108,12 +108,14 @@ fn invalid_file_keeps_the_last_good_config() {
 #[tokio::test(start_paused = true)]
 async fn refused_events_are_never_handed_to_the_transport() {
     let dir = tempfile::tempdir().unwrap();
-    // The host's OS name is planted as a config value: it appears in the event, so the guard
-    // must refuse.
-    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-    std::fs::write(dir.path().join("etc/os-release"), "NAME=\"Plantedix\"\n").unwrap();
+    // A config value is planted as an endpoint name, which the event copies: the guard must
+    // refuse.
     let file = dir.path().join("c.yaml");
-    std::fs::write(&file, "Butler:\n  someSecret: Plantedix\n").unwrap();
+    std::fs::write(
+        &file,
+        "Butler:\n  someSecret: Plantedix\n  restServerEndpointsEnable:\n    Plantedix: true\n",
+    )
+    .unwrap();
     let env = MapEnv::new([(
         "BUTLER_STATE_DIR",
         dir.path().join("state").to_str().unwrap(),

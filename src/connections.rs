@@ -1,0 +1,479 @@
+//! Connection limits shared by the agent's HTTP servers: the health server and the sink.
+//!
+//! [`serve`] accepts connections, runs each in its own task with hyper's HTTP/1 server, and
+//! holds every hostile client to a budget:
+//! - at most [`Limits::max_connections`] are open at once, so memory and descriptors are
+//!   bounded (about `max_connections × 16 KiB` of buffers);
+//! - a request head must arrive within [`Limits::header_read_timeout`] and fit in
+//!   [`Limits::max_header_bytes`] (larger heads get 431);
+//! - keep-alive is on: a connection serves up to [`Limits::max_requests`] requests (the last
+//!   answer says `Connection: close`), and is closed once it has been waiting for its next
+//!   request for [`Limits::idle_timeout`];
+//! - no connection lives past [`Limits::connection_deadline`], whatever the client does.
+//!
+//! # Fair eviction
+//! When every slot is taken, a new connection makes room by closing one that is not being
+//! answered (waiting for its first request, dribbling its head, or idle between kept-alive
+//! requests): one of the source address holding the most connections, the one idle the
+//! longest. A source is only made to give up a connection for a source holding fewer, so a
+//! flood from one address evicts its own connections and never another address's probe. A
+//! request being answered is never cut; only when no open connection can be evicted is the new
+//! one closed at accept.
+//!
+//! # Stop
+//! When `shutdown` completes the listener closes at once. Connections waiting between
+//! requests close at once; one whose request head is still arriving gets [`STOP_HEAD_GRACE`]
+//! to finish it; answers in progress are finished (bounded by the deadline) and their
+//! connections then close. So a stop takes well under a second whatever idle or dribbling
+//! clients hold.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+
+/// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Kubelet's default probe timeout is 1 s and Butler's probe allows 2 s; a client that has not
+/// sent its headers in 5 s is not a probe and loses its slot.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on one connection's life, whatever the client does.
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// Probes send a few hundred bytes of headers; more than 8 KiB is refused with 431.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// A kept-alive connection with no new request for this long is closed (Node's default).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests per connection before the server closes it (nginx's `keepalive_requests`).
+pub(crate) const MAX_REQUESTS: u32 = 1000;
+/// On stop, how long a connection whose request head is still arriving may finish it.
+pub(crate) const STOP_HEAD_GRACE: Duration = Duration::from_millis(250);
+/// hyper's read buffer per connection (its minimum is 8 KiB; headers must fit with room).
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// How long the accept loop waits for an evicted connection to give its slot back.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
+
+/// A server's limits; [`Limits::default`] holds the health server's values, tests shrink them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub connection_deadline: Duration,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Duration,
+    pub max_requests: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connection_deadline: CONNECTION_DEADLINE,
+            max_header_bytes: MAX_HEADER_BYTES,
+            idle_timeout: IDLE_TIMEOUT,
+            max_requests: MAX_REQUESTS,
+        }
+    }
+}
+
+/// Serves HTTP/1 on `listener` with `handler` under `limits` until `shutdown` completes, then
+/// stops as the module documentation describes and returns once every connection has ended.
+/// `name` prefixes log lines.
+pub(crate) async fn serve<H, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    name: &'static str,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let max = limits.max_connections.max(1);
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let epoch = Instant::now();
+    let mut open: Vec<Arc<Conn>> = Vec::with_capacity(max);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning on a failing accept.
+                    tracing::warn!("{name}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                open.retain(|c| Arc::strong_count(c) > 1);
+                match evict(&open, peer.ip()) {
+                    Some(victim) => {
+                        tracing::debug!(
+                            "{name}: {max} connections open, closing an idle one from {}",
+                            victim.source
+                        );
+                        // The evicted task frees its slot as soon as it runs; a slot still
+                        // taken after this wait belongs to a task that has just started
+                        // answering.
+                        tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                    None => None,
+                }
+            }
+        };
+        let Some(slot) = slot else {
+            tracing::debug!("{name}: {max} connections open, closing the one from {peer}");
+            drop(stream);
+            continue;
+        };
+        if open.len() >= 2 * max {
+            open.retain(|c| Arc::strong_count(c) > 1);
+        }
+        let state = Arc::new(Conn::new(peer.ip(), epoch));
+        open.push(Arc::clone(&state));
+        let handler = Arc::clone(&handler);
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, state, handler, limits, name, stop).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Receivers may all be gone already (no connection open); nothing to tell then.
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends, so holding all slots means all have ended.
+    // Each connection is bounded by its deadline, so this wait is too.
+    let _all = slots
+        .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+        .await;
+}
+
+/// Serves one connection to its end: the client closes, a limit is reached, it is evicted, or
+/// the server stops.
+async fn connection<H, Fut>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<Conn>,
+    handler: Arc<H>,
+    limits: Limits,
+    name: &'static str,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    // Nagle would hold a kept-alive answer back until the client's delayed ACK.
+    let _ = stream.set_nodelay(true);
+    let answering = Arc::clone(&state);
+    let max_requests = limits.max_requests.max(1);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = Arc::clone(&answering);
+        state.busy.store(true, Ordering::Release);
+        let served = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let answer = handler(req, peer);
+        async move {
+            let mut answer = answer.await;
+            if served >= max_requests {
+                answer
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(answer.map(|body| Tracked {
+                body,
+                _done: Answered(state),
+            }))
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(READ_BUFFER_BYTES.max(limits.max_header_bytes + 1024))
+        .max_header_size(limits.max_header_bytes)
+        // A client may shut its sending side once the request is out (HTTP/1.0 clients and
+        // `nc -N` do); without this hyper can see the EOF first and close without answering.
+        .half_close(true)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let deadline = tokio::time::sleep(limits.connection_deadline);
+    tokio::pin!(deadline);
+    // Fires when the connection may have been idle too long; re-armed from its idle time.
+    let timer = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(timer);
+    let stopped = async move {
+        // An error means the server is gone, which also means stop.
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    let mut stop_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("{name}: connection from {peer}: {e}");
+                }
+                return;
+            }
+            _ = &mut deadline => {
+                tracing::debug!("{name}: connection from {peer} reached its deadline");
+                return;
+            }
+            _ = state.evict.notified() => {
+                if !state.busy() {
+                    return;
+                }
+                // Chosen while idle, but a request started since: answer it, then close.
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut stopped, if stop_at.is_none() => {
+                // Closes a connection idle between requests at once; one being answered
+                // closes after its answer.
+                conn.as_mut().graceful_shutdown();
+                let now = Instant::now();
+                stop_at = Some(now);
+                timer.as_mut().reset((now + STOP_HEAD_GRACE).into());
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if state.busy() {
+                    timer.as_mut().reset((now + limits.idle_timeout).into());
+                    continue;
+                }
+                let idle_due = state.idle_since().checked_add(limits.idle_timeout);
+                let stop_due = stop_at.and_then(|t| t.checked_add(STOP_HEAD_GRACE));
+                let due = match (idle_due, stop_due) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b).unwrap_or(now),
+                };
+                if due <= now {
+                    tracing::debug!("{name}: connection from {peer} closed while idle");
+                    return;
+                }
+                timer.as_mut().reset(due.into());
+            }
+        }
+    }
+}
+
+/// One open connection as the accept loop and its own task see it.
+#[derive(Debug)]
+struct Conn {
+    source: IpAddr,
+    epoch: Instant,
+    /// From the moment a request head is complete until its answer has been handed over.
+    busy: AtomicBool,
+    /// When the connection last became idle (accepted, or an answer handed over), in
+    /// milliseconds since `epoch`.
+    idle_since_ms: AtomicU64,
+    requests: AtomicU32,
+    /// Set by the accept loop when it has chosen this connection to make room.
+    evicting: AtomicBool,
+    evict: Notify,
+}
+
+impl Conn {
+    fn new(source: IpAddr, epoch: Instant) -> Self {
+        let c = Conn {
+            source,
+            epoch,
+            busy: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            requests: AtomicU32::new(0),
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
+        };
+        c.mark_idle();
+        c
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    fn mark_idle(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn idle_since(&self) -> Instant {
+        let ms = self.idle_since_ms.load(Ordering::Relaxed);
+        self.epoch
+            .checked_add(Duration::from_millis(ms))
+            .unwrap_or(self.epoch)
+    }
+}
+
+/// Marks its connection idle when dropped: hyper drops an answer's body once it has written
+/// it (or, for `HEAD`, at once).
+struct Answered(Arc<Conn>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.mark_idle();
+    }
+}
+
+/// An answer body that marks its connection idle when done.
+struct Tracked {
+    body: Full<Bytes>,
+    _done: Answered,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Picks the connection to close for a newcomer from `source` and tells it to close.
+fn evict(open: &[Arc<Conn>], source: IpAddr) -> Option<&Arc<Conn>> {
+    let views: Vec<View> = open
+        .iter()
+        .map(|c| View {
+            source: c.source,
+            evictable: !c.busy() && !c.evicting.load(Ordering::Relaxed),
+            gone: c.evicting.load(Ordering::Relaxed),
+            idle_since_ms: c.idle_since_ms.load(Ordering::Relaxed),
+        })
+        .collect();
+    let victim = &open[choose_victim(&views, source)?];
+    victim.evicting.store(true, Ordering::Relaxed);
+    // notify_one keeps the wake-up even if the task has not been polled yet.
+    victim.evict.notify_one();
+    Some(victim)
+}
+
+/// What [`choose_victim`] needs to know about one open connection.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    source: IpAddr,
+    /// Not being answered and not already chosen.
+    evictable: bool,
+    /// Already chosen to close: no longer counts for its source.
+    gone: bool,
+    idle_since_ms: u64,
+}
+
+/// The fair choice: among evictable connections, one of the source holding the most open
+/// connections (the newcomer's own source on a tie), idle the longest. None when no
+/// connection is evictable, or when the only candidates belong to a source that holds no more
+/// than the newcomer's source would: a source never loses a connection to one holding fewer.
+fn choose_victim(open: &[View], newcomer: IpAddr) -> Option<usize> {
+    let mut held: HashMap<IpAddr, usize> = HashMap::new();
+    for c in open.iter().filter(|c| !c.gone) {
+        *held.entry(c.source).or_default() += 1;
+    }
+    let count = |ip: &IpAddr| held.get(ip).copied().unwrap_or(0);
+    let (index, victim) = open
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.evictable)
+        .max_by_key(|(_, c)| {
+            (
+                count(&c.source),
+                c.source == newcomer,
+                std::cmp::Reverse(c.idle_since_ms),
+            )
+        })?;
+    (victim.source == newcomer || count(&victim.source) > count(&newcomer)).then_some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    fn view(source: u8, evictable: bool, idle_since_ms: u64) -> View {
+        View {
+            source: ip(source),
+            evictable,
+            gone: false,
+            idle_since_ms,
+        }
+    }
+
+    #[test]
+    fn a_flooding_source_loses_its_own_oldest_idle_connection() {
+        let mut open = vec![view(1, true, 0)];
+        open.extend((0..63).map(|i| view(2, true, 10 + i)));
+        // The probe from .1 is the oldest idle connection, yet the flood pays for itself.
+        assert_eq!(choose_victim(&open, ip(2)), Some(1));
+        // And a third source also takes from the flood.
+        assert_eq!(choose_victim(&open, ip(3)), Some(1));
+    }
+
+    #[test]
+    fn busy_and_chosen_connections_are_not_evicted() {
+        let mut open = vec![view(2, false, 0), view(2, true, 5), view(2, true, 3)];
+        assert_eq!(choose_victim(&open, ip(1)), Some(2));
+        open[2].evictable = false;
+        open[2].gone = true;
+        assert_eq!(choose_victim(&open, ip(1)), Some(1));
+        open[1].evictable = false;
+        assert_eq!(choose_victim(&open, ip(1)), None);
+    }
+
+    #[test]
+    fn a_source_never_gives_way_to_one_holding_more() {
+        // .1 holds one idle connection, .2 holds three being answered: a newcomer from .2
+        // must not take .1's only connection.
+        let open = vec![
+            view(1, true, 0),
+            view(2, false, 0),
+            view(2, false, 0),
+            view(2, false, 0),
+        ];
+        assert_eq!(choose_victim(&open, ip(2)), None);
+        // A newcomer from a source holding nothing may take it (1 > 0).
+        assert_eq!(choose_victim(&open, ip(3)), Some(0));
+        // On a tie the newcomer's own source gives way.
+        let tie = vec![view(1, true, 0), view(2, true, 5)];
+        assert_eq!(choose_victim(&tie, ip(2)), Some(1));
+        assert_eq!(choose_victim(&tie, ip(1)), Some(0));
+    }
+}
