@@ -2,7 +2,7 @@
 //!
 //! A cycle is what the agent does every interval before the network: gather host facts and the
 //! instance ID, derive the feature flags, build the event, serialize it and run the privacy
-//! guard on those bytes ([`telemetry::schedule::prepare`], the function the schedule calls).
+//! guard on those bytes ([`telemetry::cycle::prepare`], the function each cycle calls).
 //! The config is loaded once, as the agent does at start-up. `bench/run` runs this example
 //! twice under callgrind (with 1 and with N+1 cycles) so the instruction count of one cycle is
 //! the difference, free of process start-up; it also runs it natively for wall and CPU time.
@@ -56,7 +56,7 @@ fn run() -> Result<(), String> {
     let wall_start = Instant::now();
     let mut body_len = 0;
     for _ in 0..cycles {
-        let body = telemetry::schedule::prepare(&cfg, &roots, &ProcessEnv)
+        let body = telemetry::cycle::prepare(&cfg, &roots, &ProcessEnv)
             .map_err(|e| format!("the cycle failed: {e}"))?;
         body_len = std::hint::black_box(body).len();
     }

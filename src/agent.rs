@@ -1,6 +1,7 @@
 //! The agent that `butler-agent run` runs, top to bottom.
 //!
-//! 1. Install the SIGTERM/SIGINT handlers (PID 1 ignores SIGTERM without one).
+//! 1. Install the SIGTERM/SIGINT handlers (PID 1 ignores SIGTERM without one) and the SIGHUP
+//!    one (re-read the config now; never a stop).
 //! 2. Bind and start the health server first, so probes get answers (`/readyz` 503) while
 //!    start-up work runs.
 //! 3. Gather host facts and the instance ID on the blocking pool: they read files and may be
@@ -32,7 +33,13 @@ pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Resu
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
     let mut signals = Signals::install()?;
+    // SIGHUP re-reads the config; installed now so that one during start-up is kept for the
+    // schedule instead of stopping the agent.
+    let hangups = schedule::Hangups::install().map_err(Failure::Signals)?;
     let decision = optout::decide(env.as_ref(), config.butler.anon_telemetry)?;
+    if decision.enabled {
+        telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
+    }
     let (stop, stop_token) = shutdown::stop_channel();
     let readiness = Readiness::new();
 
@@ -85,10 +92,10 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
 
     let scheduler = tokio::spawn(schedule::run(
         schedule::ScheduleContext {
-            source: config.source.clone(),
             initial: config.clone(),
             env,
             roots,
+            hangups,
         },
         stop_token.wait(),
     ));
@@ -186,7 +193,7 @@ fn banner(
 
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
-    let meminfo = std::fs::read_to_string(proc.join("meminfo")).ok()?;
+    let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
     parse_mem_total(&meminfo)
 }
 

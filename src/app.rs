@@ -157,13 +157,14 @@ fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<String, Failu
 /// when telemetry is off (nothing is sent then: the user's choice is honoured, not an error);
 /// fails when it could not be delivered or the privacy guard refused it.
 fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Failure> {
-    use telemetry::{schedule, sender};
+    use telemetry::{cycle, sender};
     let decision = optout::decide(env, cfg.butler.anon_telemetry)?;
     if !decision.enabled {
         return Ok(format!("not sent: telemetry is {}\n", decision.explain()));
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
-    let body = schedule::prepare(cfg, roots, env)?;
+    let body = cycle::prepare(cfg, roots, env)?;
+    sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
     let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
     let delivery = sender::Delivery {
@@ -177,7 +178,7 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
         gave_up: None,
         interrupted: false,
     };
-    schedule::record(&cfg.agent, &destination, &delivery, &body);
+    cycle::record(&cfg.agent, &destination, &delivery, &body);
     let uuid = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["uuid"].as_str().map(str::to_string))

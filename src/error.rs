@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::telemetry::schedule::PrepareError;
+use crate::telemetry::cycle::PrepareError;
 use crate::telemetry::sender::SetupError;
 
 /// Why a command failed.
@@ -44,6 +44,9 @@ pub enum Failure {
     /// No event could be built, or the privacy guard refused it.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
+    /// The CA file setting names an unusable file (checked at start-up).
+    #[error("{0}")]
+    CaFile(SetupError),
     /// The HTTP client could not be built from the settings.
     #[error(transparent)]
     Setup(#[from] SetupError),
@@ -65,7 +68,7 @@ impl Failure {
     /// went away (stdout closed: the output was not wanted any more, as ripgrep treats it).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Failure::Config(_) | Failure::SinkOut { .. } => EXIT_CONFIG,
+            Failure::Config(_) | Failure::SinkOut { .. } | Failure::CaFile(_) => EXIT_CONFIG,
             Failure::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
             _ => EXIT_FAILURE,
         }

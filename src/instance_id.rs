@@ -28,14 +28,14 @@
 //!
 //! Raw inputs stay in this module: [`InstanceId::inputs`] names them and their sources only.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::files;
 use crate::host::syscalls::{DockerEndpoint, EngineIdError};
 use crate::host::{self, HostFacts, RealSyscalls, Roots, Syscalls, machine_id, network};
 
@@ -498,42 +498,27 @@ fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
     host::exists(&sock).then_some(DockerEndpoint::Unix(sock))
 }
 
-/// Reads the secret, or creates it once: 32 random bytes, hex, mode 0600. Creation is atomic
-/// (a temporary file hard-linked into place), so two agents sharing the directory agree.
+/// Reads the secret, or creates it once: 32 random bytes, hex, mode 0600. Creation links a
+/// private temporary file to the final name, which fails when the name exists; winner and
+/// losers alike then read the file back, so agents racing on one directory agree
+/// ([`files::create_once`]).
 pub(crate) fn state_secret(dir: &Path) -> Result<String, String> {
     let path = dir.join(SECRET_FILE);
     if let Some(s) = read_secret(&path)? {
         return Ok(s);
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
-    let secret = hex::encode(bytes);
-    let tmp: PathBuf = dir.join(format!(".{SECRET_FILE}.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(format!("{secret}\n").as_bytes())?;
-        f.sync_all()
-    };
-    let linked = write().and_then(|_| std::fs::hard_link(&tmp, &path));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(secret),
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_secret(&path)?.ok_or_else(|| "secret file vanished".to_string())
-        }
-        Err(e) => Err(format!("cannot write {}: {e}", path.display())),
-    }
+    let candidate = format!("{}\n", hex::encode(bytes));
+    files::create_once(&path, candidate.as_bytes())
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    read_secret(&path)?.ok_or_else(|| format!("{} vanished after creation", path.display()))
 }
 
 fn read_secret(path: &Path) -> Result<Option<String>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
+    match files::read_own(path, files::SECRET_LIMIT) {
+        Ok(bytes) => {
+            let s = String::from_utf8_lossy(&bytes);
             let s = s.trim();
             if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(Some(s.to_ascii_lowercase()))
@@ -544,8 +529,8 @@ fn read_secret(path: &Path) -> Result<Option<String>, String> {
                 ))
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(format!("cannot read {e}")),
     }
 }
 
@@ -606,6 +591,33 @@ mod tests {
             clean_default("4c4c4544-004a-3510-804b-b4c04f4e3432"),
             "4c4c4544-004a-3510-804b-b4c04f4e3432"
         );
+    }
+
+    #[test]
+    fn racing_threads_agree_on_one_secret() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let state = dir.path().join("state");
+            let barrier = std::sync::Barrier::new(12);
+            let secrets: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..12)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            state_secret(&state)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("no panic").expect("a secret"))
+                    .collect()
+            });
+            let on_disk = std::fs::read_to_string(state.join(SECRET_FILE)).expect("written");
+            assert!(secrets.iter().all(|s| s == on_disk.trim()), "{secrets:?}");
+            // Losers leave no temporary file behind.
+            assert_eq!(std::fs::read_dir(&state).expect("exists").count(), 1);
+        }
     }
 
     #[test]

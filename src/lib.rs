@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: Butler's YAML file, the agent's own settings, the environment.
+//! - [`files`]: bounded, non-blocking reads; the agent's own files (0600/0700, atomic,
+//!   never through a symbolic link).
 //! - [`host`]: where the agent runs (OS, VM, container), read below one root path.
 //! - [`instance_id`]: the anonymous, stable instance ID.
 //! - [`telemetry`]: feature flags, the event, the opt-out decision, and delivery (privacy
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod error;
+pub(crate) mod files;
 pub mod health;
 pub mod host;
 pub mod instance_id;

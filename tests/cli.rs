@@ -1,9 +1,10 @@
 //! The real binary, run as a user would: config loading, bad input, exit codes, help.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{NOWHERE, Telemetry};
 
-const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -14,11 +15,11 @@ fn template() -> PathBuf {
 }
 
 /// Runs the agent with a clean environment (so the developer's own variables cannot leak in)
-/// in a fresh working directory.
+/// in a fresh working directory; telemetry, where a command would send, goes nowhere.
 fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = tempdir();
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_clear().current_dir(&dir);
+    let mut cmd = common::agent(Telemetry::To(NOWHERE));
+    cmd.args(args).current_dir(&dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -100,9 +101,8 @@ fn no_file_at_all_runs_on_defaults_and_node_env_file_is_found() {
         "Butler:\n  anonTelemetry: false\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = common::agent(Telemetry::To(NOWHERE))
         .args(["telemetry", "status", "--json"])
-        .env_clear()
         .env("NODE_ENV", "staging")
         .current_dir(&dir)
         .output()

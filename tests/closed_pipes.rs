@@ -3,12 +3,13 @@
 //! closed stderr only loses the log lines: the agent keeps serving, and a failure still exits
 //! with its documented code.
 
+mod common;
+use common::{NOWHERE, Telemetry};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
 
 /// A stream whose reading end is already closed: every write to it fails with EPIPE, as a
 /// pipe's does once its reader has gone.
@@ -22,12 +23,10 @@ fn closed_pipe() -> Stdio {
 /// closed.
 fn with_closed_stdout(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
-    Command::new(BIN)
+    common::agent(Telemetry::Off)
         .args(args)
         .arg("--root")
         .arg(dir.path())
-        .env_clear()
-        .env("DO_NOT_TRACK", "1")
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(closed_pipe())
@@ -63,13 +62,11 @@ fn free_port() -> u16 {
 }
 
 fn spawn_with_closed_stderr(port: u16) -> Child {
-    Command::new(BIN)
+    common::agent(Telemetry::Off)
         .arg("run")
-        .env_clear()
         .env("BUTLER_HEALTH_HOST", "127.0.0.1")
         .env("BUTLER_HEALTH_PORT", port.to_string())
-        .env("DO_NOT_TRACK", "1")
-        .env("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")
+        .env("BUTLER_POSTHOG_HOST", NOWHERE)
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -15,6 +15,7 @@ use butler_agent::config::{LoadedConfig, MapEnv};
 use butler_agent::host::Roots;
 use butler_agent::shutdown;
 use butler_agent::sink::{self, capture};
+use butler_agent::telemetry::cycle;
 use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
 use butler_agent::telemetry::schedule::{self, ScheduleContext};
 use butler_agent::telemetry::sender::{self, HttpTransport, Transport};
@@ -210,8 +211,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body =
-        schedule::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let before = sender::sent_at_millis(std::time::SystemTime::now());
     let tried = t.send(&body).await;
@@ -251,7 +251,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     );
 
     // PostHog's own rules accept it, and the fields have the types capture expects.
-    let accepted = capture::accept(&seen.body, capture::PAYLOAD_LIMIT).expect("capture accepts");
+    let accepted = capture::accept(&seen.body, capture::WIRE_LIMIT).expect("capture accepts");
     assert_eq!(accepted.len(), 1);
     let e = &accepted[0].event;
     assert_eq!(accepted[0].token, butler_agent::config::DEFAULT_POSTHOG_KEY);
@@ -282,7 +282,7 @@ async fn delivers_to_the_sink() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = schedule::prepare(&cfg, &Roots::at(tree.path()), &env).unwrap();
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env).unwrap();
     let d = deliver_to_body(&cfg, &body).await;
     assert!(d.delivered(), "{d:?}");
     let got = events.recv().await.unwrap();
@@ -435,10 +435,10 @@ async fn schedule_delivers_audits_and_stops() {
     ]);
     let tree = host_tree();
     let ctx = ScheduleContext {
-        source: butler_agent::config::ConfigSource::Defaults,
         initial: config(&env),
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
+        hangups: schedule::Hangups::none(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
@@ -491,10 +491,10 @@ async fn schedule_opens_no_socket_when_off() {
     ]);
     let tree = host_tree();
     let ctx = ScheduleContext {
-        source: butler_agent::config::ConfigSource::Defaults,
         initial: config(&env),
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
+        hangups: schedule::Hangups::none(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
@@ -542,14 +542,19 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     ]);
     let tree = host_tree();
     let roots = Roots::at(tree.path());
-    let mut runner = schedule::Runner::new(config(&env));
+    let mut runner = cycle::Runner::new(config(&env));
+    let inputs = cycle::Inputs {
+        env: Arc::new(env.clone()),
+        roots: roots.clone(),
+        limit: cycle::CYCLE_TIME_LIMIT,
+    };
     for _ in 0..5 {
         let out = runner
-            .cycle(&env, &roots, std::future::pending(), HttpTransport::new)
+            .cycle(&inputs, std::future::pending(), HttpTransport::new)
             .await;
         assert_eq!(
             out,
-            schedule::CycleOutcome::Sent {
+            cycle::CycleOutcome::Sent {
                 delivered: false,
                 attempts: 1,
                 interrupted: false
@@ -562,11 +567,11 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let (stop, stop_rx) = shutdown::stop_channel();
     tokio::spawn(sink::serve(l, sink::Output::default(), stop_rx.wait()));
     let out = runner
-        .cycle(&env, &roots, std::future::pending(), HttpTransport::new)
+        .cycle(&inputs, std::future::pending(), HttpTransport::new)
         .await;
     assert_eq!(
         out,
-        schedule::CycleOutcome::Sent {
+        cycle::CycleOutcome::Sent {
             delivered: true,
             attempts: 1,
             interrupted: false

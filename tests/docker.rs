@@ -1,13 +1,19 @@
 //! The image in real containers: health, the probe, `docker stop`, container detection, what the
 //! sink receives, the instance ID across re-creation, `--read-only`, non-root, the compose stack.
 //!
-//! These tests need a Docker engine. When `docker info` fails they print a loud `SKIPPED` line
-//! and pass, unless `BUTLER_REQUIRE_DOCKER=1` is set (CI sets it), which makes a missing engine a
-//! failure. The image is built once per test run with `scripts/build-image` (a few minutes the
-//! first time); `BUTLER_TEST_IMAGE=name:tag` uses an image built beforehand instead.
+//! These tests need a Docker engine. When `docker info` fails, each one is reported as ignored
+//! with the reason (this file has its own harness, libtest-mimic, to decide that at run time),
+//! unless `BUTLER_REQUIRE_DOCKER=1` is set (CI sets it), which makes a missing engine a failure.
+//! The image is built once per run with `scripts/build-image` (a few minutes the first time)
+//! under a tag of its own, `butler-agent:test-<pid>`, and removed when the run ends;
+//! `BUTLER_TEST_IMAGE=name:tag` uses an image built beforehand instead (and keeps it).
 //!
-//! Every test names its containers, networks and volumes uniquely and removes them in a `Drop`
-//! guard, so a failing test leaves nothing behind.
+//! Every container comes from `common::docker_run`: telemetry off, or sent to a sink container
+//! on a network the test created. Every test names its containers, networks and volumes
+//! uniquely and removes them in a `Drop` guard, so a failing test leaves nothing behind.
+
+mod common;
+use common::{Telemetry, docker_run};
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -17,25 +23,97 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;
 
 const REQUIRE_VAR: &str = "BUTLER_REQUIRE_DOCKER";
 const IMAGE_VAR: &str = "BUTLER_TEST_IMAGE";
-const DEFAULT_IMAGE: &str = "butler-agent:latest";
+
+type Test = fn(&str);
+
+const TESTS: &[(&str, Test)] = &[
+    (
+        "image_is_small_and_configured_for_scratch",
+        image_is_small_and_configured_for_scratch,
+    ),
+    ("container_becomes_healthy", container_becomes_healthy),
+    (
+        "probe_fails_with_a_clear_line_when_the_agent_is_down",
+        probe_fails_with_a_clear_line_when_the_agent_is_down,
+    ),
+    (
+        "docker_stop_is_quick_and_clean",
+        docker_stop_is_quick_and_clean,
+    ),
+    (
+        "host_json_detects_docker_with_any_cgroup_namespace",
+        host_json_detects_docker_with_any_cgroup_namespace,
+    ),
+    (
+        "sink_receives_an_event_without_identifying_data",
+        sink_receives_an_event_without_identifying_data,
+    ),
+    (
+        "state_volume_keeps_the_instance_id",
+        state_volume_keeps_the_instance_id,
+    ),
+    (
+        "without_volume_or_machine_id_the_id_changes_and_a_warning_says_why",
+        without_volume_or_machine_id_the_id_changes_and_a_warning_says_why,
+    ),
+    (
+        "read_only_root_and_other_non_root_users_work",
+        read_only_root_and_other_non_root_users_work,
+    ),
+    (
+        "compose_stack_comes_up_healthy_and_the_sink_gets_an_event",
+        compose_stack_comes_up_healthy_and_the_sink_gets_an_event,
+    ),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = TESTS
+        .iter()
+        .map(|&(name, test)| {
+            Trial::ignorable_test(name, move || match image() {
+                Image::Ready { tag, .. } => {
+                    test(tag);
+                    Ok(Completion::Completed)
+                }
+                Image::NoEngine(why) => Ok(Completion::ignored_with(why)),
+                Image::Broken(e) => Err(Failed::from(e)),
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    remove_built_image();
+    conclusion.exit();
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Writes past the test harness's output capture, so a skip is visible in `cargo test` output.
+/// Writes past the test harness's output capture.
 fn loud(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The image to test, built once; `None` when there is no engine and that is allowed.
-fn image() -> Option<&'static str> {
-    static IMAGE: OnceLock<Result<Option<String>, String>> = OnceLock::new();
-    let result = IMAGE.get_or_init(|| {
+/// The image the tests run, decided once per run.
+enum Image {
+    /// `built`: made by this run (and removed at its end), not given by `BUTLER_TEST_IMAGE`.
+    Ready { tag: &'static str, built: bool },
+    /// No engine, and that is allowed: the tests are ignored, for this reason.
+    NoEngine(String),
+    /// No engine although one is required, or the build failed.
+    Broken(String),
+}
+
+static IMAGE: OnceLock<Image> = OnceLock::new();
+
+fn image() -> &'static Image {
+    IMAGE.get_or_init(|| {
         let info = Command::new("docker")
             .args(["info", "--format", "{{.ServerVersion}}"])
             .output();
@@ -46,37 +124,54 @@ fn image() -> Option<&'static str> {
         };
         if let Err(why) = engine {
             if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-                return Err(format!(
+                return Image::Broken(format!(
                     "no Docker engine ({why}) and {REQUIRE_VAR}=1 requires one"
                 ));
             }
-            loud(&format!(
-                "\n==== SKIPPED: no Docker engine ({why}); the tests in tests/docker.rs did not run. \
-                 Set {REQUIRE_VAR}=1 to make this a failure. ====\n"
+            return Image::NoEngine(format!(
+                "no Docker engine ({why}); {REQUIRE_VAR}=1 makes this a failure"
             ));
-            return Ok(None);
         }
         if let Ok(img) = std::env::var(IMAGE_VAR) {
-            return Ok(Some(img));
+            return Image::Ready {
+                tag: img.leak(),
+                built: false,
+            };
         }
-        loud("tests/docker.rs: building the image with scripts/build-image ...");
+        // A tag of the tests' own: never the user's butler-agent image.
+        let tag = format!("butler-agent:test-{}", std::process::id());
+        loud(&format!(
+            "tests/docker.rs: building {tag} with scripts/build-image ..."
+        ));
         let out = Command::new(repo().join("scripts/build-image"))
-            .args(["--tag", DEFAULT_IMAGE])
+            .args(["--tag", &tag])
             .current_dir(repo())
             .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run scripts/build-image: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
+            .output();
+        match out {
+            Err(e) => Image::Broken(format!("cannot run scripts/build-image: {e}")),
+            Ok(o) if !o.status.success() => Image::Broken(format!(
                 "scripts/build-image failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Ok(_) => Image::Ready {
+                tag: tag.leak(),
+                built: true,
+            },
+        }
+    })
+}
+
+/// Removes the image this run built (its containers are gone by now).
+fn remove_built_image() {
+    if let Some(Image::Ready { tag, built: true }) = IMAGE.get() {
+        let out = docker(&["image", "rm", tag]);
+        if !out.status.success() {
+            loud(&format!(
+                "tests/docker.rs: could not remove {tag}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        Ok(Some(DEFAULT_IMAGE.to_string()))
-    });
-    match result {
-        Ok(img) => img.as_deref(),
-        Err(e) => panic!("{e}"),
     }
 }
 
@@ -87,6 +182,19 @@ fn docker(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("docker runs (the engine answered `docker info`)")
+}
+
+/// Runs docker with owned arguments (from `docker_run`).
+fn docker_args(args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args)
+}
+
+/// Starts a container of the image (see `common::docker_run`); returns trimmed stdout.
+fn run_ok(telemetry: Telemetry, options: &[&str], img: &str, args: &[&str]) -> String {
+    let all = docker_run(telemetry, options, img, args);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    docker_ok(&all)
 }
 
 /// Runs docker and returns trimmed stdout; panics with stderr when it fails.
@@ -218,9 +326,7 @@ fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     }
 }
 
-#[test]
-fn image_is_small_and_configured_for_scratch() {
-    let Some(img) = image() else { return };
+fn image_is_small_and_configured_for_scratch(img: &str) {
     let size: u64 = docker_ok(&["image", "inspect", "--format", "{{.Size}}", img])
         .parse()
         .expect("image size is a number");
@@ -259,13 +365,16 @@ fn image_is_small_and_configured_for_scratch() {
     assert_eq!(config["Labels"]["org.opencontainers.image.licenses"], "MIT");
 }
 
-#[test]
-fn container_becomes_healthy() {
-    let Some(img) = image() else { return };
+fn container_becomes_healthy(img: &str) {
     let mut c = Cleanup::default();
     let name = c.container("healthy");
     // The image's HEALTHCHECK command, polled every second instead of every 12 s.
-    docker_ok(&["run", "-d", "--name", &name, "--health-interval=1s", img]);
+    run_ok(
+        Telemetry::Off,
+        &["-d", "--name", &name, "--health-interval=1s"],
+        img,
+        &[],
+    );
     wait_for(
         "the container to become healthy",
         Duration::from_secs(30),
@@ -286,24 +395,25 @@ fn container_becomes_healthy() {
     assert!(log.contains("Running in Docker : true"), "{log}");
 }
 
-#[test]
-fn probe_fails_with_a_clear_line_when_the_agent_is_down() {
-    let Some(img) = image() else { return };
+fn probe_fails_with_a_clear_line_when_the_agent_is_down(img: &str) {
     let mut c = Cleanup::default();
     let name = c.container("down");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "-e",
-        "BUTLER_HEALTH_ENABLE=false",
-        "--health-interval=1s",
-        "--health-retries=1",
-        // Failures inside the image's 30 s start period do not count; shorten it.
-        "--health-start-period=1s",
+    run_ok(
+        Telemetry::Off,
+        &[
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            "BUTLER_HEALTH_ENABLE=false",
+            "--health-interval=1s",
+            "--health-retries=1",
+            // Failures inside the image's 30 s start period do not count; shorten it.
+            "--health-start-period=1s",
+        ],
         img,
-    ]);
+        &[],
+    );
     let out = docker(&["exec", &name, "/healthcheck"]);
     let line = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{line}");
@@ -320,12 +430,10 @@ fn probe_fails_with_a_clear_line_when_the_agent_is_down() {
     );
 }
 
-#[test]
-fn docker_stop_is_quick_and_clean() {
-    let Some(img) = image() else { return };
+fn docker_stop_is_quick_and_clean(img: &str) {
     let mut c = Cleanup::default();
     let name = c.container("stop");
-    docker_ok(&["run", "-d", "--name", &name, img]);
+    run_ok(Telemetry::Off, &["-d", "--name", &name], img, &[]);
     wait_ready(&name);
     let started = Instant::now();
     docker_ok(&["stop", &name]);
@@ -338,14 +446,16 @@ fn docker_stop_is_quick_and_clean() {
     assert!(log.contains("stopped"), "{log}");
 }
 
-#[test]
-fn host_json_detects_docker_with_any_cgroup_namespace() {
-    let Some(img) = image() else { return };
+fn host_json_detects_docker_with_any_cgroup_namespace(img: &str) {
     for extra in [None, Some("--cgroupns=host"), Some("--cgroupns=private")] {
-        let mut args = vec!["run", "--rm"];
-        args.extend(extra);
-        args.extend([img, "host", "--json"]);
-        let out = docker(&args);
+        let mut options = vec!["--rm"];
+        options.extend(extra);
+        let out = docker_args(&docker_run(
+            Telemetry::Off,
+            &options,
+            img,
+            &["host", "--json"],
+        ));
         let stderr = String::from_utf8_lossy(&out.stderr);
         if extra == Some("--cgroupns=private") && stderr.contains("cgroup namespaces") {
             // Engines on hosts without cgroup namespace support refuse the flag itself.
@@ -359,42 +469,45 @@ fn host_json_detects_docker_with_any_cgroup_namespace() {
     }
 }
 
-#[test]
-fn sink_receives_an_event_without_identifying_data() {
-    let Some(img) = image() else { return };
+fn sink_receives_an_event_without_identifying_data(img: &str) {
     let mut c = Cleanup::default();
     let net = c.network("net");
     let sink = c.container("sink");
     let agent = c.container("agent");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &sink,
-        "--network",
-        &net,
-        "--network-alias",
-        "sink",
+    run_ok(
+        Telemetry::Off,
+        &[
+            "-d",
+            "--name",
+            &sink,
+            "--network",
+            &net,
+            "--network-alias",
+            "sink",
+        ],
         img,
-        "sink",
-        "--listen",
-        "0.0.0.0:8080",
-        "--out",
-        "/data/events.jsonl",
-    ]);
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &agent,
-        "--network",
-        &net,
-        "-e",
-        "BUTLER_POSTHOG_HOST=http://sink:8080",
-        "-e",
-        "BUTLER_TELEMETRY_START_DELAY=1s",
+        &[
+            "sink",
+            "--listen",
+            "0.0.0.0:8080",
+            "--out",
+            "/data/events.jsonl",
+        ],
+    );
+    run_ok(
+        Telemetry::To("http://sink:8080"),
+        &[
+            "-d",
+            "--name",
+            &agent,
+            "--network",
+            &net,
+            "-e",
+            "BUTLER_TELEMETRY_START_DELAY=1s",
+        ],
         img,
-    ]);
+        &[],
+    );
     let dir = tempdir();
     let events_file = dir.join("events.jsonl");
     let events = wait_for(
@@ -453,10 +566,9 @@ fn tempdir() -> PathBuf {
 
 /// `butler-agent id` in a fresh container; returns (id, stderr).
 fn id_in_new_container(img: &str, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["run", "--rm"];
-    args.extend(extra);
-    args.extend([img, "id"]);
-    let out = docker(&args);
+    let mut options = vec!["--rm"];
+    options.extend(extra);
+    let out = docker_args(&docker_run(Telemetry::Off, &options, img, &["id"]));
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "butler-agent id failed: {stderr}");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -467,9 +579,7 @@ fn id_in_new_container(img: &str, extra: &[&str]) -> (String, String) {
     (id, stderr)
 }
 
-#[test]
-fn state_volume_keeps_the_instance_id() {
-    let Some(img) = image() else { return };
+fn state_volume_keeps_the_instance_id(img: &str) {
     let mut c = Cleanup::default();
     let vol = c.volume("state");
     let mount = format!("{vol}:/data");
@@ -481,9 +591,7 @@ fn state_volume_keeps_the_instance_id() {
     assert_eq!(first, third);
 }
 
-#[test]
-fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
-    let Some(img) = image() else { return };
+fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why(img: &str) {
     // Each `docker run` without -v gets a fresh anonymous volume at /data: a new secret, a new ID.
     // The agent sees the anonymous volume in its mountinfo and says so.
     let (first, warn) = id_in_new_container(img, &[]);
@@ -503,15 +611,12 @@ fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
     // container is created while the first still holds its address, as after a re-deploy.
     let mut c = Cleanup::default();
     let holder = c.container("noid");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &holder,
-        "-e",
-        "BUTLER_STATE_DIR=",
+    run_ok(
+        Telemetry::Off,
+        &["-d", "--name", &holder, "-e", "BUTLER_STATE_DIR="],
         img,
-    ]);
+        &[],
+    );
     let held = docker_ok(&["exec", &holder, "/butler-agent", "id"]);
     let (other, warn) = id_in_new_container(img, &["-e", "BUTLER_STATE_DIR="]);
     assert_ne!(
@@ -524,34 +629,38 @@ fn without_volume_or_machine_id_the_id_changes_and_a_warning_says_why() {
     );
 }
 
-#[test]
-fn read_only_root_and_other_non_root_users_work() {
-    let Some(img) = image() else { return };
+fn read_only_root_and_other_non_root_users_work(img: &str) {
     let mut c = Cleanup::default();
     let default_user = c.container("ro");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &default_user,
-        "--read-only",
-        "--cap-drop=ALL",
-        "--security-opt=no-new-privileges",
-        "--health-interval=1s",
+    run_ok(
+        Telemetry::Off,
+        &[
+            "-d",
+            "--name",
+            &default_user,
+            "--read-only",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--health-interval=1s",
+        ],
         img,
-    ]);
+        &[],
+    );
     let other_user = c.container("uid");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &other_user,
-        "--read-only",
-        "--user",
-        "4242:4242",
-        "--health-interval=1s",
+    run_ok(
+        Telemetry::Off,
+        &[
+            "-d",
+            "--name",
+            &other_user,
+            "--read-only",
+            "--user",
+            "4242:4242",
+            "--health-interval=1s",
+        ],
         img,
-    ]);
+        &[],
+    );
     for name in [&default_user, &other_user] {
         wait_for(
             &format!("{name} to become healthy"),
@@ -597,18 +706,23 @@ fn compose_command() -> Option<Vec<String>> {
     }
 }
 
-#[test]
-fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event() {
-    let Some(img) = image() else { return };
-    assert_eq!(
-        img, DEFAULT_IMAGE,
-        "docker-compose.yml names {DEFAULT_IMAGE}"
-    );
+fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event(img: &str) {
     let Some(compose) = compose_command() else {
         panic!("a Docker engine answers but neither `docker compose` nor `docker-compose` runs");
     };
     let project = unique("compose").replace('-', "");
-    let mut base: Vec<String> = compose.clone();
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // Through `env`, so `down` in the cleanup sees the same variables: the tests' own image
+    // (never the one a user builds) and a free health port.
+    let mut base: Vec<String> = vec![
+        "env".into(),
+        format!("BUTLER_IMAGE={img}"),
+        format!("AGENT_HEALTH_PORT={free_port}"),
+    ];
+    base.extend(compose);
     base.extend([
         "-p".into(),
         project,
@@ -617,15 +731,10 @@ fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event() {
     ]);
     let mut cleanup = Cleanup::default();
     cleanup.compose = Some((base.clone(), repo().to_path_buf()));
-    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let run = |args: &[&str]| {
         let out = Command::new(&base[0])
             .args(&base[1..])
             .args(args)
-            .env("AGENT_HEALTH_PORT", free_port.to_string())
             .current_dir(repo())
             .stdin(Stdio::null())
             .output()
@@ -637,6 +746,18 @@ fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event() {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
+    // Before anything starts: both services use the tests' image, and the agent sends to the
+    // sink service, never to PostHog.
+    let config: Value = serde_saphyr::from_str(&run(&["config"])).expect("compose config is YAML");
+    for service in ["agent", "sink"] {
+        assert_eq!(config["services"][service]["image"], img, "{config}");
+    }
+    let env = &config["services"]["agent"]["environment"];
+    let dest = env["BUTLER_POSTHOG_HOST"].as_str().unwrap_or_default();
+    assert!(
+        dest == "http://sink:8080" && common::is_local(dest),
+        "the compose agent sends to {dest:?}: {env}"
+    );
     run(&["up", "-d"]);
     let agent = run(&["ps", "-q", "agent"]);
     let sink = run(&["ps", "-q", "sink"]);

@@ -1,24 +1,24 @@
 //! `butler-agent run` as a process: the health server comes up, `/readyz` turns 200, the banner
 //! is logged, SIGTERM and SIGINT end it with exit code 0, and a taken port is a clear error.
 
+mod common;
+use common::{NOWHERE, Telemetry};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
-
 /// Starts the agent on a loopback port chosen by the OS, with telemetry off (nothing is sent
 /// anywhere) and a clean environment.
 fn spawn_agent(extra_env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::agent(Telemetry::Off);
     cmd.arg("run")
-        .env_clear()
         .env("BUTLER_HEALTH_HOST", "127.0.0.1")
         .env("BUTLER_HEALTH_PORT", "0")
-        .env("DO_NOT_TRACK", "1")
-        .env("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")
+        // Were telemetry turned on by a later variable, it would still go nowhere.
+        .env("BUTLER_POSTHOG_HOST", NOWHERE)
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

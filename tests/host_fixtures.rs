@@ -3,6 +3,9 @@
 //! variables the case needs (its `env` file), so nothing leaks in from the machine running
 //! the tests. Also compares the real machine with `systemd-detect-virt` where it is installed.
 
+mod common;
+use common::Telemetry;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,8 +40,7 @@ fn case_env(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn host_json(root: &Path, env: &[(String, String)]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_butler-agent"))
-        .env_clear()
+    let out = common::agent(Telemetry::Off)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--root")
         .arg(root)
@@ -124,8 +126,7 @@ fn a_missing_root_is_unknown_not_an_error() {
 
 #[test]
 fn readable_table_names_the_rule_beside_each_fact() {
-    let out = Command::new(env!("CARGO_BIN_EXE_butler-agent"))
-        .env_clear()
+    let out = common::agent(Telemetry::Off)
         .arg("--root")
         .arg(fixtures().join("aws-metal/root"))
         .arg("host")

@@ -2,10 +2,10 @@
 //! `id` is stable and differs per host, and `id --explain` names inputs, never values.
 
 mod common;
-use common::copy_dir;
+use common::{NOWHERE, Telemetry, copy_dir};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const QRS_HOST: &str = "qrs-private-host.example.internal";
 const HOST_MACHINE_ID: &str = "0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a";
@@ -39,8 +39,7 @@ fn config(dir: &Path, state: &Path) -> PathBuf {
 }
 
 fn run(root: &Path, cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_butler-agent"))
-        .env_clear()
+    let out = common::agent(Telemetry::To(NOWHERE))
         .envs(env.iter().copied())
         .arg("--root")
         .arg(root)

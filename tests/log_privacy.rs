@@ -4,7 +4,7 @@
 //! nor the debug and trace logs may contain any of them. Telemetry goes to a local sink only.
 
 mod common;
-use common::copy_dir;
+use common::{Telemetry, copy_dir};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -125,11 +125,9 @@ fn setup() -> Setup {
 }
 
 fn command(s: &Setup, level: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_butler-agent"));
-    c.env_clear()
-        .env("BUTLER_LOG_LEVEL", level)
+    let mut c = common::agent(Telemetry::To(&s.capture));
+    c.env("BUTLER_LOG_LEVEL", level)
         .env("DOCKER_HOST", "unix:///docker.sock")
-        .env("BUTLER_POSTHOG_HOST", &s.capture)
         .arg("--root")
         .arg(&s.root)
         .arg("--config")

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use robust_support::common::{self, Telemetry};
 use robust_support::{Agent, Prober, Summary};
 
 const CLASS: &str = "filesystem-faults";
@@ -70,6 +71,13 @@ fn host_tree(dir: &Path, container: bool) -> String {
     std::fs::create_dir_all(root.join("etc")).expect("create the host tree");
     if container {
         std::fs::write(root.join(".dockerenv"), "").expect("write /.dockerenv");
+        // A /.dockerenv counts only with container evidence: an overlay root file system.
+        std::fs::create_dir_all(root.join("proc/self")).expect("create the host tree");
+        std::fs::write(
+            root.join("proc/self/mountinfo"),
+            "1 0 0:42 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n",
+        )
+        .expect("write mountinfo");
     }
     std::fs::write(
         root.join("etc/os-release"),
@@ -131,7 +139,12 @@ fn config_file_replaced_by_a_directory() {
     .expect("write the config");
     let config_arg = format!("--config={}", config.display());
     let root_arg = host_tree(dir.path(), false);
-    let mut agent = Agent::start(&[&config_arg, &root_arg], &[], dir.path());
+    let mut agent = Agent::start_with(
+        Telemetry::Config(&config),
+        &[&config_arg, &root_arg],
+        &[],
+        dir.path(),
+    );
     let prober = Prober::start(agent.health, Duration::from_millis(100));
     agent.wait_log("Telemetry         : on", Duration::from_secs(10));
     std::fs::remove_file(&config).expect("remove the config file");
@@ -196,7 +209,7 @@ fn run_with_state_dir(
                 .env("BUTLER_HEALTH_HOST", "127.0.0.1")
                 .env("BUTLER_HEALTH_PORT", "0")
                 .env("BUTLER_LOG_FORMAT", "json")
-                .envs(env.iter().copied())
+                .envs(common::checked_env(&env))
                 .current_dir(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

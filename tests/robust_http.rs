@@ -672,9 +672,8 @@ fn the_sink_answers_its_health_under_1000_idle_connections() {
         "the_sink_answers_its_health_under_1000_idle_connections",
     );
     raise_fd_limit();
-    let mut cmd = std::process::Command::new(robust_support::BIN);
+    let mut cmd = robust_support::common::agent(robust_support::common::Telemetry::Off);
     cmd.args(["sink", "--listen", "127.0.0.1:0"])
-        .env_clear()
         .env("BUTLER_LOG_LEVEL", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -1,14 +1,15 @@
 //! The real binary end to end: `butler-agent sink` receiving from `butler-agent telemetry send`,
 //! directly and through a local proxy, and sending nothing when telemetry is off.
 
+mod common;
+use common::{NOWHERE, Telemetry};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
 
 /// A running `butler-agent sink`, killed on drop.
 struct Sink {
@@ -25,7 +26,7 @@ impl Drop for Sink {
 }
 
 fn start_sink(out: Option<&std::path::Path>) -> Sink {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::agent(Telemetry::Off);
     cmd.args(["sink", "--listen", "127.0.0.1:0"])
         .env("NO_COLOR", "1")
         .env("BUTLER_LOG_LEVEL", "info")
@@ -63,13 +64,16 @@ fn start_sink(out: Option<&std::path::Path>) -> Sink {
     }
 }
 
-/// `butler-agent telemetry send` with a clean environment plus `vars`.
+/// `butler-agent telemetry send` with a clean environment plus `vars`; the destination
+/// (`BUTLER_POSTHOG_HOST` in `vars`, else nowhere) must be on this machine.
 fn send(vars: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["telemetry", "send"])
-        .env_clear()
-        .env("NO_COLOR", "1");
-    for (k, v) in vars {
+    let host = vars
+        .iter()
+        .find(|(k, _)| *k == "BUTLER_POSTHOG_HOST")
+        .map_or(NOWHERE, |(_, v)| *v);
+    let mut cmd = common::agent(Telemetry::To(host));
+    cmd.args(["telemetry", "send"]).env("NO_COLOR", "1");
+    for (k, v) in vars.iter().filter(|(k, _)| *k != "BUTLER_POSTHOG_HOST") {
         cmd.env(k, v);
     }
     cmd.output().expect("the binary runs")
@@ -122,11 +126,9 @@ fn send_delivers_to_the_sink_which_prints_and_appends() {
     assert_eq!(audited["event"], printed);
 
     // `telemetry status` now shows the attempt; the --json keys others read are unchanged.
-    let st = Command::new(BIN)
+    let st = common::agent(Telemetry::To(&host))
         .args(["telemetry", "status", "--json"])
-        .env_clear()
         .env("BUTLER_STATE_DIR", state.to_str().unwrap())
-        .env("BUTLER_POSTHOG_HOST", &host)
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
@@ -135,9 +137,8 @@ fn send_delivers_to_the_sink_which_prints_and_appends() {
     assert_eq!(v["destination"], format!("{host}/i/v0/e/"));
     assert_eq!(v["lastAttempt"]["result"], "delivered");
     assert_eq!(v["lastAttempt"]["httpStatus"], 200);
-    let st = Command::new(BIN)
+    let st = common::agent(Telemetry::To(&host))
         .args(["telemetry", "status"])
-        .env_clear()
         .env("BUTLER_STATE_DIR", state.to_str().unwrap())
         .output()
         .unwrap();
@@ -378,10 +379,9 @@ fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) ->
     for (n, v) in headers {
         r.push_str(&format!("{n}: {v}\r\n"));
     }
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
+    if !headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    }) {
         r.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     r.push_str("\r\n");
@@ -544,21 +544,30 @@ fn table() -> Vec<Row> {
             "",
             ROUTER,
         ),
+        // The CORS layer answers every OPTIONS before capture's handlers see it.
         row(
             "OPTIONS",
             request("OPTIONS", "/i/v0/e/", &[], b""),
             200,
-            JSON,
-            OK,
-            ENDPOINT,
+            None,
+            "",
+            ROUTER,
         ),
         row(
             "OPTIONS batch",
             request("OPTIONS", "/batch", &[], b""),
             200,
-            JSON,
-            OK,
-            ENDPOINT,
+            None,
+            "",
+            ROUTER,
+        ),
+        row(
+            "OPTIONS on no route",
+            request("OPTIONS", "/nowhere", &[], b""),
+            200,
+            None,
+            "",
+            ROUTER,
         ),
         row(
             "CORS preflight",
@@ -1047,12 +1056,47 @@ fn table() -> Vec<Row> {
         row("cookieless mode", post("/e/", &ev(r#","properties":{"$cookieless_mode":true}"#)), 200, JSON, OK, EVENT),
     ]);
     // Size.
+    // One wire cap of 20 MiB on every event route, declared or streamed (decided by
+    // rust/capture/src/extractors.rs; rust/capture/tests/integration_wire_body_limits.rs).
+    let too_big = "maximum event size exceeded: Request body exceeds limit of 20971520 bytes";
+    let over = 20 * 1024 * 1024 + 1;
+    let mut chunked = format!("{over:x}\r\n").into_bytes();
+    chunked.extend(std::iter::repeat_n(b' ', over));
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    rows.extend([
+        row(
+            "declared body over the wire cap",
+            request(
+                "POST",
+                "/i/v0/e/",
+                &[("Content-Length", &over.to_string())],
+                b"{",
+            ),
+            413,
+            TEXT,
+            too_big,
+            EXTRACT,
+        ),
+        row(
+            "streamed body over the wire cap",
+            request("POST", "/e/", &[("Transfer-Encoding", "chunked")], &chunked),
+            413,
+            TEXT,
+            too_big,
+            EXTRACT,
+        ),
+    ]);
+    // Under the cap on an event route (the old 2 MiB event-route cap is gone).
+    let padded = ev(&format!(
+        r#","properties":{{"pad":"{}"}}"#,
+        "a".repeat(4 * 1024 * 1024)
+    ));
     rows.push(row(
-        "body over the limit",
-        request("POST", "/i/v0/e/", &[("Content-Length", "104857601")], b"{"),
-        413,
-        TEXT,
-        "maximum event size exceeded: Request body exceeds limit of 104857600 bytes",
+        "4 MiB event",
+        post("/i/v0/e/", &padded),
+        200,
+        JSON,
+        OK,
         EXTRACT,
     ));
     rows
@@ -1150,6 +1194,14 @@ fn sink_cors_head_and_health() {
         refused.header("access-control-allow-origin"),
         Some("https://c.example")
     );
+    // A plain OPTIONS is a preflight too.
+    let plain = exchange(a, &request("OPTIONS", "/e/", &[], b""));
+    assert_eq!((plain.status, plain.body.len()), (200, 0));
+    assert_eq!(
+        plain.header("access-control-allow-methods"),
+        Some("GET,POST,OPTIONS")
+    );
+    assert_eq!(plain.header("access-control-allow-origin"), None);
     let put = exchange(a, &request("PUT", "/e/", &[], b""));
     assert_eq!(put.header("allow"), Some("POST,GET,HEAD,OPTIONS"));
     let head = exchange(a, &request("HEAD", "/", &[], b""));
@@ -1187,7 +1239,7 @@ fn sink_refuses_a_gzip_bomb() {
 
 #[test]
 fn sink_refuses_a_bad_listen_address_or_out_file() {
-    let o = Command::new(BIN)
+    let o = common::agent(Telemetry::Off)
         .args([
             "sink",
             "--listen",
@@ -1200,7 +1252,7 @@ fn sink_refuses_a_bad_listen_address_or_out_file() {
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     assert!(text(&o).contains("--out"), "{}", text(&o));
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
-    let o = Command::new(BIN)
+    let o = common::agent(Telemetry::Off)
         .args(["sink", "--listen", &busy.local_addr().unwrap().to_string()])
         .output()
         .unwrap();

@@ -29,7 +29,7 @@ pub(crate) const AGENT_KEY: &str = "butlerAgent";
 
 /// Larger config files are refused before parsing. Butler's full template is about 80 KB;
 /// 4 MiB leaves room for any real config while keeping memory bounded.
-pub(crate) const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = crate::files::CONFIG_LIMIT.bytes;
 
 /// Where the config came from, for logs and `telemetry status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,17 +170,13 @@ struct ButlerSection {
 }
 
 /// `Butler.dockerHealthCheck`: reported as a feature; checked because a wrong type here is
-/// almost certainly a broken file. Its values do not steer the agent.
+/// almost certainly a broken file; a change is named when the config is re-read.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
-#[allow(
-    dead_code,
-    reason = "deserialized to check the types; the values are not used"
-)]
-struct DockerHealthCheck {
+pub(crate) struct DockerHealthCheck {
     #[serde(default)]
-    enable: Option<bool>,
+    pub(crate) enable: Option<bool>,
     #[serde(default)]
-    port: Option<settings::Port>,
+    pub(crate) port: Option<settings::Port>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -194,6 +190,8 @@ struct ConfigQrs {
 pub struct ButlerKeys {
     /// `Butler.anonTelemetry`.
     pub(crate) anon_telemetry: Option<bool>,
+    /// `Butler.dockerHealthCheck`.
+    pub(crate) docker_health_check: DockerHealthCheck,
     /// `Butler.configQRS.host`: part of the instance ID, and never sent.
     pub(crate) qrs_host: Option<String>,
 }
@@ -283,37 +281,23 @@ impl ReadError {
 }
 
 fn read_capped(path: &Path) -> Result<String, ReadError> {
-    use std::io::Read;
+    use crate::files::{self, Follow, ReadError as FileError};
     let fail = |msg: String, hint: &str| ReadError(ConfigError::file("", msg).with_hint(hint));
-    let file = std::fs::File::open(path).map_err(|e| {
-        fail(
-            format!("cannot open the file: {e}"),
-            "check the path given by --config, BUTLER_CONFIG or NODE_ENV, and that the file is readable",
-        )
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| fail(format!("cannot read the file: {e}"), "check permissions"))?;
-    if meta.is_dir() {
-        return Err(fail(
-            "this is a directory, not a file".into(),
+    let buf = files::read_capped(path, files::CONFIG_LIMIT, Follow::Yes).map_err(|e| match e {
+        FileError::NotRegular { .. } => fail(
+            e.reason(),
             "point the config setting at Butler's YAML file, e.g. config/production.yaml",
-        ));
-    }
-    let mut buf = Vec::new();
-    // Read one byte past the cap so an oversized file is detected without reading it all.
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| fail(format!("cannot read the file: {e}"), "check permissions"))?;
-    if buf.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(fail(
-            format!(
-                "the file is larger than {} MiB",
-                MAX_CONFIG_BYTES / 1024 / 1024
-            ),
+        ),
+        FileError::TooLarge { .. } => fail(
+            e.reason(),
             "a Butler config is normally under 100 KB; point the agent at the right file",
-        ));
-    }
+        ),
+        FileError::NotFound(_) | FileError::Io { .. } => fail(
+            format!("cannot open the file: {}", e.reason()),
+            "check the path given by --config, BUTLER_CONFIG or NODE_ENV, and that the file is readable",
+        ),
+        FileError::Symlink(_) => fail(e.reason(), "check permissions"),
+    })?;
     String::from_utf8(buf).map_err(|e| {
         fail(
             format!(
@@ -378,6 +362,7 @@ pub fn parse_str(
     let butler = root.butler.unwrap_or_default();
     let keys = ButlerKeys {
         anon_telemetry: butler.anon_telemetry,
+        docker_health_check: butler.docker_health_check.unwrap_or_default(),
         qrs_host: butler
             .config_qrs
             .and_then(|q| q.host)

@@ -311,24 +311,19 @@ pub(crate) fn read_text(path: &Path) -> Option<String> {
     read_bytes(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The file's bytes, at most [`MAX_FACT_FILE_BYTES`]; `None` (with a debug log) when unreadable.
+/// The file's bytes, at most [`crate::files::HOST_FILE_LIMIT`] (fact files are small: mountinfo
+/// on a busy Kubernetes node is a few hundred KB) ([`crate::files::read_capped`]: regular files
+/// only, never blocking); `None` (with a debug log) when unreadable.
 pub(crate) fn read_bytes(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    let read =
-        std::fs::File::open(path).and_then(|f| f.take(MAX_FACT_FILE_BYTES).read_to_end(&mut bytes));
-    match read {
-        Ok(_) => Some(bytes),
+    use crate::files::{self, Follow};
+    match files::read_capped(path, files::HOST_FILE_LIMIT, Follow::Yes) {
+        Ok(bytes) => Some(bytes),
         Err(e) => {
-            log_unreadable(path, &e);
+            tracing::debug!("host fact source not readable: {e}");
             None
         }
     }
 }
-
-/// Fact files are small (mountinfo on a busy Kubernetes node is a few hundred KB); the cap
-/// keeps memory bounded when a path points somewhere strange, such as a link to `/dev/zero`.
-pub(crate) const MAX_FACT_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The file's first line, trimmed; `None` when absent, unreadable or empty.
 pub(crate) fn read_trimmed(path: &Path) -> Option<String> {

@@ -10,7 +10,7 @@
 //! 2. Query string (`rust/capture/src/payload/types.rs`, `EventQuery`, read by axum's `Query`):
 //!    `compression`, `data`, `sent_at` (alias `_`, integer milliseconds), `beacon`; a value of
 //!    the wrong type is `400 Failed to deserialize query string: …`.
-//! 3. Body read (`rust/capture/src/extractors.rs`): over [`PAYLOAD_LIMIT`] is 413.
+//! 3. Body read (`rust/capture/src/extractors.rs`): over [`WIRE_LIMIT`] is 413.
 //! 4. Payload (`rust/capture/src/payload/common.rs`, `rust/capture/src/utils.rs`): a non-empty
 //!    `data` query parameter wins over the body; neither → 400 `request missing data payload`;
 //!    a payload that looks like base64 (and not like a form) is decoded; with `Content-Type:
@@ -47,12 +47,15 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-/// Largest body, and largest decompressed payload, on every event route. Capture reads the body
-/// itself (not through axum's per-route `DefaultBodyLimit`, which its streaming `Body`
-/// extractor does not obey) against `event_payload_size_limit`, which its server sets to five
-/// times `BATCH_BODY_SIZE` (20 MiB) in events mode (`rust/capture/src/server.rs`,
+/// Largest body on every event route ("the wire cap", capture's `BATCH_BODY_SIZE`, 20 MiB).
+/// Older versions set 2 MiB on the event routes and 20 MiB on `/batch` with axum's
+/// `DefaultBodyLimit`, which capture's streaming `Body` extractor never obeyed; the current one
+/// holds every v0 route to one cap (`rust/capture/tests/integration_wire_body_limits.rs`,
 /// `rust/capture/src/extractors.rs`).
-pub const PAYLOAD_LIMIT: usize = 5 * 20 * 1024 * 1024;
+pub const WIRE_LIMIT: usize = 20 * 1024 * 1024;
+/// Largest payload once decompressed or decoded: five times the wire cap
+/// (`event_payload_size_limit`, `rust/capture/src/server.rs`).
+pub(crate) const PAYLOAD_LIMIT: usize = 5 * WIRE_LIMIT;
 /// Longest project key capture accepts (`rust/capture/src/token.rs`).
 pub(crate) const MAX_TOKEN_LEN: usize = 64;
 /// `distinct_id` is cut to this many characters (`rust/common/types/src/event.rs`).
@@ -161,8 +164,10 @@ pub(crate) enum Route {
     /// `GET`/`POST` (and `HEAD`, which axum serves as `GET` without the body) on an event
     /// route; the matched path decides the legacy and `/engage` rules.
     Capture(&'static str),
-    /// `OPTIONS` on an event route: `200 {"status":"Ok"}`.
-    Options,
+    /// `OPTIONS`, on any path: capture's CORS layer (tower-http's `CorsLayer`) answers every
+    /// `OPTIONS` itself as a preflight — 200, empty — so its `options` handlers, which would
+    /// answer `{"status":"Ok"}`, are never reached (`rust/capture/src/router.rs`).
+    Preflight,
     /// `GET`/`HEAD` on `/`, `/_readiness`, `/_liveness`: `200 capture`.
     Status,
     /// A known path with another method: `405`, empty, with `Allow`.
@@ -191,10 +196,12 @@ const STATUS_PATHS: [&str; 3] = ["/", "/_readiness", "/_liveness"];
 
 /// Routes a request as capture's router does.
 pub(crate) fn route(method: &str, path: &str) -> Route {
+    if method == "OPTIONS" {
+        return Route::Preflight;
+    }
     if let Some(p) = EVENT_PATHS.iter().find(|p| **p == path) {
         return match method {
             "GET" | "HEAD" | "POST" => Route::Capture(p),
-            "OPTIONS" => Route::Options,
             // axum lists the methods in the order the routes add them.
             _ => Route::MethodNotAllowed("POST,GET,HEAD,OPTIONS"),
         };
@@ -815,7 +822,7 @@ fn query_sent_at_ms(value: Option<i64>) -> Option<i64> {
 /// Handles a routed capture request: the events capture accepts, or its refusal.
 pub(crate) fn handle(req: &Request) -> Result<Handled, CaptureError> {
     let mut query = parse_query(req.query)?;
-    if req.body.len() > PAYLOAD_LIMIT {
+    if req.body.len() > WIRE_LIMIT {
         return Err(body_too_big());
     }
     let (bytes, compression) = extract_payload(req, &mut query)?;
@@ -935,11 +942,9 @@ pub(crate) fn handle(req: &Request) -> Result<Handled, CaptureError> {
     })
 }
 
-/// capture's refusal of a body over [`PAYLOAD_LIMIT`] (`rust/capture/src/extractors.rs`).
+/// capture's refusal of a body over [`WIRE_LIMIT`] (`rust/capture/src/extractors.rs`).
 pub(crate) fn body_too_big() -> CaptureError {
-    CaptureError::TooBig(format!(
-        "Request body exceeds limit of {PAYLOAD_LIMIT} bytes"
-    ))
+    CaptureError::TooBig(format!("Request body exceeds limit of {WIRE_LIMIT} bytes"))
 }
 
 /// Validates a JSON body as a `POST /i/v0/e/` without query string would be: the events
@@ -967,10 +972,10 @@ mod tests {
     const KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
 
     fn ok(body: &str) -> Vec<Accepted> {
-        accept(body.as_bytes(), PAYLOAD_LIMIT).expect(body)
+        accept(body.as_bytes(), WIRE_LIMIT).expect(body)
     }
     fn err(body: &str) -> CaptureError {
-        accept(body.as_bytes(), PAYLOAD_LIMIT).expect_err(body)
+        accept(body.as_bytes(), WIRE_LIMIT).expect_err(body)
     }
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -1324,7 +1329,7 @@ mod tests {
         );
         assert_eq!(
             body_too_big().to_string(),
-            "maximum event size exceeded: Request body exceeds limit of 104857600 bytes"
+            "maximum event size exceeded: Request body exceeds limit of 20971520 bytes"
         );
     }
 
@@ -1333,13 +1338,14 @@ mod tests {
         for p in EVENT_PATHS {
             assert_eq!(route("POST", p), Route::Capture(p));
             assert_eq!(route("GET", p), Route::Capture(p));
-            assert_eq!(route("OPTIONS", p), Route::Options);
+            assert_eq!(route("OPTIONS", p), Route::Preflight);
             assert_eq!(
                 route("PUT", p),
                 Route::MethodNotAllowed("POST,GET,HEAD,OPTIONS")
             );
         }
         assert_eq!(route("POST", "/e//"), Route::NotFound);
+        assert_eq!(route("OPTIONS", "/nowhere"), Route::Preflight);
         assert_eq!(route("POST", "/s/"), Route::NotFound);
         assert_eq!(route("GET", "/"), Route::Status);
         assert_eq!(

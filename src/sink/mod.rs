@@ -8,11 +8,11 @@
 //! Routes and answers are capture's ([`capture::route`], [`capture::handle`]):
 //! - `GET`/`POST` on `/i/v0/e`, `/e`, `/track`, `/engage`, `/capture`, `/batch` (each with or
 //!   without one trailing slash): `200 {"status":"Ok"}`, `204` with `beacon=1`, or capture's
-//!   refusal as `text/plain` with its message; `OPTIONS` on them: `200 {"status":"Ok"}`;
-//!   another method: 405.
+//!   refusal as `text/plain` with its message; another method: 405.
 //! - `GET /`, `/_readiness`, `/_liveness` (capture's) and `/health` (the sink's own): `200
 //!   capture`.
-//! - CORS as capture's layer: origin mirrored, credentials allowed, preflights answered 200.
+//! - CORS as capture's layer: origin mirrored, credentials allowed; every `OPTIONS` (on any
+//!   path) is a preflight answered 200, empty.
 //! - anything else: 404, empty.
 
 pub mod capture;
@@ -167,10 +167,10 @@ impl Answer {
     }
 }
 
-/// The CORS headers of capture's `CorsLayer` (`rust/capture/src/router.rs`): origin and
-/// request headers mirrored, credentials allowed, `GET,POST,OPTIONS`. A preflight (an
-/// `OPTIONS` with `Access-Control-Request-Method`, on any path) is answered by the layer itself:
-/// 200, empty.
+/// The CORS headers of capture's `CorsLayer` (`rust/capture/src/router.rs`, tower-http):
+/// origin mirrored when sent, credentials allowed, `Vary`; on a preflight — every `OPTIONS`,
+/// on any path, which the layer answers itself, 200 and empty — also the methods
+/// `GET,POST,OPTIONS` and the requested headers mirrored.
 fn cors(req: &hyper::HeaderMap, preflight: bool, r: &mut Response<Full<Bytes>>) {
     use hyper::header::{self, HeaderValue};
     let h = r.headers_mut();
@@ -207,8 +207,7 @@ fn header(req: &hyper::HeaderMap, name: hyper::header::HeaderName) -> Option<&st
 async fn route(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<Full<Bytes>> {
     let headers = req.headers().clone();
     let method = req.method().clone();
-    let preflight = method == Method::OPTIONS
-        && headers.contains_key(hyper::header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight = capture::route(method.as_str(), req.uri().path()) == capture::Route::Preflight;
     let answer = if preflight {
         Answer::new(200, None, Bytes::new())
     } else {
@@ -246,9 +245,7 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> An
     let path = req.uri().path().to_string();
     let path = match capture::route(req.method().as_str(), &path) {
         capture::Route::Capture(p) => p,
-        capture::Route::Options => {
-            return Answer::new(200, Some("application/json"), capture::OK_BODY);
-        }
+        capture::Route::Preflight => return Answer::new(200, None, Bytes::new()),
         capture::Route::Status => return Answer::new(200, Some(capture::TEXT), "capture"),
         capture::Route::MethodNotAllowed(allow) => {
             return Answer {
@@ -281,11 +278,11 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> An
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > capture::PAYLOAD_LIMIT as u64) {
+    if declared.is_some_and(|n| n > capture::WIRE_LIMIT as u64) {
         // capture would read up to the limit and then refuse; the answer is the same.
         return refuse(capture::body_too_big());
     }
-    let body = match Limited::new(req.into_body(), capture::PAYLOAD_LIMIT)
+    let body = match Limited::new(req.into_body(), capture::WIRE_LIMIT)
         .collect()
         .await
     {

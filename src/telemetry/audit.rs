@@ -5,7 +5,8 @@
 //! `{"time", "destination", "status", "outcome", "event"}` where `event` is the body as sent.
 //! When the file would grow past the size limit it is renamed to `<file>.1` (replacing an older
 //! one) and a new file is started, so the log never takes more than twice the limit.
-//! Writes are plain blocking appends: a few kilobytes twice a day.
+//! Writes are plain blocking appends: a few kilobytes twice a day. The file is created 0600 (it
+//! holds every event sent) and never opened through a symbolic link.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::payload::rfc3339_millis;
 use super::retry::Attempt;
+use crate::files;
 
 /// One audit record.
 pub(crate) fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8]) -> String {
@@ -37,20 +39,17 @@ pub(crate) fn rotated_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends one line, rotating first when the file would pass `max_bytes`.
+/// Appends one line, rotating first when the file would pass `max_bytes`. The file is opened
+/// with [`files::open_append`] (0600, never through a symbolic link, only a regular file);
+/// rotation renames the name itself, so a link at `<file>.1` is replaced, never followed.
 pub(crate) fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut f = files::open_append(path)?;
+    let meta = f.metadata()?;
     let add = line.len() as u64 + 1;
-    if size > 0 && size + add > max_bytes {
+    if meta.is_file() && meta.len() > 0 && meta.len() + add > max_bytes {
         std::fs::rename(path, rotated_path(path))?;
+        f = files::open_append(path)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
     f.write_all(format!("{line}\n").as_bytes())
 }
 

@@ -46,8 +46,6 @@ pub(crate) const MIN_LEN: usize = 4;
 /// Values at least this long are also looked for inside the uuid, timestamp and ID fields: a
 /// chance match of 12 characters in ~150 hex digits is below one in 10^12.
 pub(crate) const FULL_SCAN_LEN: usize = 12;
-/// Host files are small; anything larger is not what we expect and is read only this far.
-const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// What kind of identifying value was found. Logged; the value never is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -500,16 +498,10 @@ pub(crate) fn config_strings(v: &Value, path: &str, out: &mut Vec<(String, Strin
     }
 }
 
-/// Reads a small host file; a missing or unreadable file is simply not known.
+/// Reads a small host file ([`host::read_text`]); a missing or unreadable file is simply not
+/// known.
 fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_FILE_BYTES)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
+    host::read_text(path)
 }
 
 /// A MAC address as `/sys/class/net/*/address` writes it; the all-zero address of `lo` and

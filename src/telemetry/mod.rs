@@ -2,6 +2,7 @@
 //! guard, sender with retries, schedule, audit log, state file).
 
 pub(crate) mod audit;
+pub mod cycle;
 pub mod features;
 pub(crate) mod guard;
 pub(crate) mod optout;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
 use crate::config::AgentSettings;
+use crate::files;
 use crate::telemetry::payload;
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
@@ -118,15 +119,27 @@ fn proxy_for(url: &str) -> Option<String> {
     })
 }
 
+/// Checks the CA file setting, if any: readable, a regular file within
+/// [`files::CA_FILE_LIMIT`], holding at least one PEM certificate. Called at start-up so a
+/// broken setting is a configuration error, not a failure at the first send.
+pub(crate) fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> {
+    match &settings.ca_file {
+        Some(path) => read_ca_file(path).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 /// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
     let fail = |m: String| {
         SetupError(format!(
-            "CA file {} (caFile / BUTLER_CA_FILE): {m}",
+            "CA file {} (caFile / BUTLER_CA_FILE): {m}; point the setting at a PEM file of CA \
+             certificates",
             path.display()
         ))
     };
-    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let pem = files::read_capped(path, files::CA_FILE_LIMIT, files::Follow::Yes)
+        .map_err(|e| fail(format!("cannot read it: {}", e.reason())))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
     if certs.is_empty() {
@@ -218,14 +231,18 @@ pub fn sent_at_millis(now: SystemTime) -> u128 {
 }
 
 /// Capture's answer made fit for one log line: decoded leniently, control characters (line
-/// breaks, escapes) turned into spaces and runs of them collapsed, the project key (and
+/// breaks, escapes) and invisible formatting characters turned into spaces and runs of them collapsed, the project key (and
 /// anything shaped like a PostHog key) replaced by `[key]`, cut to 200 characters. `None` when
 /// nothing is left.
 pub(crate) fn answer_text(body: &[u8], key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let mut line = String::new();
     for c in text.chars() {
-        let c = if c.is_control() { ' ' } else { c };
+        let c = if c.is_control() || is_invisible_format(c) {
+            ' '
+        } else {
+            c
+        };
         if c == ' ' && (line.is_empty() || line.ends_with(' ')) {
             continue;
         }
@@ -240,6 +257,12 @@ pub(crate) fn answer_text(body: &[u8], key: &str) -> Option<String> {
         line.push('…');
     }
     Some(line)
+}
+
+/// Bidirectional overrides, zero-width characters and the byte-order mark: they can make a
+/// log line read differently from what it holds.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Replaces `key` and every `phc_…`/`phx_…` word with `[key]`. (A key shorter than 8
@@ -572,6 +595,10 @@ mod tests {
         assert_eq!(said.chars().count(), MAX_ANSWER_CHARS + 1);
         assert!(said.ends_with('…'));
         assert_eq!(answer_text(b" \r\n\t", key), None);
+        assert_eq!(
+            answer_text("a\u{202E}b\u{200B}c".as_bytes(), key).as_deref(),
+            Some("a b c")
+        );
         assert_eq!(
             answer_text(b"a kind key", "k").as_deref(),
             Some("a kind key")

@@ -2,7 +2,7 @@
 //!
 //! Kept only when a state directory is set (`Butler.butlerAgent.stateDir` /
 //! `BUTLER_STATE_DIR`), as `telemetry-state.json` there. Written to a temporary file and renamed,
-//! so a reader never sees half a file.
+//! so a reader never sees half a file; mode 0600 (see [`crate::files`]).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::payload::rfc3339_millis;
+use crate::files;
 
 /// File name inside the state directory.
 pub(crate) const FILE_NAME: &str = "telemetry-state.json";
@@ -55,24 +56,24 @@ pub(crate) fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
 
-/// Writes the record atomically.
+/// Writes the record atomically, mode 0600, never through a symbolic link (see [`crate::files`]).
 pub(crate) fn save(state_dir: &Path, last: &LastAttempt) -> std::io::Result<()> {
-    std::fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join(format!(".{FILE_NAME}.tmp"));
     let text = serde_json::to_string_pretty(last).expect("serializing plain data cannot fail");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path(state_dir))
+    files::write_atomic(&path(state_dir), text.as_bytes())
 }
 
-/// Reads the record; `Ok(None)` when there is none yet.
+/// Reads the record; `Ok(None)` when there is none yet. At most
+/// [`files::STATE_FILE_LIMIT`]; never through a symbolic link, a FIFO or a device.
 pub fn load(state_dir: &Path) -> Result<Option<LastAttempt>, String> {
     let p = path(state_dir);
-    match std::fs::read(&p) {
+    match files::read_own(&p, files::STATE_FILE_LIMIT) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("{} is not a valid state file: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read the state file {e}; remove it to have a new one written"
+        )),
     }
 }
 

@@ -1,6 +1,174 @@
-//! Helpers shared by the integration tests that work on copies of fixture trees.
+//! Helpers shared by the integration tests: copies of fixture trees, and the one way a test
+//! starts the agent, as a process ([`agent`]) or as a container ([`docker_run`]).
+//!
+//! No test may reach the real PostHog. Every agent a test starts therefore gets a
+//! [`Telemetry`]: off, or a destination on this machine (a sink or a test server), checked
+//! here before the process or container starts. A test that wants to see the default
+//! destination asks `telemetry status` or `telemetry preview`, which never send.
+
+// Each test crate uses a part of this module.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::process::Command;
+
+/// The agent binary under test.
+pub(crate) const AGENT: &str = env!("CARGO_BIN_EXE_butler-agent");
+
+/// A destination that refuses at once: a port on this machine where nothing listens (the
+/// discard port). For agents whose telemetry must stay on but whose event does not matter.
+pub(crate) const NOWHERE: &str = "http://127.0.0.1:9";
+
+/// What the telemetry of an agent started by a test may do.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Telemetry<'a> {
+    /// Off by `DO_NOT_TRACK=1`: no event is built and no socket is opened.
+    Off,
+    /// On, sent to this address (`BUTLER_POSTHOG_HOST`), which must be on this machine: see
+    /// [`is_local`].
+    To(&'a str),
+    /// As the test's own config file says (`Butler.butlerAgent.posthogHost` or
+    /// `Butler.anonTelemetry`); the agent's `telemetry status` must show it off or local.
+    Config(&'a Path),
+}
+
+/// True for a destination that cannot leave this machine or the test's own Docker network:
+/// a loopback address, `localhost`, a single-label name (a container on a network the test
+/// created), or a `.invalid` name (RFC 6761: never resolves).
+pub(crate) fn is_local(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    let host = host.to_ascii_lowercase();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    !host.is_empty() && (host == "localhost" || !host.contains('.') || host.ends_with(".invalid"))
+}
+
+/// The environment that makes `telemetry` safe, checked; for a test that must start the agent
+/// through another program (`sh -c '…; exec agent'`), on top of a cleared environment.
+pub(crate) fn telemetry_env(telemetry: Telemetry) -> Vec<(&'static str, String)> {
+    match telemetry {
+        Telemetry::Off => vec![("DO_NOT_TRACK", "1".into())],
+        Telemetry::To(url) => {
+            assert!(
+                is_local(url),
+                "a test may only send to this machine, not to {url:?}"
+            );
+            vec![("BUTLER_POSTHOG_HOST", url.into())]
+        }
+        Telemetry::Config(file) => {
+            let out = Command::new(AGENT)
+                .env_clear()
+                .args(["telemetry", "status", "--json", "--config"])
+                .arg(file)
+                .output()
+                .expect("the agent binary runs");
+            let status: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+                    panic!(
+                        "telemetry status of {}: {}",
+                        file.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                });
+            let off = status["enabled"] == false;
+            let dest = status["destination"].as_str().unwrap_or_default();
+            assert!(
+                off || is_local(dest),
+                "{} would send to {dest:?}: a test config must turn telemetry off or name a \
+                 posthogHost on this machine",
+                file.display()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The agent binary with a clean environment (nothing leaks in from the machine running the
+/// tests) plus the telemetry setting. Add arguments and variables as with any `Command`; a
+/// variable that changes the destination or the opt-out belongs in `telemetry`.
+pub(crate) fn agent(telemetry: Telemetry) -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.env_clear().envs(telemetry_env(telemetry));
+    cmd
+}
+
+/// For a test that keeps the agent's variables in a list: the list with its destination
+/// (`BUTLER_POSTHOG_HOST`) checked as for [`Telemetry::To`], or [`NOWHERE`] added when it names
+/// none. Set on a cleared environment.
+pub(crate) fn checked_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Vec<(String, String)> {
+    let host = env
+        .iter()
+        .find(|(k, _)| k.as_ref() == "BUTLER_POSTHOG_HOST")
+        .map_or(NOWHERE, |(_, v)| v.as_ref());
+    let mut all: Vec<(String, String)> = telemetry_env(Telemetry::To(host))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    all.extend(
+        env.iter()
+            .filter(|(k, _)| k.as_ref() != "BUTLER_POSTHOG_HOST")
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())),
+    );
+    all
+}
+
+/// [`agent`] with a test's list of variables: see [`checked_env`].
+pub(crate) fn agent_with<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.env_clear().envs(checked_env(env));
+    cmd
+}
+
+/// The arguments of `docker run` for a container of the agent's image:
+/// `docker run OPTIONS -e <telemetry> IMAGE ARGS`. Every container a test starts from the image
+/// (agent, sink or one-off command) comes from here.
+pub(crate) fn docker_run(
+    telemetry: Telemetry,
+    options: &[&str],
+    image: &str,
+    args: &[&str],
+) -> Vec<String> {
+    for o in options {
+        assert!(
+            ![
+                "BUTLER_POSTHOG_HOST",
+                "DO_NOT_TRACK",
+                "BUTLER_ANON_TELEMETRY",
+                "BUTLER_CONFIG"
+            ]
+            .iter()
+            .any(|v| o.contains(v)),
+            "{o:?}: give the destination or opt-out as `Telemetry`"
+        );
+    }
+    assert!(
+        !matches!(telemetry, Telemetry::Config(_)),
+        "a container reads no config file from the test: use Off or To"
+    );
+    let mut all: Vec<String> = vec!["run".into()];
+    all.extend(options.iter().map(|o| o.to_string()));
+    for (k, v) in telemetry_env(telemetry) {
+        all.extend(["-e".into(), format!("{k}={v}")]);
+    }
+    all.push(image.into());
+    all.extend(args.iter().map(|a| a.to_string()));
+    all
+}
 
 /// Copies a fixture tree, keeping symbolic links as links (host facts follow them below the
 /// root, so a copy must not resolve them).

@@ -20,7 +20,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_butler-agent");
+/// The one way the tests start the agent (see its docs); the suites reach it through here.
+#[path = "../common/mod.rs"]
+pub(crate) mod common;
+use common::Telemetry;
+
+pub(crate) const BIN: &str = common::AGENT;
 
 /// A running `butler-agent run`; killed on drop if still running.
 pub(crate) struct Agent {
@@ -32,13 +37,33 @@ pub(crate) struct Agent {
 
 impl Agent {
     /// Starts `butler-agent [args] run` with a clean environment, the health server on a
-    /// loopback port chosen by the OS, JSON logs, and `env` on top; returns once the health
-    /// server has logged its address.
+    /// loopback port chosen by the OS, JSON logs, and `env` on top (its `BUTLER_POSTHOG_HOST`
+    /// must be on this machine; without one, telemetry goes nowhere: `common::checked_env`);
+    /// returns once the health server has logged its address.
     pub(crate) fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Agent {
-        let mut cmd = Command::new(BIN);
+        Agent::spawn(common::agent_with(env), args, env, cwd)
+    }
+
+    /// As [`Agent::start`], with the destination or opt-out given as `telemetry` (for one
+    /// in the test's config file, `Telemetry::Config`).
+    pub(crate) fn start_with(
+        telemetry: Telemetry,
+        args: &[&str],
+        env: &[(&str, &str)],
+        cwd: &Path,
+    ) -> Agent {
+        assert!(
+            env.iter().all(|(k, _)| *k != "BUTLER_POSTHOG_HOST"),
+            "the destination goes in `telemetry`"
+        );
+        Agent::spawn(common::agent(telemetry), args, env, cwd)
+    }
+
+    /// `env` last, so a test can override the defaults; its destination is already set,
+    /// checked, on `cmd`.
+    fn spawn(mut cmd: Command, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Agent {
         cmd.args(args)
             .arg("run")
-            .env_clear()
             .env("BUTLER_HEALTH_HOST", "127.0.0.1")
             .env("BUTLER_HEALTH_PORT", "0")
             .env("BUTLER_LOG_FORMAT", "json")
@@ -46,7 +71,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, v) in env {
+        for (k, v) in env.iter().filter(|(k, _)| *k != "BUTLER_POSTHOG_HOST") {
             cmd.env(k, v);
         }
         Agent::from_command(cmd)

@@ -1,0 +1,615 @@
+//! One telemetry cycle: re-read the config, decide, build, guard, deliver, record.
+//!
+//! [`Runner::cycle`] is called by the schedule ([`super::schedule`]), which only decides
+//! when. Each cycle:
+//! 1. re-reads the config file (a sidecar reports Butler's current features without a
+//!    restart); a file that has become invalid keeps the last good config, with one warning,
+//!    and every change is logged by key name;
+//! 2. decides opt-out again — when off, nothing is built and no socket is opened;
+//! 3. builds the event and runs the privacy guard on the exact bytes to be sent;
+//! 4. puts it in the one-slot [`Outbox`] (a newer snapshot replaces an undelivered one: a
+//!    snapshot, not a queue, so memory stays flat however long the destination is away);
+//! 5. delivers it with bounded retries, then writes the audit log and the state file.
+//!
+//! # Never on the runtime thread
+//! Steps 1 and 3 read files (the config, host facts, the secret), may ask the Docker engine
+//! for its ID and scan the body against every known value: blocking or heavy work. They run
+//! on tokio's blocking pool, so the health server and the signal handlers on the runtime
+//! thread keep answering whatever a cycle does. A cycle whose work has not finished within
+//! [`Inputs::limit`] ([`CYCLE_TIME_LIMIT`]) is abandoned with one warning; while that work
+//! is still running (a FIFO that never gets a writer, say), later cycles are skipped rather
+//! than piling up threads. A stop request ends the wait at once.
+//!
+//! [`prepare`] and [`record`] are shared with `telemetry send`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::guard::{self, Finding};
+use super::retry::{Attempt, GiveUpReason, RetryPolicy, Streak, StreakLog};
+use super::sender::{self, Delivery, SetupError, Transport};
+use super::state::LastAttempt;
+use super::{audit, optout, state};
+use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
+use crate::host::Roots;
+
+/// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
+/// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
+/// bounded to 1.5 s.
+pub const CYCLE_TIME_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a cycle reads besides the config: the environment, the host files, and its time limit.
+#[derive(Clone)]
+pub struct Inputs {
+    pub env: Arc<dyn Env>,
+    pub roots: Roots,
+    pub limit: Duration,
+}
+
+/// The one event waiting to be delivered, if any. One slot: putting a new event drops the old.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    slot: Option<Bytes>,
+}
+
+impl Outbox {
+    /// Puts the newest snapshot in, dropping an undelivered older one.
+    pub(crate) fn put(&mut self, body: Bytes) {
+        if self.slot.replace(body).is_some() {
+            tracing::debug!("telemetry: a newer snapshot replaces the undelivered one");
+        }
+    }
+    pub(crate) fn peek(&self) -> Option<&Bytes> {
+        self.slot.as_ref()
+    }
+    pub(crate) fn clear(&mut self) {
+        self.slot = None;
+    }
+    /// 0 or 1.
+    pub fn len(&self) -> usize {
+        usize::from(self.slot.is_some())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.slot.is_none()
+    }
+}
+
+/// What one cycle did, for tests and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CycleOutcome {
+    /// Telemetry is off: nothing was built or sent.
+    Off,
+    /// The privacy guard refused the event.
+    Refused(guard::Kind),
+    /// The cycle's work did not finish within its time limit; it was abandoned.
+    Abandoned,
+    /// The previous cycle's abandoned work is still running; this cycle did nothing.
+    Skipped,
+    /// A stop was requested while the cycle's work was running.
+    Stopped,
+    /// The event could not be built or the client could not be set up.
+    Error(String),
+    /// A delivery was attempted.
+    Sent {
+        delivered: bool,
+        attempts: u32,
+        interrupted: bool,
+    },
+}
+
+/// The scheduler's memory between cycles. Every field is bounded: the outbox holds at most
+/// one event, the streak is two counters, the error slots one string each.
+#[derive(Debug)]
+pub struct Runner {
+    /// The last good config.
+    pub(crate) config: LoadedConfig,
+    pub outbox: Outbox,
+    pub(crate) streak: Streak,
+    config_error: Option<String>,
+    optout_error: Option<String>,
+    was_enabled: Option<bool>,
+    refusal: Option<guard::Kind>,
+    /// Held by the cycle's work on the blocking pool: more than one holder means work of an
+    /// abandoned cycle is still running.
+    in_flight: Arc<()>,
+    /// Whether the current stretch of skipped cycles has been logged.
+    skip_logged: bool,
+}
+
+/// How waiting for off-thread work ended.
+enum Waited<R> {
+    Done(R),
+    TimedOut,
+    Stopped,
+}
+
+impl Runner {
+    pub fn new(config: LoadedConfig) -> Self {
+        Runner {
+            config,
+            outbox: Outbox::default(),
+            streak: Streak::default(),
+            config_error: None,
+            optout_error: None,
+            was_enabled: None,
+            refusal: None,
+            in_flight: Arc::new(()),
+            skip_logged: false,
+        }
+    }
+
+    /// Whether work of an abandoned cycle still runs on the blocking pool.
+    pub(crate) fn still_working(&self) -> bool {
+        Arc::strong_count(&self.in_flight) > 1
+    }
+
+    /// Runs `work` on the blocking pool and waits for it until `deadline` or until `shutdown`
+    /// completes. Work that is given up on runs to its end on its thread, holding
+    /// `in_flight`.
+    async fn off_thread<R, W>(
+        &self,
+        deadline: Instant,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+        work: W,
+    ) -> Waited<R>
+    where
+        R: Send + 'static,
+        W: FnOnce() -> R + Send + 'static,
+    {
+        let token = Arc::clone(&self.in_flight);
+        let handle = tokio::task::spawn_blocking(move || {
+            let _token = token;
+            work()
+        });
+        tokio::select! {
+            joined = tokio::time::timeout_at(deadline, handle) => match joined {
+                Ok(Ok(r)) => Waited::Done(r),
+                Ok(Err(e)) => {
+                    // A panic in the cycle's work ends that cycle, never the agent.
+                    tracing::error!("telemetry: the cycle's work failed: {e}");
+                    Waited::TimedOut
+                }
+                Err(_) => Waited::TimedOut,
+            },
+            _ = shutdown => Waited::Stopped,
+        }
+    }
+
+    /// Re-reads the config off the runtime thread, within `limit`; logs what changed. Returns
+    /// false when `shutdown` completed first (it must not be polled again then).
+    pub(crate) async fn reload_now(
+        &mut self,
+        inputs: &Inputs,
+        shutdown: impl Future<Output = ()>,
+    ) -> bool {
+        tokio::pin!(shutdown);
+        if self.still_working() {
+            tracing::warn!(
+                "telemetry: cannot re-read the config now: the previous cycle's work is still \
+                 running"
+            );
+            return true;
+        }
+        let deadline = Instant::now() + inputs.limit;
+        let source = self.config.source.clone();
+        let env = Arc::clone(&inputs.env);
+        match self
+            .off_thread(deadline, shutdown.as_mut(), move || {
+                config::load(source, &*env)
+            })
+            .await
+        {
+            Waited::Done(loaded) => {
+                self.apply(loaded, true);
+                true
+            }
+            Waited::TimedOut => {
+                tracing::warn!(
+                    "telemetry: re-reading the config did not finish within {}; keeping the \
+                     current one",
+                    humantime::format_duration(inputs.limit)
+                );
+                true
+            }
+            Waited::Stopped => false,
+        }
+    }
+
+    /// Re-reads the config on this thread; an invalid file keeps the last good one, warning
+    /// once per error.
+    #[cfg(test)]
+    pub(crate) fn reload(&mut self, env: &dyn Env) {
+        let loaded = config::load(self.config.source.clone(), env);
+        self.apply(loaded, false);
+    }
+
+    /// Takes a freshly loaded config (or keeps the last good one), logging what changed;
+    /// `always_log` also says so when nothing did (an explicit re-read asked for it).
+    fn apply(&mut self, loaded: Result<LoadedConfig, ConfigError>, always_log: bool) {
+        match loaded {
+            Ok(cfg) => {
+                if self.config_error.take().is_some() {
+                    tracing::info!("telemetry: the config file is valid again; using it");
+                }
+                let changed = changes(&self.config, &cfg);
+                if !changed.is_empty() {
+                    tracing::info!("config re-read: changed {}", changed.join(", "));
+                } else if always_log {
+                    tracing::info!("config re-read: nothing changed");
+                }
+                if changed.iter().any(|k| RESTART_KEYS.contains(k)) {
+                    tracing::info!(
+                        "config re-read: the health server and the stop grace keep their \
+                         start-up settings until a restart"
+                    );
+                }
+                self.config = cfg;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if always_log || self.config_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(
+                        "telemetry: keeping the last good config; the file is now invalid: {text}"
+                    );
+                    self.config_error = Some(text);
+                }
+            }
+        }
+    }
+
+    /// Whether telemetry is on now. A malformed `BUTLER_ANON_TELEMETRY` counts as off: the
+    /// user tried to say something, and sending is the irreversible choice.
+    fn enabled(&mut self, env: &dyn Env) -> bool {
+        let enabled = match optout::decide(env, self.config.butler.anon_telemetry) {
+            Ok(d) => {
+                self.optout_error = None;
+                if self.was_enabled != Some(d.enabled) {
+                    tracing::info!("telemetry {}", d.explain());
+                }
+                d.enabled
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.optout_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!("telemetry: off until this is fixed: {text}");
+                    self.optout_error = Some(text);
+                }
+                false
+            }
+        };
+        self.was_enabled = Some(enabled);
+        enabled
+    }
+
+    /// One cycle: re-read the config, then, when telemetry is on, build, guard and deliver.
+    /// `connect` builds the transport; it is only called when telemetry is on and the event
+    /// passed the guard. `shutdown` is polled until it completes, never after.
+    pub async fn cycle<T, F>(
+        &mut self,
+        inputs: &Inputs,
+        shutdown: impl Future<Output = ()>,
+        connect: F,
+    ) -> CycleOutcome
+    where
+        T: Transport,
+        F: FnOnce(&AgentSettings) -> Result<T, SetupError>,
+    {
+        tokio::pin!(shutdown);
+        if self.still_working() {
+            if !self.skip_logged {
+                tracing::warn!(
+                    "telemetry: skipping this cycle: the work of an abandoned one is still \
+                     running (a config or host file that never finishes reading?)"
+                );
+                self.skip_logged = true;
+            }
+            return CycleOutcome::Skipped;
+        }
+        self.skip_logged = false;
+        let deadline = Instant::now() + inputs.limit;
+        let source = self.config.source.clone();
+        let env = Arc::clone(&inputs.env);
+        match self
+            .off_thread(deadline, shutdown.as_mut(), move || {
+                config::load(source, &*env)
+            })
+            .await
+        {
+            Waited::Done(loaded) => self.apply(loaded, false),
+            Waited::TimedOut => return self.abandoned(inputs.limit, "re-reading the config"),
+            Waited::Stopped => return CycleOutcome::Stopped,
+        }
+        if !self.enabled(&*inputs.env) {
+            // Off means off: no event, no client, no socket.
+            self.outbox.clear();
+            return CycleOutcome::Off;
+        }
+        let settings = self.config.agent.clone();
+        let destination = sender::capture_url(&settings.posthog_host);
+        let prepared = {
+            let (config, roots, env) = (
+                self.config.clone(),
+                inputs.roots.clone(),
+                Arc::clone(&inputs.env),
+            );
+            self.off_thread(deadline, shutdown.as_mut(), move || {
+                prepare(&config, &roots, &*env)
+            })
+            .await
+        };
+        let prepared = match prepared {
+            Waited::Done(p) => p,
+            Waited::TimedOut => return self.abandoned(inputs.limit, "building the event"),
+            Waited::Stopped => return CycleOutcome::Stopped,
+        };
+        let body = match prepared {
+            Ok(body) => body,
+            Err(PrepareError::Refused(finding)) => {
+                if self.refusal.as_ref() != Some(&finding.kind) {
+                    tracing::error!("telemetry: {finding}; nothing was sent");
+                    self.refusal = Some(finding.kind.clone());
+                }
+                self.outbox.clear();
+                save_state(
+                    &settings,
+                    "refused",
+                    None,
+                    finding.to_string(),
+                    0,
+                    &destination,
+                );
+                return CycleOutcome::Refused(finding.kind);
+            }
+            Err(PrepareError::NoRandom(e)) => {
+                let text = format!("no random source for the event's UUID: {e}");
+                tracing::warn!("telemetry: {text}");
+                save_state(&settings, "error", None, text.clone(), 0, &destination);
+                return CycleOutcome::Error(text);
+            }
+        };
+        self.refusal = None;
+        self.outbox.put(body);
+        let transport = match connect(&settings) {
+            Ok(t) => t,
+            Err(e) => {
+                if self.streak.failed(true).is_some() {
+                    tracing::warn!("telemetry: cannot send: {e}");
+                }
+                save_state(&settings, "error", None, e.to_string(), 0, &destination);
+                return CycleOutcome::Error(e.to_string());
+            }
+        };
+        let body = self
+            .outbox
+            .peek()
+            .cloned()
+            .expect("the outbox was filled just above");
+        let policy = RetryPolicy::new(settings.max_retries);
+        let delivery = sender::deliver(&transport, &body, &policy, shutdown.as_mut()).await;
+        drop(transport);
+        record(&settings, &destination, &delivery, &body);
+        if delivery.delivered() {
+            self.outbox.clear();
+            match self.streak.delivered() {
+                Some(StreakLog::Recovered { failed_cycles }) => tracing::info!(
+                    "telemetry: delivered again to {destination} after {failed_cycles} failed cycle(s)"
+                ),
+                _ => tracing::info!("telemetry: {} to {destination}", delivery.last.describe()),
+            }
+        } else if !delivery.interrupted {
+            let rejected = delivery.gave_up == Some(GiveUpReason::Rejected);
+            if self.streak.failed(rejected).is_some() {
+                tracing::warn!(
+                    "telemetry: could not deliver to {destination}: {} ({}); the next cycle \
+                     tries again with a fresh snapshot. Butler and the health endpoint are not \
+                     affected",
+                    delivery.last.describe(),
+                    give_up_words(&delivery),
+                );
+            }
+        }
+        CycleOutcome::Sent {
+            delivered: delivery.delivered(),
+            attempts: delivery.attempts,
+            interrupted: delivery.interrupted,
+        }
+    }
+}
+
+impl Runner {
+    fn abandoned(&self, limit: Duration, step: &str) -> CycleOutcome {
+        tracing::warn!(
+            "telemetry: cycle abandoned: {step} did not finish within {}; the health endpoint \
+             is not affected, the next cycle tries again",
+            humantime::format_duration(limit)
+        );
+        CycleOutcome::Abandoned
+    }
+}
+
+/// The settings the agent reads once at start-up.
+const RESTART_KEYS: &[&str] = &[
+    "Butler.butlerAgent.healthEnable",
+    "Butler.butlerAgent.healthHost",
+    "Butler.butlerAgent.healthPort",
+    "Butler.butlerAgent.shutdownGrace",
+];
+
+/// The keys whose values differ between two configs, by name only (values may be private).
+pub(crate) fn changes(old: &LoadedConfig, new: &LoadedConfig) -> Vec<&'static str> {
+    let (a, b) = (&old.agent, &new.agent);
+    let checks: [(&'static str, bool); 19] = [
+        (
+            "Butler.anonTelemetry",
+            old.butler.anon_telemetry == new.butler.anon_telemetry,
+        ),
+        (
+            "Butler.configQRS.host",
+            old.butler.qrs_host == new.butler.qrs_host,
+        ),
+        (
+            "Butler.dockerHealthCheck",
+            old.butler.docker_health_check == new.butler.docker_health_check,
+        ),
+        (
+            "Butler.butlerAgent.posthogHost",
+            a.posthog_host == b.posthog_host,
+        ),
+        (
+            "Butler.butlerAgent.posthogKey",
+            a.posthog_key == b.posthog_key,
+        ),
+        ("Butler.butlerAgent.interval", a.interval == b.interval),
+        (
+            "Butler.butlerAgent.startDelay",
+            a.start_delay == b.start_delay,
+        ),
+        (
+            "Butler.butlerAgent.requestTimeout",
+            a.request_timeout == b.request_timeout,
+        ),
+        (
+            "Butler.butlerAgent.maxRetries",
+            a.max_retries == b.max_retries,
+        ),
+        (
+            "Butler.butlerAgent.geoipDisable",
+            a.geoip_disable == b.geoip_disable,
+        ),
+        ("Butler.butlerAgent.caFile", a.ca_file == b.ca_file),
+        (
+            "Butler.butlerAgent.healthEnable",
+            a.health_enable == b.health_enable,
+        ),
+        (
+            "Butler.butlerAgent.healthHost",
+            a.health_host == b.health_host,
+        ),
+        (
+            "Butler.butlerAgent.healthPort",
+            a.health_port == b.health_port,
+        ),
+        ("Butler.butlerAgent.stateDir", a.state_dir == b.state_dir),
+        ("Butler.butlerAgent.auditLog", a.audit_log == b.audit_log),
+        (
+            "Butler.butlerAgent.auditLogMaxBytes",
+            a.audit_log_max_bytes == b.audit_log_max_bytes,
+        ),
+        (
+            "Butler.butlerAgent.shutdownGrace",
+            a.shutdown_grace == b.shutdown_grace,
+        ),
+        (
+            "other values (features, guarded strings)",
+            old.tree == new.tree,
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(key, _)| key)
+        .collect()
+}
+
+fn give_up_words(d: &Delivery) -> String {
+    match d.gave_up {
+        Some(GiveUpReason::Rejected) => "not retried".into(),
+        Some(GiveUpReason::RetriesExhausted) => format!("{} attempts", d.attempts),
+        Some(GiveUpReason::RetryAfterTooLong) => {
+            "the destination asked to wait past the next cycle".into()
+        }
+        None => format!("{} attempts", d.attempts),
+    }
+}
+
+/// Why no body could be prepared.
+#[derive(Debug)]
+pub enum PrepareError {
+    Refused(Finding),
+    NoRandom(getrandom::Error),
+}
+
+impl std::fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrepareError::Refused(finding) => write!(f, "{finding}; nothing was sent"),
+            PrepareError::NoRandom(e) => write!(f, "no random source for the event's UUID: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PrepareError {}
+
+/// Builds the event, serializes it once, and runs the privacy guard on those exact bytes.
+pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes, PrepareError> {
+    let snapshot = super::gather(cfg, roots);
+    for w in &snapshot.features.warnings {
+        tracing::warn!("{w}");
+    }
+    let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
+    let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
+    guard::inspect(&text, cfg, roots, env, &snapshot.host).map_err(PrepareError::Refused)?;
+    Ok(Bytes::from(text))
+}
+
+/// Writes the audit lines for every try whose body may have left, and the state file.
+pub(crate) fn record(settings: &AgentSettings, destination: &str, d: &Delivery, body: &[u8]) {
+    if let Some(path) = &settings.audit_log {
+        for (time, attempt) in &d.sent {
+            let line = audit::line(*time, destination, attempt, body);
+            if let Err(e) = audit::append(path, settings.audit_log_max_bytes, &line) {
+                tracing::warn!(
+                    "telemetry: cannot write the audit log {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+    let result = match &d.last {
+        Attempt::Delivered { .. } => "delivered",
+        Attempt::Rejected { .. } => "rejected",
+        Attempt::Transient { .. } => "failed",
+    };
+    save_state(
+        settings,
+        result,
+        d.last.status(),
+        d.last.describe(),
+        d.attempts,
+        destination,
+    );
+}
+
+fn save_state(
+    settings: &AgentSettings,
+    result: &str,
+    status: Option<u16>,
+    detail: String,
+    attempts: u32,
+    destination: &str,
+) {
+    let Some(dir) = &settings.state_dir else {
+        return;
+    };
+    let last = LastAttempt::new(
+        SystemTime::now(),
+        result,
+        status,
+        detail,
+        attempts,
+        destination,
+    );
+    if let Err(e) = state::save(dir, &last) {
+        tracing::warn!(
+            "telemetry: cannot write the state file in {}: {e}",
+            dir.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::config::{ConfigSource, MapEnv};
+use crate::telemetry::sender::Tried;
+
+/// Always fails to connect, counting calls.
+struct Down<'a>(&'a AtomicU32);
+
+impl Transport for Down<'_> {
+    async fn send(&self, _body: &Bytes) -> Tried {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Tried {
+            attempt: Attempt::Transient {
+                status: None,
+                reason: "could not connect".into(),
+                retry_after: None,
+            },
+            body_may_have_left: false,
+        }
+    }
+}
+
+fn defaults(env: &MapEnv) -> LoadedConfig {
+    LoadedConfig::defaults(env).unwrap()
+}
+
+fn inputs(env: &MapEnv, roots: &Roots) -> Inputs {
+    Inputs {
+        env: Arc::new(env.clone()),
+        roots: roots.clone(),
+        limit: CYCLE_TIME_LIMIT,
+    }
+}
+
+/// Long offline: the outbox never holds more than one event, every cycle makes a bounded number
+/// of tries, and the failure streak is one counter. The outbox is a single slot (an `Option`),
+/// so its bound holds by type; a few dozen cycles show that each cycle replaces, never adds.
+#[tokio::test(start_paused = true)]
+async fn many_failed_cycles_keep_one_pending_event() {
+    const CYCLES: u32 = 48;
+    let env = MapEnv::new([("BUTLER_TELEMETRY_RETRIES", "2")]);
+    let host = tempfile::tempdir().unwrap();
+    let roots = Roots::at(host.path());
+    let mut runner = Runner::new(defaults(&env));
+    let calls = AtomicU32::new(0);
+    for n in 1..=CYCLES {
+        let outcome = runner
+            .cycle(&inputs(&env, &roots), std::future::pending(), |_| {
+                Ok(Down(&calls))
+            })
+            .await;
+        assert_eq!(
+            outcome,
+            CycleOutcome::Sent {
+                delivered: false,
+                attempts: 3,
+                interrupted: false
+            }
+        );
+        assert_eq!(runner.outbox.len(), 1, "cycle {n}");
+        assert_eq!(runner.streak.failures, u64::from(n));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3 * CYCLES);
+}
+
+#[tokio::test(start_paused = true)]
+async fn off_builds_no_client_and_sends_nothing() {
+    for env in [
+        MapEnv::new([("DO_NOT_TRACK", "1")]),
+        MapEnv::new([("BUTLER_ANON_TELEMETRY", "false")]),
+        MapEnv::new([("BUTLER_ANON_TELEMETRY", "maybe")]),
+    ] {
+        let mut runner = Runner::new(defaults(&MapEnv::default()));
+        let outcome = runner
+            .cycle(
+                &inputs(&env, &Roots::at("/nonexistent")),
+                std::future::pending(),
+                |_| -> Result<Down<'_>, _> {
+                    panic!("a client was built although telemetry is off")
+                },
+            )
+            .await;
+        assert_eq!(outcome, CycleOutcome::Off);
+        assert!(runner.outbox.is_empty());
+    }
+}
+
+#[test]
+fn invalid_file_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("production.yaml");
+    std::fs::write(&file, "Butler:\n  butlerAgent:\n    interval: 2h\n").unwrap();
+    let env = MapEnv::default();
+    let source = ConfigSource::Flag(file.clone());
+    let mut runner = Runner::new(config::load(source.clone(), &env).unwrap());
+    std::fs::write(&file, "Butler:\n  anonTelemetry: \"yes\"\n").unwrap();
+    runner.reload(&env);
+    assert_eq!(runner.config.agent.interval, Duration::from_secs(7200));
+    assert!(runner.config_error.is_some());
+    runner.reload(&env);
+    std::fs::write(&file, "Butler:\n  butlerAgent:\n    interval: 3h\n").unwrap();
+    runner.reload(&env);
+    assert_eq!(runner.config.agent.interval, Duration::from_secs(3 * 3600));
+    assert!(runner.config_error.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_events_are_never_handed_to_the_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    // A config value is planted as an endpoint name, which the event copies: the guard must
+    // refuse.
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "Butler:\n  someSecret: Plantedix\n  restServerEndpointsEnable:\n    Plantedix: true\n",
+    )
+    .unwrap();
+    let env = MapEnv::new([(
+        "BUTLER_STATE_DIR",
+        dir.path().join("state").to_str().unwrap(),
+    )]);
+    let cfg = config::load(ConfigSource::Flag(file), &env).unwrap();
+    let mut runner = Runner::new(cfg);
+    let outcome = runner
+        .cycle(
+            &inputs(&env, &Roots::at(dir.path())),
+            std::future::pending(),
+            |_| -> Result<Down<'_>, _> { panic!("a refused event reached the transport") },
+        )
+        .await;
+    assert_eq!(
+        outcome,
+        CycleOutcome::Refused(guard::Kind::ConfigValue("Butler.someSecret".into()))
+    );
+    let last = state::load(&dir.path().join("state")).unwrap().unwrap();
+    assert_eq!(last.result, "refused");
+    assert!(!last.detail.contains("Plantedix"));
+}
+
+/// A Docker endpoint that accepts and never answers: the listener is kept, never accepted.
+fn silent_docker(dir: &std::path::Path) -> (std::os::unix::net::UnixListener, Roots) {
+    let sock = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut roots = Roots::at(dir);
+    // In a container (so the engine ID anchors the instance ID) without a host /etc mount.
+    roots.env.container_override = Some("docker".into());
+    // Socket paths are read below the root.
+    roots.env.docker_host = Some("unix:///docker.sock".into());
+    (listener, roots)
+}
+
+/// The cycle's work runs off the runtime thread: while it waits on a silent Docker engine,
+/// the runtime keeps running other tasks; past the limit the cycle is abandoned, and the next
+/// one is skipped while the abandoned work still runs, instead of starting more threads.
+#[tokio::test]
+async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_docker, roots) = silent_docker(dir.path());
+    let env = MapEnv::new([(
+        "BUTLER_STATE_DIR",
+        dir.path().join("state").to_str().unwrap(),
+    )]);
+    let mut runner = Runner::new(defaults(&env));
+    let inputs = Inputs {
+        limit: Duration::from_millis(300),
+        ..inputs(&env, &roots)
+    };
+    // A ticker on the same (current-thread) runtime: it must keep ticking during the cycle.
+    let ticks = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&ticks);
+    let ticker = tokio::spawn(async move {
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let started = std::time::Instant::now();
+    let outcome = runner
+        .cycle(
+            &inputs,
+            std::future::pending(),
+            |_| -> Result<Down<'_>, _> { panic!("an abandoned cycle builds no client") },
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(outcome, CycleOutcome::Abandoned);
+    assert!(
+        took < Duration::from_millis(1200),
+        "abandoned after {took:?}"
+    );
+    assert!(
+        ticks.load(Ordering::SeqCst) >= 10,
+        "the runtime ran other tasks meanwhile ({} ticks in {took:?})",
+        ticks.load(Ordering::SeqCst)
+    );
+    assert!(runner.still_working(), "the Docker query is still waiting");
+    let outcome = runner
+        .cycle(
+            &inputs,
+            std::future::pending(),
+            |_| -> Result<Down<'_>, _> { panic!("a skipped cycle builds no client") },
+        )
+        .await;
+    assert_eq!(outcome, CycleOutcome::Skipped);
+    // The engine query gives up after its own timeout; then cycles run again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runner.still_working() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!runner.still_working(), "the abandoned work ends");
+    ticker.abort();
+}
+
+/// A stop request ends the wait for the cycle's work at once.
+#[tokio::test]
+async fn a_stop_ends_a_cycle_waiting_on_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_docker, roots) = silent_docker(dir.path());
+    let env = MapEnv::new([(
+        "BUTLER_STATE_DIR",
+        dir.path().join("state").to_str().unwrap(),
+    )]);
+    let mut runner = Runner::new(defaults(&env));
+    let started = std::time::Instant::now();
+    let outcome = runner
+        .cycle(
+            &inputs(&env, &roots),
+            tokio::time::sleep(Duration::from_millis(100)),
+            |_| -> Result<Down<'_>, _> { panic!("a stopped cycle builds no client") },
+        )
+        .await;
+    assert_eq!(outcome, CycleOutcome::Stopped);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+}
+
+#[test]
+fn changes_name_the_keys_never_the_values() {
+    let env = MapEnv::default();
+    let old = defaults(&env);
+    let mut new = old.clone();
+    assert!(changes(&old, &new).is_empty());
+    new.agent.interval = Duration::from_secs(7200);
+    new.agent.posthog_key = "phc_secret_value".into();
+    new.agent.health_port = 1;
+    let changed = changes(&old, &new);
+    assert_eq!(
+        changed,
+        [
+            "Butler.butlerAgent.posthogKey",
+            "Butler.butlerAgent.interval",
+            "Butler.butlerAgent.healthPort"
+        ]
+    );
+    assert!(changed.iter().all(|k| !k.contains("phc_secret_value")));
+}
+
+#[tokio::test]
+async fn reload_now_takes_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("production.yaml");
+    std::fs::write(&file, "Butler:\n  butlerAgent:\n    interval: 2h\n").unwrap();
+    let env = MapEnv::default();
+    let mut runner = Runner::new(config::load(ConfigSource::Flag(file.clone()), &env).unwrap());
+    std::fs::write(&file, "Butler:\n  butlerAgent:\n    interval: 3h\n").unwrap();
+    let inputs = inputs(&env, &Roots::at("/nonexistent"));
+    assert!(runner.reload_now(&inputs, std::future::pending()).await);
+    assert_eq!(runner.config.agent.interval, Duration::from_secs(3 * 3600));
+}

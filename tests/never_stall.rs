@@ -1,0 +1,201 @@
+//! Nothing a telemetry cycle does stalls the agent: while a cycle works through a config with
+//! 40,000 strings, reads a config path that has become a FIFO, or waits on a Docker engine
+//! that never answers, `/health` keeps answering and SIGTERM ends the agent in under a second.
+//! SIGHUP re-reads the config and never stops it. Every agent here has telemetry off or sends
+//! to a local `butler-agent sink`.
+
+mod robust_support;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use robust_support::{Agent, Prober};
+
+/// The slowest probe tolerated while a cycle works on the other core of a loaded machine.
+const PROBE_BOUND: Duration = Duration::from_millis(300);
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+const STOP_BOUND: Duration = Duration::from_secs(1);
+
+/// A running `butler-agent sink` on a loopback port; killed on drop.
+struct Sink {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sink() -> Sink {
+    let mut child = robust_support::common::agent(robust_support::common::Telemetry::Off)
+        .args(["sink", "--listen", "127.0.0.1:0"])
+        .env("BUTLER_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sink starts");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the sink logs its address");
+    Sink {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+/// Probes `/health` for `window` while the agent works, then sends SIGTERM; panics with the
+/// log when a probe failed or was slow, or the stop took a second or more.
+fn probes_hold_then_stop_quickly(mut agent: Agent, window: Duration, case: &str) {
+    let prober = Prober::start(agent.health, PROBE_EVERY);
+    std::thread::sleep(window);
+    let report = prober.finish();
+    let started = Instant::now();
+    let code = agent.stop(Duration::from_secs(10));
+    let took = started.elapsed();
+    eprintln!(
+        "{case}: {} probes, median {:?}, max {:?}; SIGTERM → exit {code:?} in {took:?}",
+        report.total,
+        report.median(),
+        report.max()
+    );
+    let log = agent.log().join("\n");
+    assert!(agent.panics().is_empty(), "{case}: panicked:\n{log}");
+    assert_eq!(
+        report.problem(PROBE_BOUND),
+        None,
+        "{case}: /health stalled:\n{log}"
+    );
+    assert_eq!(code, Some(0), "{case}: exit code:\n{log}");
+    assert!(took < STOP_BOUND, "{case}: SIGTERM took {took:?}:\n{log}");
+}
+
+fn write_config(path: &Path, strings: usize) {
+    let mut text = String::from("Butler:\n  anonTelemetry: true\n  manyValues:\n");
+    for i in 0..strings {
+        text.push_str(&format!("    key{i}: some-config-value-{i:06}\n"));
+    }
+    std::fs::write(path, text).expect("write the config");
+}
+
+#[test]
+fn health_and_stop_during_a_cycle_over_40k_config_strings() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("big.yaml");
+    write_config(&config, 40_000);
+    let sink = sink();
+    let agent = Agent::start(
+        &["--config", config.to_str().expect("UTF-8 path")],
+        &[
+            ("BUTLER_POSTHOG_HOST", &sink.url),
+            ("BUTLER_TELEMETRY_START_DELAY", "0s"),
+        ],
+        dir.path(),
+    );
+    probes_hold_then_stop_quickly(agent, Duration::from_secs(3), "40k config strings");
+}
+
+#[test]
+fn health_and_stop_while_the_config_path_is_a_fifo() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("production.yaml");
+    write_config(&config, 1);
+    let mut agent = Agent::start(
+        &["--config", config.to_str().expect("UTF-8 path")],
+        &[
+            ("DO_NOT_TRACK", "1"),
+            ("BUTLER_TELEMETRY_START_DELAY", "1s"),
+        ],
+        dir.path(),
+    );
+    agent.wait_log("Telemetry         :", Duration::from_secs(10));
+    // Replaced by a FIFO nobody writes to: opening it for reading waits for a writer.
+    std::fs::remove_file(&config).expect("remove the config");
+    let made = Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", config.display());
+    probes_hold_then_stop_quickly(agent, Duration::from_secs(3), "config path is a FIFO");
+}
+
+#[test]
+fn health_and_stop_while_docker_never_answers() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("docker.sock");
+    // Accepts (the kernel completes connections into the backlog) and never replies.
+    let _silent = std::os::unix::net::UnixListener::bind(&socket).expect("bind a unix socket");
+    let sink = sink();
+    let docker_host = format!("unix://{}", socket.display());
+    let agent = Agent::start(
+        &[],
+        &[
+            ("BUTLER_POSTHOG_HOST", &sink.url),
+            ("BUTLER_TELEMETRY_START_DELAY", "0s"),
+            // In a container, so the engine ID is asked for the instance ID.
+            ("BUTLER_CONTAINER_RUNTIME", "docker"),
+            ("DOCKER_HOST", &docker_host),
+        ],
+        dir.path(),
+    );
+    probes_hold_then_stop_quickly(agent, Duration::from_secs(3), "silent Docker engine");
+}
+
+#[test]
+fn sighup_rereads_the_config_and_never_stops_the_agent() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("production.yaml");
+    std::fs::write(&config, "Butler:\n  butlerAgent:\n    interval: 2h\n").expect("write");
+    let mut agent = Agent::start(
+        &["--config", config.to_str().expect("UTF-8 path")],
+        &[
+            ("DO_NOT_TRACK", "1"),
+            ("BUTLER_TELEMETRY_START_DELAY", "1h"),
+        ],
+        dir.path(),
+    );
+    agent.wait_log("Telemetry         :", Duration::from_secs(10));
+    let pid = agent.pid;
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("send SIGHUP")
+    };
+    std::fs::write(&config, "Butler:\n  butlerAgent:\n    interval: 3h\n").expect("rewrite");
+    hup();
+    agent.wait_log(
+        "config re-read: changed Butler.butlerAgent.interval",
+        Duration::from_secs(10),
+    );
+    hup();
+    agent.wait_log("config re-read: nothing changed", Duration::from_secs(10));
+    std::fs::write(&config, "Butler:\n  anonTelemetry: \"yes\"\n").expect("break the file");
+    hup();
+    agent.wait_log("keeping the last good config", Duration::from_secs(10));
+    assert!(agent.running(), "SIGHUP does not stop the agent");
+    assert!(matches!(
+        robust_support::probe(agent.health, Duration::from_secs(2)),
+        Ok((200, _))
+    ));
+    let started = Instant::now();
+    assert_eq!(agent.stop(Duration::from_secs(10)), Some(0));
+    assert!(started.elapsed() < STOP_BOUND);
+    assert!(agent.panics().is_empty());
+}
