@@ -4,7 +4,10 @@
 # (static glibc, stripped) and prepares the build context this file expects:
 #   butler-agent   the agent (ENTRYPOINT)
 #   healthcheck    the std-only HEALTHCHECK probe
+#   sbom/          a CycloneDX SBOM of each binary (<binary>.cdx.json)
 #   data/          an empty directory, becomes /data owned by the runtime user
+# Both binaries are built with `cargo auditable`: each carries its own
+# dependency list, which image scanners (Trivy, Grype, Syft) read.
 # Build with:  scripts/build-image   (tags butler-agent:latest)
 #
 # CA certificates are compiled into the agent (webpki-roots), so no /etc/ssl is
@@ -25,6 +28,7 @@ LABEL org.opencontainers.image.title="butler-agent" \
       org.opencontainers.image.created="${CREATED}"
 
 COPY butler-agent healthcheck /
+COPY sbom /sbom
 # The state directory (instance ID seed, audit log) must be writable by the
 # runtime user; a named volume mounted here copies this ownership on first use.
 COPY --chown=10001:10001 data /data

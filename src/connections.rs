@@ -258,12 +258,12 @@ async fn connection<H, Fut>(
                 conn.as_mut().graceful_shutdown();
                 let now = Instant::now();
                 stop_at = Some(now);
-                timer.as_mut().reset((now + STOP_HEAD_GRACE).into());
+                timer.as_mut().reset(later(now, STOP_HEAD_GRACE));
             }
             _ = &mut timer => {
                 let now = Instant::now();
                 if state.busy() {
-                    timer.as_mut().reset((now + limits.idle_timeout).into());
+                    timer.as_mut().reset(later(now, limits.idle_timeout));
                     continue;
                 }
                 let idle_due = state.idle_since().checked_add(limits.idle_timeout);
@@ -280,6 +280,16 @@ async fn connection<H, Fut>(
             }
         }
     }
+}
+
+/// `now + d` as a timer deadline; a duration too long to add means "not in this process's
+/// life" (about 30 years).
+fn later(now: Instant, d: Duration) -> tokio::time::Instant {
+    let far = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(far))
+        .unwrap_or(now)
+        .into()
 }
 
 /// One open connection as the accept loop and its own task see it.

@@ -182,10 +182,17 @@ pub fn derive_with(
     match network::host_default_interface(roots) {
         Ok(h) => {
             let (system_uuid, uuid_input) = system_uuid(roots);
+            let fib = roots.proc.join("1/net/fib_trie");
             let ipv4_input = if h.ipv4.is_empty() {
-                "IPv4 address of the host's default interface (none in <HOST_PROC>/1/net/fib_trie: empty)"
+                format!(
+                    "IPv4 address of the host's default interface (none in {}: empty)",
+                    fib.display()
+                )
             } else {
-                "IPv4 address of the host's default interface (local address in <HOST_PROC>/1/net/fib_trie)"
+                format!(
+                    "IPv4 address of the host's default interface (local address in {})",
+                    fib.display()
+                )
             };
             return InstanceId {
                 id: butler_id(&ButlerInputs {
@@ -202,7 +209,7 @@ pub fn derive_with(
                         roots.proc.join("1/net/route").display(),
                         roots.sys.display()
                     ),
-                    ipv4_input.to_string(),
+                    ipv4_input,
                     qrs_input,
                     uuid_input,
                 ],
@@ -563,9 +570,11 @@ fn warn_unstable_once(tried: &[String]) {
     UNSTABLE_WARNING.call_once(|| {
         tracing::warn!(
             "the instance ID may change whenever this container is re-created ({}). To make it \
-             stable, mount a named volume at the state directory (-v butler-agent-state:/data; \
-             the image sets BUTLER_STATE_DIR=/data), or mount the host's /etc read-only and \
-             point HOST_ETC at it (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)",
+             stable, mount the host's /proc and /sys read-only (-v /proc:/host/proc:ro \
+             -v /sys:/host/sys:ro -e HOST_PROC=/host/proc -e HOST_SYS=/host/sys: Butler's own \
+             ID of the host), or a named volume at the state directory (-v \
+             butler-agent-state:/data; the image sets BUTLER_STATE_DIR=/data), or the host's \
+             /etc (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)",
             tried.join("; ")
         );
     });

@@ -69,6 +69,10 @@ const TESTS: &[(&str, Test)] = &[
         "compose_stack_comes_up_healthy_and_the_sink_gets_an_event",
         compose_stack_comes_up_healthy_and_the_sink_gets_an_event,
     ),
+    (
+        "binaries_in_the_image_carry_their_dependency_list",
+        binaries_in_the_image_carry_their_dependency_list,
+    ),
 ];
 
 fn main() {
@@ -778,4 +782,116 @@ fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event(img: &str) {
         },
     );
     assert!(sink_log.contains("system_isRunningInDocker"), "{sink_log}");
+}
+
+/// `[[package]]` name and version pairs of `Cargo.lock`.
+fn cargo_lock() -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("Cargo.lock")).expect("Cargo.lock readable");
+    let mut out = BTreeSet::new();
+    for block in text.split("[[package]]").skip(1) {
+        let field = |key: &str| {
+            block.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix(" = \""))
+                    .and_then(|r| r.strip_suffix('"'))
+                    .map(str::to_string)
+            })
+        };
+        if let (Some(n), Some(v)) = (field("name"), field("version")) {
+            out.insert((n, v));
+        }
+    }
+    out
+}
+
+/// The names under `[dependencies]` in Cargo.toml: what the agent is built from.
+fn direct_dependencies() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml readable");
+    text.split("\n[dependencies]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("Cargo.toml has [dependencies]")
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .collect()
+}
+
+/// Name and version pairs of a JSON list of objects.
+fn pairs<'a>(items: impl Iterator<Item = &'a Value>) -> BTreeSet<(String, String)> {
+    items
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_string(),
+                p["version"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What image scanners read: each binary in the image carries its dependency list
+/// (`cargo auditable`), every crate in it is in `Cargo.lock` at the locked version, the agent's
+/// list has every direct dependency, and the image's SBOM for each binary lists the same crates.
+fn binaries_in_the_image_carry_their_dependency_list(img: &str) {
+    let mut c = Cleanup::default();
+    let name = c.container("audit");
+    // Created, never started: only its files are read.
+    docker_ok(&["create", "--name", &name, img]);
+    let dir = tempdir();
+    let lock = cargo_lock();
+    for bin in ["butler-agent", "healthcheck"] {
+        docker_ok(&["cp", &format!("{name}:/{bin}"), &dir.to_string_lossy()]);
+        docker_ok(&[
+            "cp",
+            &format!("{name}:/sbom/{bin}.cdx.json"),
+            &dir.to_string_lossy(),
+        ]);
+        let json = auditable_info::json_from_file(&dir.join(bin), Default::default())
+            .unwrap_or_else(|e| panic!("/{bin} in the image carries no dependency list: {e}"));
+        let audit: Value = serde_json::from_str(&json).expect("the audit data is JSON");
+        let packages = audit["packages"].as_array().expect("a package list");
+        let listed = pairs(packages.iter());
+        for p in &listed {
+            assert!(
+                lock.contains(p),
+                "/{bin} names {p:?}, which Cargo.lock does not have"
+            );
+        }
+        let root: Vec<&Value> = packages.iter().filter(|p| p["root"] == true).collect();
+        assert_eq!(root.len(), 1, "{bin}: {root:?}");
+        assert_eq!(root[0]["name"], bin);
+
+        let sbom: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{bin}.cdx.json"))).expect("SBOM copied"),
+        )
+        .expect("the SBOM is JSON");
+        assert_eq!(sbom["bomFormat"], "CycloneDX", "{sbom}");
+        let mut in_sbom = pairs(sbom["components"].as_array().into_iter().flatten());
+        in_sbom.insert((
+            sbom["metadata"]["component"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            sbom["metadata"]["component"]["version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+        let runtime = pairs(packages.iter().filter(|p| p["kind"] != "build"));
+        assert!(
+            runtime.is_subset(&in_sbom) && in_sbom.is_subset(&listed),
+            "{bin}: the SBOM lists {in_sbom:?}, the binary {listed:?}"
+        );
+        if bin == "butler-agent" {
+            let names: BTreeSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+            for dep in direct_dependencies() {
+                assert!(
+                    names.contains(dep.as_str()),
+                    "{dep} is missing from {names:?}"
+                );
+            }
+            assert!(listed.len() > 50, "{} crates", listed.len());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

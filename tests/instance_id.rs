@@ -369,6 +369,19 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
         "{:?}",
         one.inputs
     );
+    // An unreadable fib_trie is not "no IPv4": the next anchor, with the reason.
+    let fib = root.join("host/proc/1/net/fib_trie");
+    let fib_text = std::fs::read(&fib).expect("written above");
+    std::fs::remove_file(&fib).expect("temp tree is writable");
+    let env = MapEnv::new([("HOST_ROOT", "/host")]);
+    let no_fib = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    assert_ne!(no_fib.method, instance_id::METHOD_HOST_NETWORK);
+    assert!(
+        no_fib.inputs[0].contains("fib_trie unreadable"),
+        "{:?}",
+        no_fib.inputs
+    );
+    std::fs::write(&fib, fib_text).expect("temp tree is writable");
     // A host MAC file that is not a MAC: the next anchor, with the reason.
     std::fs::write(hs.join("address"), "garbage\n").expect("temp tree is writable");
     let env = MapEnv::new([("HOST_ROOT", "/host")]);

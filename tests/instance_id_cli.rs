@@ -225,3 +225,78 @@ fn unstable_container_id_warns_once_naming_the_mount() {
     assert!(text.contains("own values"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An anchor that fails for a fixable reason says so, run as a user other than the owner (as
+/// `docker run --user` does): a state directory owned by root names its owner, the user and the
+/// fixes; a Docker socket without its group names `--group-add` and how to find the group.
+#[test]
+fn anchor_failures_say_why_and_how_to_fix() {
+    if !nix::unistd::geteuid().is_root()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("note: needs root and setpriv to run the agent as another user; skipped");
+        return;
+    }
+    const USER: &str = "12345";
+    const SOCKET_GID: u32 = 4242;
+    let dir = temp("anchor-failures");
+    let root = dir.join("root");
+    copy_dir(&fixture("docker-fuse-overlayfs"), &root);
+    // A socket only root and group 4242 may use.
+    let sock_path = root.join("var/run/docker.sock");
+    std::fs::create_dir_all(sock_path.parent().expect("has a parent")).expect("writable");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock_path).expect("bind a socket");
+    std::os::unix::fs::chown(&sock_path, Some(0), Some(SOCKET_GID)).expect("chown as root");
+    std::fs::set_permissions(
+        &sock_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o660),
+    )
+    .expect("chmod");
+    // A state directory owned by root, mode 0755.
+    let state = dir.join("data");
+    std::fs::create_dir_all(&state).expect("writable");
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let cfg = config(&dir, &state);
+    for p in [&dir, &root] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--clear-groups"])
+        .arg(common::AGENT)
+        .env_clear()
+        .envs(common::telemetry_env(Telemetry::Off))
+        .arg("--root")
+        .arg(&root)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["id", "--explain"])
+        .output()
+        .expect("setpriv runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--group-add {SOCKET_GID}")) && stderr.contains("stat -c %g"),
+        "socket group advice: {stderr}"
+    );
+    assert!(
+        stderr.contains("is owned by uid 0")
+            && stderr.contains(&format!("runs as uid {USER}"))
+            && stderr.contains("--user")
+            && stderr.contains("chown")
+            && stderr.contains("named volume"),
+        "state directory advice: {stderr}"
+    );
+    assert!(stdout.contains("own values"), "{stdout}");
+    assert!(
+        stdout.contains("--group-add"),
+        "--explain names the reason too: {stdout}"
+    );
+    assert!(!state.join("instance-secret").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,6 +54,10 @@ const FACT_FILES: &[&str] = &[
     "sys/class/dmi/id/product_uuid",
     "sys/hypervisor/type",
     "sys/fs/cgroup/cgroup.type",
+    "proc/1/status",
+    "proc/2/status",
+    "proc/sys/kernel/random/boot_id",
+    ".dockerenv",
 ];
 
 fn fresh_dir(tag: &str) -> PathBuf {
@@ -96,6 +100,20 @@ fn check_facts(root: &Path) {
     for k in ["distro", "virtual", "isRunningInDocker"] {
         assert!(v["rules"][k].is_string(), "rules.{k} is named");
     }
+    // The ID is derived from the same strange files (container identity, boot ID, host mounts).
+    let env = butler_agent::config::MapEnv::new([("HOST_ROOT", "/")]);
+    for roots in [Roots::at(root), Roots::from_env(root, &env)] {
+        let id = butler_agent::instance_id::derive_with(
+            &roots,
+            &facts,
+            butler_agent::instance_id::IdConfig::default(),
+            &NoSyscalls,
+        );
+        assert!(
+            id.id.len() == 64 && id.id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id:?}"
+        );
+    }
 }
 
 /// Contents that look like what these files hold, with noise.
@@ -131,6 +149,11 @@ proptest! {
         let _ = host::container::cgroup_runtime(&text);
         let _ = host::container::container_var(&text);
         let _ = host::network::parse_default_route(&text);
+        let _ = host::container::containerd_cgroup(&text);
+        let _ = host::container::status_name(&text);
+        let _ = host::container::root_mount(&text).map(|m| (m.fstype.len(), m.super_options.len()));
+        let _ = host::network::fib_local_addresses(&text);
+        let _ = host::network::interface_ipv4(&text, &text, "eth0");
         let _ = host::virt::is_metal(&text);
         let _ = host::container::is_wsl(&text);
         let _ = host::os::derive(&[("/etc/os-release".to_string(), text.clone())]);

@@ -6,7 +6,13 @@
 //!   `Butler.configQRS.host` and everything under [`AGENT_KEY`]) are checked strictly: a wrong
 //!   type stops the agent with one message naming file, line, key path and what was expected;
 //! - keys that are only reported as feature flags are read leniently from the whole tree
-//!   ([`LoadedConfig::tree`]) by `telemetry::features`: Butler validates its own config.
+//!   ([`LoadedConfig::tree`]) by `telemetry::features`: Butler validates its own config. Any
+//!   YAML Butler loads loads: `.inf`/`.nan` become the strings `.inf`, `-.inf`, `.nan` in the
+//!   tree, integers beyond 64 bits become floats, tags are dropped (their values kept).
+//!
+//! Every error about a value the agent uses names the file, the line and column of the value
+//! (found again in the text by `locate` when the typed pass over the tree is what failed,
+//! or when a range check after it did), the key path and what was expected.
 //!
 //! Reading is split from parsing: [`parse_str`] is pure and tested on literals; [`load`] does
 //! the file I/O with a size cap.
@@ -340,7 +346,7 @@ pub fn parse_str(
 ) -> Result<(Value, ButlerKeys, Option<settings::AgentFile>), ConfigError> {
     // Lenient pass first: the whole tree, for feature flags and the privacy guard. A failure
     // here is a YAML syntax or limits problem, not a wrong value.
-    let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
+    let Tree(tree) = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(e, origin, None))?;
     // Typed view of the steering keys, from the tree already parsed (parsing the YAML is the
     // expensive part of start-up, so the happy path does it once).
@@ -350,7 +356,7 @@ pub fn parse_str(
         match FileRoot::deserialize(&tree) {
             Ok(root) => root,
             // A wrong value: parse the text again, strictly, for the line, column and key path.
-            Err(e) => return Err(strict_error(text, origin, e)),
+            Err(_) => return Err(strict_error(text, origin, &tree)),
         }
     };
     if !tree.is_null() && root.butler.is_none() {
@@ -359,6 +365,7 @@ pub fn parse_str(
                 .with_hint("this does not look like a Butler config file"),
         );
     }
+    refuse_non_finite_text(text, origin, &tree)?;
     let butler = root.butler.unwrap_or_default();
     let keys = ButlerKeys {
         anon_telemetry: butler.anon_telemetry,
@@ -371,50 +378,173 @@ pub fn parse_str(
     Ok((tree, keys, butler.agent))
 }
 
+/// The text settings, which take any string.
+const TEXT_KEYS: &[&str] = &[
+    "Butler.configQRS.host",
+    "Butler.butlerAgent.posthogHost",
+    "Butler.butlerAgent.posthogKey",
+    "Butler.butlerAgent.caFile",
+    "Butler.butlerAgent.stateDir",
+    "Butler.butlerAgent.auditLog",
+];
+
+/// `.inf` and `.nan` reach the tree as strings (see `yaml_options`): at a text setting, an
+/// unquoted one is the number, a wrong type.
+fn refuse_non_finite_text(text: &str, origin: &str, tree: &Value) -> Result<(), ConfigError> {
+    for key in TEXT_KEYS {
+        let value = key.split('.').try_fold(tree, |node, k| node.get(k));
+        let Some(number) = value
+            .and_then(Value::as_str)
+            .filter(|v| [".inf", "-.inf", ".nan"].contains(v))
+        else {
+            continue;
+        };
+        let at = locate(text, key);
+        let quoted = at
+            .and_then(|(line, col)| {
+                let line = text
+                    .lines()
+                    .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+                line.chars().nth(usize::try_from(col).ok()?.checked_sub(1)?)
+            })
+            .is_some_and(|c| c == '"' || c == '\'');
+        if !quoted {
+            return Err(ConfigError {
+                origin: Origin::File(origin.into()),
+                location: at,
+                key: Some(key.to_string()),
+                message: format!("invalid type: the non-finite number {number}, expected a string"),
+                hint: Some("fix the value, or remove the key to use the default".into()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The located error for a wrong value, from a strict pass over the text. `fallback` is the
 /// error the tree gave, used should the strict pass not fail the same way.
-fn strict_error(text: &str, origin: &str, fallback: serde_json::Error) -> ConfigError {
-    let mut key_path: Option<String> = None;
+fn strict_error(text: &str, origin: &str, tree: &Value) -> ConfigError {
+    // The key and message from the tree: this is what failed.
+    let (key, message) = match serde_path_to_error::deserialize::<_, FileRoot>(tree) {
+        Err(e) => (e.path().to_string(), e.into_inner().to_string()),
+        Ok(_) => (String::new(), "a value has the wrong type".to_string()),
+    };
+    let key = (!key.is_empty() && key != ".").then_some(key);
+    // The YAML deserializer's own pass over the text words some errors better ("strict mode
+    // expects true/false"); its error is used when it is about the same key. (It reads any
+    // scalar as a string, so `posthogHost: 42` passes there, and a key that is not a string
+    // stops it early.)
+    let mut strict_key: Option<String> = None;
     let strict: Result<FileRoot, serde_saphyr::Error> =
         serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let path = e.path().to_string();
                 if path != "." && !path.is_empty() {
-                    key_path = Some(path);
+                    strict_key = Some(path);
                 }
                 e.into_inner()
             })
         });
-    match strict {
-        Err(e) => {
-            let mut error = yaml_error(e, origin, key_path.take());
-            // The value's own place, rather than where inside it the parser gave up.
-            if let Some(at) = error.key.as_deref().and_then(|k| locate(text, k)) {
-                error.location = Some(at);
-            }
-            error
-        }
-        // The YAML deserializer reads any scalar as a string (`posthogHost: 42`); the tree
-        // does not: name the key from the tree and find its place in the text.
-        Ok(_) => {
-            let tree: Value =
-                serde_saphyr::from_str_with_options(text, yaml_options()).unwrap_or(Value::Null);
-            let (key, message) = match serde_path_to_error::deserialize::<_, FileRoot>(&tree) {
-                Err(e) => (e.path().to_string(), e.into_inner().to_string()),
-                Ok(_) => (String::new(), fallback.to_string()),
-            };
-            let message = message
+    let mut error = match strict {
+        Err(e) if strict_key.is_some() && strict_key == key => yaml_error(e, origin, strict_key),
+        _ => ConfigError {
+            origin: Origin::File(origin.into()),
+            location: None,
+            key,
+            message: message
                 .replace("string \".inf\"", "the non-finite number .inf")
                 .replace("string \"-.inf\"", "the non-finite number -.inf")
-                .replace("string \".nan\"", "the non-finite number .nan");
-            ConfigError {
-                origin: Origin::File(origin.into()),
-                location: locate(text, &key),
-                key: (!key.is_empty() && key != ".").then_some(key),
-                message,
-                hint: Some("fix the value, or remove the key to use the default".into()),
+                .replace("string \".nan\"", "the non-finite number .nan"),
+            hint: Some("fix the value, or remove the key to use the default".into()),
+        },
+    };
+    // The value's own place, rather than where inside it the parser gave up.
+    if let Some(at) = error.key.as_deref().and_then(|k| locate(text, k)) {
+        error.location = Some(at);
+    }
+    error
+}
+
+/// The whole file as a JSON tree, read as leniently as Butler reads it: a mapping key that is
+/// not a string (`1: x`, `? [a, b]: x`) becomes its JSON text, an integer beyond 64 bits a
+/// float.
+struct Tree(Value);
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Tree;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML node")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Tree, E> {
+                Ok(Tree(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Tree, E> {
+                Ok(Tree(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Tree, E> {
+                Ok(Tree(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Tree, E> {
+                Ok(Tree(
+                    i64::try_from(v).map_or_else(|_| (v as f64).into(), Value::from),
+                ))
+            }
+            fn visit_u128<E>(self, v: u128) -> Result<Tree, E> {
+                Ok(Tree(
+                    u64::try_from(v).map_or_else(|_| (v as f64).into(), Value::from),
+                ))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Tree, E> {
+                // Non-finite floats arrive as strings (see `yaml_options`); this is a fallback.
+                Ok(Tree(serde_json::Number::from_f64(v).map_or_else(
+                    || Value::String(v.to_string()),
+                    Value::Number,
+                )))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Tree, E> {
+                Ok(Tree(Value::String(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Tree, E> {
+                Ok(Tree(Value::String(v)))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Tree, E> {
+                Ok(Tree(Value::String(String::from_utf8_lossy(v).into_owned())))
+            }
+            fn visit_unit<E>(self) -> Result<Tree, E> {
+                Ok(Tree(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<Tree, E> {
+                Ok(Tree(Value::Null))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Tree, D::Error> {
+                Tree::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Tree(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Tree(Value::Array(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some(Tree(key)) = map.next_key()? {
+                    let key = match key {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    let Tree(value) = map.next_value()?;
+                    object.insert(key, value);
+                }
+                Ok(Tree(Value::Object(object)))
             }
         }
+        d.deserialize_any(V)
     }
 }
 
@@ -428,38 +558,6 @@ enum Located {
 impl<'de> Deserialize<'de> for Located {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-        /// A mapping key of any scalar type, as text.
-        struct Key(String);
-        impl<'de> Deserialize<'de> for Key {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct K;
-                impl Visitor<'_> for K {
-                    type Value = Key;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("a key")
-                    }
-                    fn visit_str<E>(self, v: &str) -> Result<Key, E> {
-                        Ok(Key(v.to_string()))
-                    }
-                    fn visit_bool<E>(self, v: bool) -> Result<Key, E> {
-                        Ok(Key(v.to_string()))
-                    }
-                    fn visit_i64<E>(self, v: i64) -> Result<Key, E> {
-                        Ok(Key(v.to_string()))
-                    }
-                    fn visit_u64<E>(self, v: u64) -> Result<Key, E> {
-                        Ok(Key(v.to_string()))
-                    }
-                    fn visit_f64<E>(self, v: f64) -> Result<Key, E> {
-                        Ok(Key(v.to_string()))
-                    }
-                    fn visit_unit<E>(self) -> Result<Key, E> {
-                        Ok(Key(String::new()))
-                    }
-                }
-                d.deserialize_any(K)
-            }
-        }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Located;
@@ -508,7 +606,13 @@ impl<'de> Deserialize<'de> for Located {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Located, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(Key(k)) = map.next_key()? {
+                // Keys as the tree spells them (see `Tree`).
+                while let Some(Tree(k)) = map.next_key()? {
+                    let k = match k {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
                     entries.push((k, map.next_value()?));
                 }
                 Ok(Located::Map(entries))

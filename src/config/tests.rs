@@ -293,6 +293,17 @@ fn values_butler_loads_at_ignored_keys_load() {
     // Butler's own ignored keys hold such values too.
     let text = TEMPLATE.replace("frequency: every 30 seconds", "frequency: .inf");
     parse(&text).expect(".inf at Butler.heartbeat.frequency");
+    // Keys that are not strings, as YAML allows and Butler's parser reads.
+    let (tree, keys, _) =
+        parse("Butler:\n  anonTelemetry: false\n  ? [a, b]\n  : 1\n  1: x\n  true: y\n  ~: z\n")
+            .expect("complex and scalar keys load");
+    assert_eq!(keys.anon_telemetry, Some(false));
+    assert_eq!(tree["Butler"]["[\"a\",\"b\"]"], 1);
+    assert_eq!(tree["Butler"]["1"], "x");
+    assert_eq!(tree["Butler"]["true"], "y");
+    // And an error in such a file is still located.
+    let e = err("Butler:\n  ? [a, b]\n  : 1\n  butlerAgent:\n    posthogHost: 42\n");
+    assert_eq!(e.location, Some((5, 18)), "{e}");
 }
 
 /// Every key the agent uses, given each wrong type: the error names the line and column of
@@ -344,7 +355,7 @@ fn every_steering_key_with_every_wrong_type_is_located() {
             wrong.extend(["42", "\"yes\"", ".inf", "!!int 7"]);
         }
         if is_text(key) {
-            wrong.extend(["42", "false", "!!int 7", "4.5"]);
+            wrong.extend(["42", "false", "!!int 7", "4.5", ".inf", "-.Inf", ".NaN"]);
         }
         if is_number(key) {
             wrong.extend(["\"ten\"", "-3", "123456789012345678901234567890", ".nan"]);
@@ -483,6 +494,13 @@ fn capture_host_credentials_are_refused() {
     }
     // An `@` after the host is not a credential.
     assert!(normalize_host("https://eu.i.posthog.com/x@y").is_ok());
+}
+
+#[test]
+fn a_quoted_inf_is_a_string() {
+    let (_, _, agent) = parse("Butler:\n  butlerAgent:\n    stateDir: \".inf\"\n").unwrap();
+    let s = AgentSettings::resolve(agent.as_ref(), &MapEnv::default()).unwrap();
+    assert_eq!(s.state_dir.as_deref(), Some(Path::new(".inf")));
 }
 
 #[test]

@@ -217,7 +217,7 @@ pub(crate) fn pid_namespace(roots: &Roots) -> PidNs {
 }
 
 /// The `Name:` line of a `/proc/<pid>/status` file.
-pub(crate) fn status_name(status: &str) -> Option<String> {
+pub fn status_name(status: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Name:"))
@@ -253,12 +253,12 @@ fn is_overlay(fstype: &str) -> bool {
 }
 
 /// The root mount of a mountinfo text (the last line whose mount point is `/`).
-pub(crate) struct RootMount<'a> {
-    pub(crate) fstype: &'a str,
-    pub(crate) super_options: &'a str,
+pub struct RootMount<'a> {
+    pub fstype: &'a str,
+    pub super_options: &'a str,
 }
 
-pub(crate) fn root_mount(text: &str) -> Option<RootMount<'_>> {
+pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
     text.lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
@@ -278,7 +278,7 @@ pub(crate) fn root_mount(text: &str) -> Option<RootMount<'_>> {
 /// containerd's default cgroup path `/<namespace>/<container>` (`ctr run`, nerdctl with the
 /// cgroupfs driver): the same two-part path on every hierarchy, with no systemd unit suffix.
 /// Only read outside the initial PID namespace: a host service can sit in a two-part cgroup.
-pub(crate) fn containerd_cgroup(text: &str) -> Option<String> {
+pub fn containerd_cgroup(text: &str) -> Option<String> {
     let mut paths = text
         .lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))
@@ -447,7 +447,8 @@ pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
         out.push(("cgroup path in /proc/self/cgroup", path));
     }
     if let Some(text) = read_text(&roots.own_path("/proc/self/mountinfo")) {
-        let binds: Vec<&str> = text
+        // Sorted: a runtime may order these mounts differently on each start.
+        let mut binds: Vec<&str> = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split(' ').skip(3);
@@ -458,6 +459,8 @@ pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
                     .then_some(root)
             })
             .collect();
+        binds.sort_unstable();
+        binds.dedup();
         if !binds.is_empty() {
             out.push((
                 "per-container bind mounts in /proc/self/mountinfo",
@@ -769,5 +772,34 @@ mod evidence_tests {
                 got.runtime_rule
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn identity_ignores_mount_order_and_names_sources_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |text: &str| {
+            let p = dir.path().join("proc/self");
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("mountinfo"), text).expect("write");
+            std::fs::write(p.join("cgroup"), "1:cpu:/libpod_parent/libpod-abc\n0::/\n")
+                .expect("write");
+        };
+        let hosts = "5 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hosts /etc/hosts rw - ext4 /dev/vda rw";
+        let name = "6 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hostname /etc/hostname rw - ext4 /dev/vda rw";
+        let root = "1 0 0:40 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/var/lib/containers/storage/overlay/abc/diff,workdir=/w";
+        write(&format!("{root}\n{hosts}\n{name}\n"));
+        let a = own_identity(&Roots::at(dir.path()));
+        write(&format!("{root}\n{name}\n{hosts}\n"));
+        let b = own_identity(&Roots::at(dir.path()));
+        assert_eq!(a, b, "a restart may reorder the mounts");
+        let sources: Vec<&str> = a.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sources.len(), 3, "{sources:?}");
+        assert!(sources.iter().all(|s| !s.contains("abc")));
+        assert!(own_identity(&Roots::at("/nonexistent/root")).is_empty());
     }
 }

@@ -84,6 +84,7 @@ pub(crate) enum HostNetError {
     NotMounted,
     NoRoute(String),
     NoMac(String),
+    Unreadable(String),
 }
 
 impl std::fmt::Display for HostNetError {
@@ -94,6 +95,7 @@ impl std::fmt::Display for HostNetError {
             ),
             HostNetError::NoRoute(p) => write!(f, "no IPv4 default route in {p}"),
             HostNetError::NoMac(p) => write!(f, "no MAC address in {p}"),
+            HostNetError::Unreadable(p) => write!(f, "{p} unreadable"),
         }
     }
 }
@@ -118,7 +120,10 @@ pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNet
                 roots.sys.display()
             ))
         })?;
-    let fib = read_text(&roots.proc.join("1/net/fib_trie")).unwrap_or_default();
+    // Unreadable is not "no address": Butler would see one, so this anchor is not used then.
+    let fib_path = roots.proc.join("1/net/fib_trie");
+    let fib = read_text(&fib_path)
+        .ok_or_else(|| HostNetError::Unreadable(fib_path.display().to_string()))?;
     let ipv4 = interface_ipv4(&routes, &fib, &name)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
@@ -134,7 +139,7 @@ fn is_mac(s: &str) -> bool {
 }
 
 /// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed.
-pub(crate) fn fib_local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
+pub fn fib_local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
     let mut out = Vec::new();
     let mut current: Option<std::net::Ipv4Addr> = None;
     for line in fib_trie.lines() {
@@ -178,11 +183,7 @@ fn connected_routes(route: &str, iface: &str) -> Vec<(u32, u32)> {
 }
 
 /// The interface's IPv4: the first local address inside one of its connected routes.
-pub(crate) fn interface_ipv4(
-    route: &str,
-    fib_trie: &str,
-    iface: &str,
-) -> Option<std::net::Ipv4Addr> {
+pub fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<std::net::Ipv4Addr> {
     let nets = connected_routes(route, iface);
     fib_local_addresses(fib_trie).into_iter().find(|a| {
         let a = u32::from(*a);

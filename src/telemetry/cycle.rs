@@ -194,7 +194,7 @@ impl Runner {
             );
             return true;
         }
-        let deadline = Instant::now() + inputs.limit;
+        let deadline = after(inputs.limit);
         let source = self.config.source.clone();
         let env = Arc::clone(&inputs.env);
         match self
@@ -310,7 +310,7 @@ impl Runner {
             return CycleOutcome::Skipped;
         }
         self.skip_logged = false;
-        let deadline = Instant::now() + inputs.limit;
+        let deadline = after(inputs.limit);
         let source = self.config.source.clone();
         let env = Arc::clone(&inputs.env);
         match self
@@ -418,6 +418,13 @@ impl Runner {
             interrupted: delivery.interrupted,
         }
     }
+}
+
+/// Now plus `d`, or a time too far ahead to ever come when that does not fit.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 impl Runner {

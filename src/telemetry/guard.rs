@@ -342,8 +342,20 @@ struct Matcher {
     long_ids: Vec<usize>,
 }
 
+/// The first four bytes of a text, the key of the [`Matcher`]'s prefilter.
+fn gram(bytes: &[u8]) -> Option<[u8; 4]> {
+    bytes.get(..4)?.try_into().ok()
+}
+
 impl Matcher {
-    fn new(known: &Known) -> Matcher {
+    /// Compiles the spellings that can occur in `texts`: a spelling whose first four bytes
+    /// occur nowhere in them cannot match, so it is left out (the texts to scan are a few
+    /// hundred bytes; the config may hold tens of thousands of values).
+    fn new(known: &Known, texts: &[(Place, String)]) -> Matcher {
+        let grams: HashSet<[u8; 4]> = texts
+            .iter()
+            .flat_map(|(_, t)| t.as_bytes().windows(4).filter_map(gram))
+            .collect();
         let mut seen = HashSet::new();
         let (mut all, mut all_ids, mut long, mut long_ids) = (vec![], vec![], vec![], vec![]);
         for (idx, id) in known.identifiers.iter().enumerate() {
@@ -353,14 +365,21 @@ impl Matcher {
             for form in std::iter::once(&id.value).chain(&id.alternates) {
                 let form = form.to_lowercase();
                 // Also the JSON-escaped spelling, for a body that is not JSON.
-                let escaped = serde_json::to_string(&form).unwrap_or_default();
-                let escaped = escaped
-                    .get(1..escaped.len().saturating_sub(1))
-                    .unwrap_or_default()
-                    .to_string();
-                for f in [form, escaped] {
+                let escaped = form
+                    .bytes()
+                    .any(|b| b == b'"' || b == b'\\' || b < 0x20)
+                    .then(|| {
+                        let e = serde_json::to_string(&form).unwrap_or_default();
+                        e.get(1..e.len().saturating_sub(1))
+                            .unwrap_or_default()
+                            .to_string()
+                    });
+                for f in std::iter::once(form).chain(escaped) {
                     let n = f.chars().count();
-                    if n < MIN_LEN || !seen.insert(f.clone()) {
+                    if n < MIN_LEN
+                        || !gram(f.as_bytes()).is_some_and(|g| grams.contains(&g))
+                        || !seen.insert(f.clone())
+                    {
                         continue;
                     }
                     if n >= FULL_SCAN_LEN {
@@ -387,6 +406,7 @@ impl Matcher {
         }
     }
 
+    /// `text` is already lowercase.
     fn find(&self, text: &str, place: Place, known: &Known) -> Result<(), Finding> {
         let (automaton, ids) = match place {
             Place::Checked => (&self.long, &self.long_ids),
@@ -395,7 +415,7 @@ impl Matcher {
         if ids.is_empty() {
             return Ok(());
         }
-        match automaton.find(&text.to_lowercase()) {
+        match automaton.find(text) {
             Some(m) => Err(Finding {
                 kind: known.identifiers[ids[m.pattern().as_usize()]].kind.clone(),
             }),
@@ -409,30 +429,41 @@ impl Matcher {
 /// Every string (and number) of the body is looked at once, in its place, by one
 /// multi-pattern pass: the cost is linear in the body plus the known values.
 pub(crate) fn check(body: &str, known: &Known) -> Result<(), Finding> {
-    let matcher = Matcher::new(known);
-    let Ok(parsed) = serde_json::from_str::<Value>(body) else {
+    let texts = match serde_json::from_str::<Value>(body) {
+        Ok(parsed) => texts_to_scan(&parsed, known),
         // Not our JSON: no place is known, so look for everything everywhere.
-        return matcher.find(body, Place::Free, known);
+        Err(_) => vec![(Place::Free, body.to_lowercase())],
     };
+    let matcher = Matcher::new(known, &texts);
+    texts
+        .iter()
+        .try_for_each(|(place, text)| matcher.find(text, *place, known))
+}
+
+/// The strings of the event to scan, lowercased, each with its place; by-design fields that
+/// hold exactly what the agent put there, and the keys it wrote, are left out.
+fn texts_to_scan(parsed: &Value, known: &Known) -> Vec<(Place, String)> {
     let fixed: HashSet<&str> = known.fixed_words.iter().map(String::as_str).collect();
+    let mut texts = Vec::new();
     let mut path = Vec::new();
-    walk(&parsed, &mut path, &mut |path, text, is_key| {
+    walk(parsed, &mut path, &mut |path, text, is_key| {
         let place = if is_key {
             // Keys are written by the agent, except the endpoint map's, copied from the config:
             // Butler's own endpoint names are fixed words there, any other key is free text.
             if path.starts_with(CONFIG_KEYS) && !features::is_endpoint_name(text) {
                 Place::Free
             } else {
-                return Ok(());
+                return;
             }
         } else {
             place_of(path, text)
         };
         if place == Place::ByDesign && fixed.contains(text) {
-            return Ok(());
+            return;
         }
-        matcher.find(text, place, known)
-    })
+        texts.push((place, text.to_lowercase()));
+    });
+    texts
 }
 
 fn place_of(path: &[&str], text: &str) -> Place {
@@ -452,26 +483,24 @@ fn place_of(path: &[&str], text: &str) -> Place {
 }
 
 /// What [`walk`] calls: path, text, whether the text is an object key.
-type Visit<'v> = dyn FnMut(&[&str], &str, bool) -> Result<(), Finding> + 'v;
+type Visit<'v> = dyn FnMut(&[&str], &str, bool) + 'v;
 
 /// Calls `visit` for every object key (with the object's path, `true`) and every string or
 /// number (with its own path, `false`). Array items keep their array's path.
-fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, visit: &mut Visit<'_>) -> Result<(), Finding> {
+fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, visit: &mut Visit<'_>) {
     match v {
         Value::String(s) => visit(path, s, false),
         Value::Number(n) => visit(path, &n.to_string(), false),
-        Value::Array(items) => items.iter().try_for_each(|item| walk(item, path, visit)),
+        Value::Array(items) => items.iter().for_each(|item| walk(item, path, visit)),
         Value::Object(map) => {
             for (k, item) in map {
-                visit(path, k, true)?;
+                visit(path, k, true);
                 path.push(k);
-                let r = walk(item, path, visit);
+                walk(item, path, visit);
                 path.pop();
-                r?;
             }
-            Ok(())
         }
-        Value::Null | Value::Bool(_) => Ok(()),
+        Value::Null | Value::Bool(_) => {}
     }
 }
 

@@ -9,12 +9,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cycle::{CycleOutcome, Inputs, Runner};
+use super::cycle::{CYCLE_TIME_LIMIT, CycleOutcome, Inputs, Runner};
 use super::sender::{self, HttpTransport};
 use crate::config::{Env, LoadedConfig};
 use crate::host::Roots;
-
-pub(crate) use super::cycle::CYCLE_TIME_LIMIT;
 
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.

@@ -361,3 +361,35 @@ fn many_values_are_each_found() {
     let body = serde_json::json!({"properties": {"x": "secret-"}});
     check(&body.to_string(), &known).expect("a prefix of values is not a value");
 }
+
+/// The prefilter (first four bytes of each spelling) never hides a match: values found at the
+/// start, middle and end of a field, in other case, non-ASCII, escaped, and in a non-JSON body.
+#[test]
+fn the_prefilter_never_hides_a_match() {
+    let mut known = Known::default();
+    for i in 0..500 {
+        known.push(
+            Kind::ConfigValue(format!("Butler.k{i}")),
+            format!("filler-{i}"),
+        );
+    }
+    let values = ["ÄÖÜ-Gasse", "node-Seven", "q\"uote\\d", "tab\there", "abcd"];
+    for (i, v) in values.iter().enumerate() {
+        known.push(Kind::ConfigValue(format!("Butler.v{i}")), *v);
+    }
+    for v in values {
+        for text in [
+            v.to_string(),
+            format!("x {v}"),
+            format!("{v} y"),
+            v.to_uppercase(),
+        ] {
+            let body = serde_json::json!({"properties": {"x": text}}).to_string();
+            assert!(check(&body, &known).is_err(), "{text:?}");
+            let raw = format!("not json {}", body);
+            assert!(check(&raw, &known).is_err(), "raw {text:?}");
+        }
+    }
+    let body = serde_json::json!({"properties": {"x": "abc", "y": "node-Seve"}}).to_string();
+    check(&body, &known).expect("no value occurs");
+}

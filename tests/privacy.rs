@@ -1,7 +1,13 @@
-//! Nothing identifying in any log, at any level: every command that may talk to a Docker
-//! engine runs against a fake engine on a unix socket whose `/info` carries a planted engine ID,
-//! host name, root directory and proxy, with a config holding planted secrets; neither stdout
-//! nor the debug and trace logs may contain any of them. Telemetry goes to a local sink only.
+//! Privacy through the real binary, with telemetry sent to a local capture endpoint only.
+//!
+//! Logs: every command that may talk to a Docker engine runs against a fake engine on a unix
+//! socket whose `/info` carries a planted engine ID, host name, root directory and proxy, with a
+//! config holding planted secrets; neither stdout nor the debug and trace logs may contain any
+//! of them.
+//!
+//! The guard: a host named like its distro, and config values equal to the distro's name,
+//! deliver; a planted host name or config secret in a free place of the body is refused, and
+//! `telemetry preview` says so on stderr while printing the body.
 
 mod common;
 use common::{Telemetry, copy_dir};
@@ -214,5 +220,127 @@ fn the_running_agent_logs_nothing_identifying() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_clean(&format!("{level} run"), &out);
+    }
+}
+
+/// A Debian host named like its distro (or its codename, or `linux`), whose config holds the
+/// distro's name: the event carries those words by design and is delivered.
+#[test]
+fn hosts_named_like_the_distro_deliver() {
+    let (capture, hits) = fake_capture();
+    for name in ["debian", "bookworm", "linux", "ubuntu"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/bare-metal/root"),
+            &root,
+        );
+        let distro = if name == "ubuntu" {
+            "PRETTY_NAME=\"Ubuntu 22.04.4 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\n\
+             VERSION_CODENAME=jammy\nID=ubuntu\n"
+        } else {
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+             VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n"
+        };
+        std::fs::write(root.join("etc/os-release"), distro).unwrap();
+        let _ = std::fs::remove_file(root.join("etc/lsb-release"));
+        std::fs::write(root.join("etc/hostname"), format!("{name}\n")).unwrap();
+        std::fs::write(root.join("proc/sys/kernel/hostname"), format!("{name}\n")).unwrap();
+        let run = |config: &str, args: &[&str]| {
+            let path = dir.path().join("c.yaml");
+            std::fs::write(&path, config).unwrap();
+            common::agent(Telemetry::To(&capture))
+                .env("HOSTNAME", name)
+                .arg("--root")
+                .arg(&root)
+                .arg("--config")
+                .arg(&path)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let host = run("Butler: {}\n", &["host", "--json"]);
+        let facts: serde_json::Value = serde_json::from_slice(&host.stdout).unwrap();
+        let distro = facts["distro"].as_str().unwrap().to_string();
+        let codename = facts["codename"].as_str().unwrap().to_string();
+        // The name is one of the words the event carries by design.
+        let words = format!("{distro} {codename}").to_lowercase();
+        assert!(words.contains(name), "{distro} {codename}");
+        let config = format!(
+            "Butler:\n  anonTelemetry: true\n  os: \"{distro}\"\n  osCodename: {codename}\n  \
+             server: {name}\n"
+        );
+        let before = hits.load(Ordering::SeqCst);
+        let out = run(&config, &["telemetry", "send"]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), before + 1, "{name}");
+        // preview agrees: nothing to say on stderr about a refusal.
+        let out = run(&config, &["telemetry", "preview"]);
+        assert!(out.status.success());
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("refused"),
+            "{name}"
+        );
+    }
+}
+
+/// A host name or config secret in a free place of the body (an endpoint name copied from the
+/// config) is refused: nothing reaches the sink, `send` fails, `preview` prints the body and
+/// says why on stderr (kind and key path, never the value).
+#[test]
+fn a_planted_value_elsewhere_is_refused() {
+    let (capture, hits) = fake_capture();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/bare-metal/root"),
+        &root,
+    );
+    std::fs::write(root.join("etc/hostname"), "qlik-node-7\n").unwrap();
+    for (config, kind) in [
+        (
+            "Butler:\n  anonTelemetry: true\n  restServerEndpointsEnable:\n    qlik-node-7: true\n",
+            "host name",
+        ),
+        (
+            "Butler:\n  anonTelemetry: true\n  mqttConfig:\n    brokerPassword: s3cret-pass\n  \
+             restServerEndpointsEnable:\n    s3cret-pass: true\n",
+            "Butler.mqttConfig.brokerPassword",
+        ),
+    ] {
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, config).unwrap();
+        let run = |args: &[&str]| {
+            common::agent(Telemetry::To(&capture))
+                .arg("--root")
+                .arg(&root)
+                .arg("--config")
+                .arg(&path)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let out = run(&["telemetry", "send"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(kind), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        let out = run(&["telemetry", "preview"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success());
+        assert!(
+            err.contains("would be refused") && err.contains(kind),
+            "{err}"
+        );
+        assert!(
+            !err.contains("s3cret-pass") && !err.contains("qlik-node-7"),
+            "{err}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the body");
+        assert_eq!(body["event"], "telemetry sent");
     }
 }
