@@ -342,6 +342,12 @@ pub(crate) fn create_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 /// blocking, and only when it is a regular file.
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
     ensure_dir(parent(path))?;
+    append_existing(path)
+}
+
+/// [`open_append`] in a directory that must already exist (a file the user named, such as the
+/// sink's `--out`: a typo in its directory is an error, not a new directory).
+pub(crate) fn append_existing(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)

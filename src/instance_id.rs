@@ -244,6 +244,7 @@ pub fn derive_with(
     match docker_endpoint(roots) {
         Some(ep) => match sys.docker_engine_id(&ep) {
             Ok(engine) => {
+                remember_engine_id(&engine);
                 return InstanceId {
                     id: container_id(&Anchor::EngineId(engine), qrs),
                     method: METHOD_ENGINE_ID.into(),
@@ -261,6 +262,9 @@ pub fn derive_with(
                 tried.push(format!("Docker engine at {ep} did not give its ID"));
             }
         },
+        None if roots.env.docker_host.is_some() => tried.push(
+            "DOCKER_HOST has an unsupported scheme (only unix:// and tcp:// are asked)".into(),
+        ),
         None => {
             tried.push("no Docker socket (DOCKER_HOST unset, /var/run/docker.sock absent)".into())
         }
@@ -498,7 +502,11 @@ fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
         if let Some(a) = h.strip_prefix("tcp://") {
             return Some(DockerEndpoint::Tcp(a.trim_end_matches('/').to_string()));
         }
-        tracing::debug!("DOCKER_HOST {h:?} is neither unix:// nor tcp://; ignored");
+        // The value may carry credentials or a host name: only its scheme is logged.
+        let scheme = h.split_once("://").map_or("none", |(s, _)| s);
+        tracing::debug!(
+            "DOCKER_HOST has an unsupported scheme `{scheme}` (not unix or tcp); ignored"
+        );
         return None;
     }
     let sock = roots.own_path(DOCKER_SOCKET);
@@ -539,6 +547,26 @@ fn read_secret(path: &Path) -> Result<Option<String>, String> {
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(format!("cannot read {e}")),
     }
+}
+
+/// The Docker engine IDs this process has read (an engine's ID rarely changes; a few at most
+/// are kept): the privacy guard looks for them in every event.
+static ENGINE_IDS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+const ENGINE_IDS_KEPT: usize = 8;
+
+pub(crate) fn remember_engine_id(id: &str) {
+    let mut ids = ENGINE_IDS.lock().unwrap_or_else(|p| p.into_inner());
+    if !ids.iter().any(|i| i == id) {
+        if ids.len() == ENGINE_IDS_KEPT {
+            ids.remove(0);
+        }
+        ids.push(id.to_string());
+    }
+}
+
+/// The Docker engine IDs this process has read, for the privacy guard.
+pub fn engine_ids_seen() -> Vec<String> {
+    ENGINE_IDS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 static UNSTABLE_WARNING: Once = Once::new();

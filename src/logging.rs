@@ -48,6 +48,11 @@ pub(crate) fn directives(user: Option<&str>) -> String {
             None if is_level(d) => ("", Some(d)),
             None => (d, None),
         };
+        // A span filter without a target would reach into any crate's events, past the caps
+        // below; the agent has no spans of its own, so such a directive is dropped.
+        if d.starts_with('[') {
+            continue;
+        }
         let target = target.split('[').next().unwrap_or_default();
         let krate = target.split("::").next().unwrap_or_default();
         if let Some(q) = QUIET_TARGETS.iter().find(|q| **q == krate) {
@@ -136,6 +141,14 @@ mod tests {
         }
         // A quieter level is kept.
         assert!(directives(Some("bollard=error")).contains("bollard=error"));
+    }
+
+    #[test]
+    fn span_filters_without_a_target_are_dropped() {
+        let d = directives(Some("[request]=trace,info"));
+        assert!(!d.contains("[request]"), "{d}");
+        assert!(d.contains("bollard=warn"), "{d}");
+        assert!(directives(Some("butler_agent[x]=debug")).contains("butler_agent[x]=debug"));
     }
 
     #[test]

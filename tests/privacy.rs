@@ -344,3 +344,54 @@ fn a_planted_value_elsewhere_is_refused() {
         assert_eq!(body["event"], "telemetry sent");
     }
 }
+
+/// A `DOCKER_HOST` with credentials and a host name (tcp://, and a scheme the agent does not
+/// use): no log line, warning or explanation carries its credentials, and none of the agent's
+/// own carries its address either (only its scheme).
+#[test]
+fn docker_host_credentials_are_never_logged() {
+    let s = setup();
+    // A port nobody listens on: the engine query fails and its error is logged at debug.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let planted = [
+        format!("tcp://dockeruser:secretpass@127.0.0.1:{port}"),
+        "ssh://dockeruser:secretpass@docker-host.corp.example".to_string(),
+    ];
+    for docker_host in &planted {
+        for level in LEVELS {
+            for args in [
+                &["id", "--explain"][..],
+                &["telemetry", "preview"],
+                &["host"],
+            ] {
+                let out = command(&s, level, args)
+                    .env("DOCKER_HOST", docker_host)
+                    .output()
+                    .expect("the binary runs");
+                assert!(out.status.success(), "{args:?}: {out:?}");
+                assert_clean(&format!("{level} {args:?}"), &out);
+                // A directive naming the HTTP stack (the third level) opts in to its
+                // connection logs, which name the address connected to; never the credentials.
+                let port = port.to_string();
+                let parts: &[&str] = if level.contains("hyper_util") {
+                    &["secretpass", "dockeruser"]
+                } else {
+                    &["secretpass", "dockeruser", "docker-host.corp", &port]
+                };
+                for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                    let text = String::from_utf8_lossy(bytes);
+                    for part in parts {
+                        assert!(
+                            !text.contains(part),
+                            "{docker_host} {level} {args:?}: {stream} contains {part}:\n{text}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -12,7 +12,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use butler_agent::health::{HEADER_READ_TIMEOUT, HEALTH_BODY, MAX_CONNECTIONS};
-use robust_support::{Agent, Prober, Summary};
+use robust_support::{
+    Agent, Prober, Summary, closed_by_server, raise_fd_limit, statuses, stop_problem,
+};
 
 const CLASS: &str = "hostile-http";
 const PROBE_BOUND: Duration = Duration::from_millis(100);
@@ -25,21 +27,6 @@ const HALF_CLOSE_TRIES: usize = 1_500;
 
 fn agent() -> Agent {
     Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
-}
-
-/// Whether the server has closed `c` (EOF or reset), without waiting.
-fn closed_by_server(mut c: &TcpStream) -> bool {
-    if c.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let mut b = [0u8; 256];
-    let closed = match c.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != ErrorKind::WouldBlock,
-    };
-    let _ = c.set_nonblocking(false);
-    closed
 }
 
 /// Sends `raw` and reads until the server closes, at most `limit`; the answer's bytes, or the
@@ -71,32 +58,10 @@ fn exchange(
     }
 }
 
-fn statuses(answer: &[u8]) -> Vec<u16> {
-    let text = String::from_utf8_lossy(answer);
-    text.match_indices("HTTP/1.")
-        .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.parse().ok())
-        .collect()
-}
-
 fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
     let rss = agent.rss_kib();
     (rss == 0 || rss > RSS_BOUND_KIB)
         .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
-}
-
-/// Raises the soft open-files limit to the hard one, so the flood fits; returns the soft limit.
-fn raise_fd_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) => {
-            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
-            } else {
-                soft
-            }
-        }
-        Err(_) => 1024,
-    }
 }
 
 /// 2,000 connections that send nothing: the probe is still answered at once, at most
@@ -194,17 +159,6 @@ fn idle_flood_does_not_starve_the_probe() {
     let mut agent = agent;
     summary.case("stops with exit 0", stop_problem(&mut agent));
     summary.assert_all_passed();
-}
-
-fn stop_problem(agent: &mut Agent) -> Option<String> {
-    let panics = agent.panics();
-    if !panics.is_empty() {
-        return Some(format!("panicked: {panics:?}"));
-    }
-    match agent.stop(Duration::from_secs(10)) {
-        Some(0) => None,
-        other => Some(format!("exit {other:?}:\n{}", agent.log().join("\n"))),
-    }
 }
 
 /// Several clients dribble their headers one byte a second: the probe is unaffected and each
@@ -498,251 +452,5 @@ fn malformed_and_unusual_requests() {
         memory_problem(&agent, "after the malformed requests"),
     );
     summary.case("stops with exit 0", stop_problem(&mut agent));
-    summary.assert_all_passed();
-}
-
-/// Opens idle connections from `source` to `target` at about `per_second`, holding the newest
-/// `hold` of them, until `stop` is set or `limit` has passed; returns how many it opened.
-fn idle_flood(
-    source: std::net::IpAddr,
-    target: SocketAddr,
-    per_second: u32,
-    hold: usize,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    limit: Duration,
-) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a current-thread runtime builds");
-        rt.block_on(async move {
-            let started = Instant::now();
-            let mut held = std::collections::VecDeque::with_capacity(hold);
-            let mut opened = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < limit {
-                let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
-                    break;
-                };
-                // Let connect() pick the port: bind() searching for one is slow once thousands
-                // are in TIME_WAIT.
-                let _ = nix::sys::socket::setsockopt(
-                    &socket,
-                    nix::sys::socket::sockopt::IpBindAddressNoPort,
-                    &true,
-                );
-                if socket.bind(SocketAddr::new(source, 0)).is_err() {
-                    break;
-                }
-                if let Ok(Ok(c)) =
-                    tokio::time::timeout(Duration::from_secs(1), socket.connect(target)).await
-                {
-                    held.push_back(c);
-                    if held.len() > hold {
-                        held.pop_front();
-                    }
-                }
-                opened += 1;
-                // Keep to the rate: sleep whenever ahead of schedule.
-                let due = Duration::from_secs_f64(f64::from(opened) / f64::from(per_second));
-                if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(ahead).await;
-                }
-            }
-            opened as usize
-        })
-    })
-}
-
-/// A probe that waits 50 ms between connecting and sending its request (any probe across a
-/// real network) is answered while another address floods the server with idle connections:
-/// the flood evicts its own connections, never the probe's.
-#[test]
-fn a_slow_probe_survives_an_idle_flood_from_another_address() {
-    const PROBES: usize = 100;
-    let mut summary = Summary::new(
-        CLASS,
-        "a_slow_probe_survives_an_idle_flood_from_another_address",
-    );
-    let mut agent = agent();
-    raise_fd_limit();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood = idle_flood(
-        std::net::IpAddr::from([127, 0, 0, 2]),
-        agent.health,
-        3_000,
-        400,
-        std::sync::Arc::clone(&stop),
-        Duration::from_secs(30),
-    );
-    // Let the flood fill every slot first.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut answered = 0;
-    let mut failures = Vec::new();
-    for _ in 0..PROBES {
-        let r = (|| -> Result<u16, String> {
-            let mut c = TcpStream::connect_timeout(&agent.health, Duration::from_secs(1))
-                .map_err(|e| format!("connect: {e}"))?;
-            c.set_read_timeout(Some(Duration::from_secs(1)))
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(50));
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-                .map_err(|e| format!("send: {e}"))?;
-            let mut answer = Vec::new();
-            c.read_to_end(&mut answer)
-                .map_err(|e| format!("read: {e}"))?;
-            statuses(&answer)
-                .first()
-                .copied()
-                .ok_or_else(|| "closed without an answer".to_string())
-        })();
-        match r {
-            Ok(200) => answered += 1,
-            other => failures.push(format!("{other:?}")),
-        }
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let opened = flood.join().expect("the flood thread does not panic");
-    failures.dedup();
-    eprintln!(
-        "slow probe vs idle flood: {answered} of {PROBES} answered while 127.0.0.2 opened \
-         {opened} connections; failures: {failures:?}"
-    );
-    summary.case(
-        "flood really ran",
-        (opened < 1_000).then(|| format!("only {opened} flood connections opened")),
-    );
-    summary.case(
-        "slow probes answered",
-        (answered < 95).then(|| format!("{answered} of {PROBES} answered: {failures:?}")),
-    );
-    summary.case(
-        "memory after the flood",
-        memory_problem(&agent, "after the flood"),
-    );
-    summary.case("stops with exit 0", stop_problem(&mut agent));
-    summary.assert_all_passed();
-}
-
-/// SIGTERM with every slot held by a client dribbling its request head: the agent exits 0 in
-/// well under a second instead of waiting for the header timeout.
-#[test]
-fn sigterm_with_64_slowloris_connections_exits_at_once() {
-    let mut summary = Summary::new(CLASS, "sigterm_with_64_slowloris_connections_exits_at_once");
-    let mut agent = agent();
-    let mut held = Vec::new();
-    for i in 0..MAX_CONNECTIONS {
-        if let Ok(mut c) = TcpStream::connect(agent.health) {
-            let _ = c.write_all(format!("GET /health HTTP/1.1\r\nX-Slow-{i}: a").as_bytes());
-            held.push(c);
-        }
-    }
-    // One more byte each, so every connection is mid-head when the signal comes.
-    std::thread::sleep(Duration::from_millis(200));
-    for c in &mut held {
-        let _ = c.write_all(b"b");
-    }
-    let started = Instant::now();
-    let code = agent.stop(Duration::from_secs(10));
-    let took = started.elapsed();
-    eprintln!(
-        "SIGTERM with {} slowloris connections: exit {code:?} after {took:?}",
-        held.len()
-    );
-    summary.case(
-        "all slots held",
-        (held.len() < MAX_CONNECTIONS).then(|| format!("only {} connected", held.len())),
-    );
-    summary.case(
-        "exit 0 in under a second",
-        (code != Some(0) || took >= Duration::from_secs(1))
-            .then(|| format!("exit {code:?} after {took:?}")),
-    );
-    summary.assert_all_passed();
-}
-
-/// `butler-agent sink` under 1,000 idle connections keeps answering its own `/health`, holds
-/// a bounded number of them, and does not fill its log.
-#[test]
-fn the_sink_answers_its_health_under_1000_idle_connections() {
-    use std::io::BufRead;
-    const IDLE: usize = 1_000;
-    let mut summary = Summary::new(
-        CLASS,
-        "the_sink_answers_its_health_under_1000_idle_connections",
-    );
-    raise_fd_limit();
-    let mut cmd = robust_support::common::agent(robust_support::common::Telemetry::Off);
-    cmd.args(["sink", "--listen", "127.0.0.1:0"])
-        .env("BUTLER_LOG_LEVEL", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("the sink starts");
-    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let addr: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the sink logs its address");
-        log.push(line.clone());
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            break a.parse().expect("a socket address");
-        }
-    };
-    let mut idle = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        if let Ok(c) = TcpStream::connect(addr) {
-            idle.push(c);
-        }
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut answered = 0;
-    for _ in 0..10 {
-        if let Ok((200, _)) = robust_support::probe(addr, Duration::from_secs(2)) {
-            answered += 1;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let open = idle.iter().filter(|c| !closed_by_server(c)).count();
-    let rss = robust_support::rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    log.extend(rx.try_iter());
-    let warnings = log.iter().filter(|l| l.contains("WARN")).count();
-    eprintln!(
-        "sink under {} idle connections: {answered} of 10 health probes answered, {open} held \
-         open, VmRSS {rss} KiB, {warnings} warnings",
-        idle.len()
-    );
-    summary.case(
-        "all idle connections made",
-        (idle.len() < IDLE).then(|| format!("only {} connected", idle.len())),
-    );
-    summary.case(
-        "health answered",
-        (answered < 10).then(|| format!("{answered} of 10 answered")),
-    );
-    summary.case(
-        "connections held are bounded",
-        (open > butler_agent::sink::limits().max_connections).then(|| format!("{open} held open")),
-    );
-    summary.case(
-        "quiet log",
-        (warnings > 0).then(|| format!("{warnings} warnings: {log:?}")),
-    );
-    summary.case(
-        "memory",
-        (rss == 0 || rss > RSS_BOUND_KIB).then(|| format!("VmRSS {rss} KiB")),
-    );
     summary.assert_all_passed();
 }

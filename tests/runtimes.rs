@@ -104,7 +104,19 @@ fn remove_images() {
     }
     if let Some(r) = CTR_IMAGE.get() {
         quiet("ctr", &["-n", CTR_NS, "images", "rm", r]);
-        quiet("ctr", &["namespaces", "rm", CTR_NS]);
+        // containerd removes the image's snapshots in the background; the namespace can go
+        // once they are gone.
+        for _ in 0..20 {
+            let gone = Command::new("ctr")
+                .args(["namespaces", "rm", CTR_NS])
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if gone {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
     if let (Some(true), Ok(tag)) = (BUILT.get(), image()) {
         quiet("docker", &["image", "rm", tag]);

@@ -36,7 +36,8 @@ impl std::fmt::Display for DockerEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DockerEndpoint::Unix(p) => write!(f, "unix://{}", p.display()),
-            DockerEndpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            // The address may carry credentials or name a host: never shown.
+            DockerEndpoint::Tcp(_) => f.write_str("the tcp:// address in DOCKER_HOST"),
         }
     }
 }

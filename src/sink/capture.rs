@@ -92,6 +92,10 @@ pub enum CaptureError {
     TooBig(String),
     /// axum's `Query` extractor refusing the query string (before capture's handler runs).
     Query(String),
+    /// The body did not arrive in time (`rust/capture/src/extractors.rs`): 408.
+    BodyReadTimeout,
+    /// capture cannot take the request now; retry later: 503.
+    ServiceUnavailable(String),
 }
 
 impl std::fmt::Display for CaptureError {
@@ -118,19 +122,24 @@ impl std::fmt::Display for CaptureError {
             CaptureError::InvalidToken(why) => write!(f, "API key is not valid: {why}"),
             CaptureError::TooBig(m) => write!(f, "maximum event size exceeded: {m}"),
             CaptureError::Query(m) => write!(f, "Failed to deserialize query string: {m}"),
+            CaptureError::BodyReadTimeout => f.write_str("client stopped sending data"),
+            CaptureError::ServiceUnavailable(m) => write!(f, "service unavailable: {m}"),
         }
     }
 }
 
 impl CaptureError {
     /// The HTTP status capture answers with (`rust/capture/src/api.rs`): every token problem,
-    /// including two tokens in one request, is 401; an oversized payload 413; the rest 400.
+    /// including two tokens in one request, is 401; an oversized payload 413; a body that does not
+    /// arrive in time 408; a request capture cannot take now 503; the rest 400.
     pub(crate) fn status(&self) -> u16 {
         match self {
             CaptureError::NoToken
             | CaptureError::MultipleTokens
             | CaptureError::InvalidToken(_) => 401,
             CaptureError::TooBig(_) => 413,
+            CaptureError::BodyReadTimeout => 408,
+            CaptureError::ServiceUnavailable(_) => 503,
             _ => 400,
         }
     }
@@ -151,6 +160,8 @@ impl CaptureError {
             CaptureError::InvalidToken(_) => "invalid_token",
             CaptureError::TooBig(_) => "oversize_event",
             CaptureError::Query(_) => "query_string",
+            CaptureError::BodyReadTimeout => "body_read_timeout",
+            CaptureError::ServiceUnavailable(_) => "service_unavailable",
         }
     }
 }
@@ -1330,6 +1341,20 @@ mod tests {
         assert_eq!(
             body_too_big().to_string(),
             "maximum event size exceeded: Request body exceeds limit of 20971520 bytes"
+        );
+    }
+
+    #[test]
+    fn transport_refusals() {
+        let slow = CaptureError::BodyReadTimeout;
+        assert_eq!(
+            (slow.status(), slow.to_string()),
+            (408, "client stopped sending data".into())
+        );
+        let busy = CaptureError::ServiceUnavailable("retry later".into());
+        assert_eq!(
+            (busy.status(), busy.to_string()),
+            (503, "service unavailable: retry later".into())
         );
     }
 

@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::connections::{self, Limits};
 use crate::error::Failure;
@@ -50,6 +50,10 @@ struct Shared {
     output: Output,
     /// Serializes writers so lines never interleave.
     lock: Mutex<()>,
+    /// Bytes of request bodies being held, across all connections ([`BODY_BUDGET`]).
+    budget: Arc<Semaphore>,
+    /// Held while a request is decoded: one at a time.
+    decoding: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -62,11 +66,7 @@ impl Shared {
             let _ = writeln!(out, "{line}").and_then(|_| out.flush());
         }
         if let Some(path) = &self.output.file {
-            let r = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| writeln!(f, "{line}"));
+            let r = crate::files::append_existing(path).and_then(|mut f| writeln!(f, "{line}"));
             if let Err(e) = r {
                 tracing::warn!("sink: cannot append to {}: {e}", path.display());
             }
@@ -88,14 +88,81 @@ pub fn limits() -> Limits {
     }
 }
 
+/// The whole body must arrive within this time once it may be read. capture times out a body
+/// that stops arriving and answers `408 client stopped sending data`
+/// (`rust/capture/src/extractors.rs`, `BodyReadTimeout`); the sink bounds the whole body, so a
+/// client dribbling a byte every few seconds loses its slot too. 20 MiB in 10 s is 16 Mbit/s,
+/// far below loopback, a LAN or a compose network; telemetry bodies are a few KiB.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Request bodies held at once, across all connections: 64 MiB, three bodies at capture's
+/// 20 MiB cap. Without it 256 connections could hold 5 GiB of bodies. A request reserves its
+/// `Content-Length` before its body is read (a chunked one reserves each chunk as it comes)
+/// and keeps it until answered; while the budget is taken it waits up to
+/// [`BUDGET_WAIT`] — unread, so TCP slows the client down — then gets `503 service
+/// unavailable` (retryable, as capture answers when it cannot take a request). Decoding (gzip
+/// up to 100 MiB, then the JSON) happens one request at a time, so the sink's memory stays
+/// about this budget plus one decoded request. A sink that is not overloaded answers exactly
+/// as capture does.
+pub const BODY_BUDGET: usize = 64 * 1024 * 1024;
+/// How long a request waits for [`BODY_BUDGET`] before it is answered 503.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads a body of at most [`capture::WIRE_LIMIT`] bytes within [`BODY_READ_TIMEOUT`],
+/// holding its bytes in `budget`. Returns the body and the permit to keep until answered.
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, OwnedSemaphorePermit), capture::CaptureError> {
+    use capture::CaptureError;
+    let busy = || {
+        CaptureError::ServiceUnavailable("too many request bodies at once, retry later".to_string())
+    };
+    // `declared` is at most the wire limit (checked by the caller), which fits in u32.
+    let reserve = declared.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let mut held = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(reserve))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    let mut buf = bytes::BytesMut::with_capacity(reserve as usize);
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(CaptureError::BodyReadTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(CaptureError::RequestDecoding(format!(
+                    "Error reading request body: {e}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > capture::WIRE_LIMIT {
+            return Err(capture::body_too_big());
+        }
+        let need = buf.len() + data.len();
+        if need > held.num_permits() {
+            // A chunked body: reserve what has come beyond what is held.
+            let more = u32::try_from(need - held.num_permits()).unwrap_or(u32::MAX);
+            let wait = tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(more));
+            held.merge(wait.await.map_err(|_| busy())?.map_err(|_| busy())?);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
+}
+
 /// `butler-agent sink`: checks `--out`, listens on `listen`, prints each accepted event on
 /// stdout (and appends it to `out`), until SIGINT or SIGTERM.
 pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failure> {
+    // Opened as the agent's own files are (see [`crate::files::open_append`]): 0600, never
+    // through a symbolic link, only a regular file or a character device.
     if let Some(path) = &out
-        && let Err(source) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        && let Err(source) = crate::files::append_existing(path)
     {
         return Err(Failure::SinkOut {
             path: path.clone(),
@@ -135,6 +202,8 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         output,
         lock: Mutex::new(()),
+        budget: Arc::new(Semaphore::new(BODY_BUDGET)),
+        decoding: tokio::sync::Mutex::new(()),
     });
     connections::serve(listener, limits(), "sink", shutdown, move |req, peer| {
         let shared = Arc::clone(&shared);
@@ -282,20 +351,13 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> An
         // capture would read up to the limit and then refuse; the answer is the same.
         return refuse(capture::body_too_big());
     }
-    let body = match Limited::new(req.into_body(), capture::WIRE_LIMIT)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return refuse(capture::body_too_big());
-        }
-        Err(e) => {
-            return refuse(capture::CaptureError::RequestDecoding(format!(
-                "Error reading request body: {e}"
-            )));
-        }
+    let (body, _held) = match read_body(req.into_body(), declared, &shared.budget).await {
+        Ok(read) => read,
+        Err(err) => return refuse(err),
     };
+    // One request decodes at a time: its decoded payload and JSON trees are the sink's
+    // largest allocations, so the total stays one request's worth (see [`BODY_BUDGET`]).
+    let _decoding = shared.decoding.lock().await;
     let request = capture::Request {
         path,
         query: query.as_deref(),

@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use crate::config::{Env, LoadedConfig};
 use crate::host::{self, Roots};
+use crate::instance_id;
 use crate::telemetry::{features, payload};
 
 /// Shorter values are not looked for (see the module doc).
@@ -57,6 +58,14 @@ pub enum Kind {
     MachineId,
     ContainerId,
     QrsHost,
+    /// The kernel's boot ID (a key of the container's last-resort instance ID).
+    BootId,
+    /// What the kernel shows of the container's identity (cgroup path, per-container mounts,
+    /// upper layer): inputs of the container's last-resort instance ID.
+    ContainerIdentity,
+    DockerEngineId,
+    /// The state directory's instance secret.
+    InstanceSecret,
     /// A string value of the config file, with its key path (the path is not secret).
     ConfigValue(String),
 }
@@ -71,6 +80,10 @@ impl fmt::Display for Kind {
             Kind::MachineId => f.write_str("the machine ID"),
             Kind::ContainerId => f.write_str("the container ID"),
             Kind::QrsHost => f.write_str("Butler.configQRS.host"),
+            Kind::BootId => f.write_str("the boot ID"),
+            Kind::ContainerIdentity => f.write_str("the container's identity"),
+            Kind::DockerEngineId => f.write_str("the Docker engine ID"),
+            Kind::InstanceSecret => f.write_str("the instance secret"),
             Kind::ConfigValue(path) => write!(f, "the config value at {path}"),
         }
     }
@@ -197,7 +210,42 @@ impl Known {
                 }
             }
         }
-        for proc in [roots.proc.clone(), roots.own.join("proc")] {
+        // The instance ID's inputs beyond those above: the host's default interface read
+        // through the host's /proc and /sys (its MAC is under `roots.sys` already; its IPv4
+        // is in the host init's fib_trie, `roots.proc/1`), the boot ID, the container's
+        // identity, the Docker engine IDs this process has read, the state secret.
+        if let Ok(h) = host::network::host_default_interface(roots) {
+            k.push_mac(&h.mac);
+            if let Ok(ip) = h.ipv4.parse() {
+                k.push_ipv4(ip);
+            }
+        }
+        if let Some(boot) = read_small(&roots.own_path("/proc/sys/kernel/random/boot_id")) {
+            let boot = boot.trim().to_ascii_lowercase();
+            let bare = boot.replace('-', "");
+            if !boot.is_empty() {
+                k.push_with(Kind::BootId, boot, vec![bare]);
+            }
+        }
+        for (_, value) in host::container::own_identity(roots) {
+            for line in value.lines() {
+                k.push(Kind::ContainerIdentity, line);
+            }
+        }
+        for engine in instance_id::engine_ids_seen() {
+            k.push(Kind::DockerEngineId, engine);
+        }
+        if let Some(dir) = &config.agent.state_dir {
+            k.push(
+                Kind::InstanceSecret,
+                read(&dir.join(instance_id::SECRET_FILE)),
+            );
+        }
+        for proc in [
+            roots.proc.clone(),
+            roots.proc.join("1"),
+            roots.own.join("proc"),
+        ] {
             for ip in parse_fib_trie_local(&read(&proc.join("net/fib_trie"))) {
                 k.push_ipv4(ip);
             }

@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -432,5 +432,56 @@ impl Drop for Summary {
             "robustness: {} ({}): {} cases tried, {passed} passed",
             self.class, self.test, self.tried
         );
+    }
+}
+
+/// Whether the server has closed `c` (EOF or reset), without waiting.
+pub(crate) fn closed_by_server(mut c: &TcpStream) -> bool {
+    if c.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut b = [0u8; 256];
+    let closed = match c.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    let _ = c.set_nonblocking(false);
+    closed
+}
+
+/// The status codes of every answer in `answer`, in order.
+pub(crate) fn statuses(answer: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(answer);
+    text.match_indices("HTTP/1.")
+        .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.parse().ok())
+        .collect()
+}
+
+/// Raises the soft open-files limit to the hard one, so the flood fits; returns the soft limit.
+pub(crate) fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// Why a SIGTERM did not end `agent` cleanly (a panic in its log, or not exit 0 within
+/// 10 s); None when it did.
+pub(crate) fn stop_problem(agent: &mut Agent) -> Option<String> {
+    let panics = agent.panics();
+    if !panics.is_empty() {
+        return Some(format!("panicked: {panics:?}"));
+    }
+    match agent.stop(Duration::from_secs(10)) {
+        Some(0) => None,
+        other => Some(format!("exit {other:?}:\n{}", agent.log().join("\n"))),
     }
 }

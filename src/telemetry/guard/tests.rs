@@ -393,3 +393,111 @@ fn the_prefilter_never_hides_a_match() {
     let body = serde_json::json!({"properties": {"x": "abc", "y": "node-Seve"}}).to_string();
     check(&body, &known).expect("no value occurs");
 }
+
+/// A container with the host's /proc and /sys mounted, its own network, a boot ID, a
+/// container identity, a state secret and a Docker engine that answered: every input of the
+/// instance ID, on any of its paths, is known to the guard.
+fn id_inputs_host() -> (tempfile::TempDir, Roots) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    const HEADER: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+    write(
+        r,
+        "host/proc/1/net/route",
+        &format!(
+            "{HEADER}eno1\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             eno1\t000200C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+        ),
+    );
+    write(
+        r,
+        "host/proc/1/net/fib_trie",
+        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 192.0.2.77\n        /32 host LOCAL\n",
+    );
+    write(r, "host/sys/class/net/eno1/address", "3C:EC:EF:12:34:56\n");
+    // The container's own network.
+    write(r, "sys/class/net/eth0/address", "02:42:ac:11:00:05\n");
+    write(
+        r,
+        "proc/net/fib_trie",
+        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 172.17.0.5\n        /32 host LOCAL\n",
+    );
+    write(
+        r,
+        "proc/sys/kernel/random/boot_id",
+        "5c0f3a2e-9d41-4b7a-8e6f-1a2b3c4d5e6f\n",
+    );
+    write(r, "proc/self/cgroup", "0::/lxc.payload.butler-web-3\n");
+    write(
+        r,
+        "proc/self/mountinfo",
+        "1 0 0:1 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/srv/ovl/upper-7f3e/diff,workdir=/w\n\
+         2 1 8:1 /srv/run/ctr-9a8b7c/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n",
+    );
+    write(
+        r,
+        "state/instance-secret",
+        &format!("{}\n", "5e".repeat(32)),
+    );
+    let roots = Roots {
+        proc: r.join("host/proc"),
+        sys: r.join("host/sys"),
+        proc_origin: host::Origin::HostVar("HOST_PROC"),
+        sys_origin: host::Origin::HostVar("HOST_SYS"),
+        ..Roots::at(r)
+    };
+    (dir, roots)
+}
+
+#[test]
+fn every_instance_id_input_is_known_and_refused() {
+    let (dir, roots) = id_inputs_host();
+    const ENGINE: &str = "QZXW:PLNT:GRD1:ENGN:7K3M:ABCD:EFGH:IJKL:MNOP:QRST:UVWX:YZ12";
+    crate::instance_id::remember_engine_id(ENGINE);
+    let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
+    let mut cfg = template_config(&env);
+    cfg.agent.state_dir = Some(dir.path().join("state"));
+
+    // The host-network anchor really uses the planted MAC and IPv4.
+    let h = host::network::host_default_interface(&roots).expect("the host's interface");
+    assert_eq!(
+        (h.mac.as_str(), h.ipv4.as_str()),
+        ("3c:ec:ef:12:34:56", "192.0.2.77")
+    );
+
+    let known = Known::gather(&cfg, &roots, &env);
+    let secret = "5e".repeat(32);
+    let cases: Vec<(&str, Kind)> = vec![
+        ("3c:ec:ef:12:34:56", Kind::MacAddress),
+        ("3C:EC:EF:12:34:56", Kind::MacAddress),
+        ("3c-ec-ef-12-34-56", Kind::MacAddress),
+        ("3CECEF123456", Kind::MacAddress),
+        ("192.0.2.77", Kind::IpAddress),
+        ("02:42:AC:11:00:05", Kind::MacAddress),
+        ("0242ac110005", Kind::MacAddress),
+        ("172.17.0.5", Kind::IpAddress),
+        ("5c0f3a2e-9d41-4b7a-8e6f-1a2b3c4d5e6f", Kind::BootId),
+        ("5C0F3A2E9D414B7A8E6F1A2B3C4D5E6F", Kind::BootId),
+        ("/lxc.payload.butler-web-3", Kind::ContainerIdentity),
+        ("/srv/run/ctr-9a8b7c/hostname", Kind::ContainerIdentity),
+        ("/srv/ovl/upper-7f3e/diff", Kind::ContainerIdentity),
+        (ENGINE, Kind::DockerEngineId),
+        (&secret, Kind::InstanceSecret),
+    ];
+    let genuine = event_body(&cfg, &roots);
+    check(&genuine.to_string(), &known).expect("the genuine event passes");
+    for (planted, kind) in cases {
+        // A free place of the body: not a by-design field.
+        let mut ev = genuine.clone();
+        ev["properties"]["telemetry_json"]["note"] = format!("seen {planted} here").into();
+        let body = serde_json::to_string(&ev).unwrap();
+        let err = check(&body, &known).expect_err(planted);
+        assert_eq!(err.kind, kind, "planted {planted}");
+        let text = err.to_string();
+        assert!(
+            !text.to_lowercase().contains(&planted.to_lowercase()),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! Connection limits against the real binaries: a flood from one address cannot push a slow
+//! probe from another out (fair eviction), SIGTERM is quick whatever dribbling clients hold,
+//! and `butler-agent sink` keeps its own `/health` under 1,000 idle connections. The cases
+//! load the machine, so they run one at a time, never beside each other.
+
+mod robust_support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use butler_agent::health::MAX_CONNECTIONS;
+use robust_support::{Agent, Summary, closed_by_server, raise_fd_limit, statuses, stop_problem};
+
+const CLASS: &str = "hostile-http";
+const RSS_BOUND_KIB: u64 = 32 * 1024;
+
+/// Held by each case for its whole run.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn agent() -> Agent {
+    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
+}
+
+fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
+    let rss = agent.rss_kib();
+    (rss == 0 || rss > RSS_BOUND_KIB)
+        .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
+}
+
+/// Opens idle connections from `source` to `target` at about `per_second`, holding the newest
+/// `hold` of them, until `stop` is set or `limit` has passed; returns how many it opened.
+fn idle_flood(
+    source: std::net::IpAddr,
+    target: SocketAddr,
+    per_second: u32,
+    hold: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        rt.block_on(async move {
+            let started = Instant::now();
+            let mut held = std::collections::VecDeque::with_capacity(hold);
+            let mut opened = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < limit {
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                    break;
+                };
+                // Let connect() pick the port: bind() searching for one is slow once thousands
+                // are in TIME_WAIT.
+                let _ = nix::sys::socket::setsockopt(
+                    &socket,
+                    nix::sys::socket::sockopt::IpBindAddressNoPort,
+                    &true,
+                );
+                if socket.bind(SocketAddr::new(source, 0)).is_err() {
+                    break;
+                }
+                if let Ok(Ok(c)) =
+                    tokio::time::timeout(Duration::from_secs(1), socket.connect(target)).await
+                {
+                    held.push_back(c);
+                    if held.len() > hold {
+                        held.pop_front();
+                    }
+                }
+                opened += 1;
+                // Keep to the rate: sleep whenever ahead of schedule.
+                let due = Duration::from_secs_f64(f64::from(opened) / f64::from(per_second));
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(ahead).await;
+                }
+            }
+            opened as usize
+        })
+    })
+}
+
+/// A probe that waits 50 ms between connecting and sending its request (any probe across a
+/// real network) is answered while another address floods the server with idle connections:
+/// the flood evicts its own connections, never the probe's.
+#[test]
+fn a_slow_probe_survives_an_idle_flood_from_another_address() {
+    let _serial = one_at_a_time();
+    const PROBES: usize = 100;
+    let mut summary = Summary::new(
+        CLASS,
+        "a_slow_probe_survives_an_idle_flood_from_another_address",
+    );
+    let mut agent = agent();
+    raise_fd_limit();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = idle_flood(
+        std::net::IpAddr::from([127, 0, 0, 2]),
+        agent.health,
+        3_000,
+        400,
+        std::sync::Arc::clone(&stop),
+        Duration::from_secs(30),
+    );
+    // Let the flood fill every slot first.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..PROBES {
+        let r = (|| -> Result<u16, String> {
+            let mut c = TcpStream::connect_timeout(&agent.health, Duration::from_secs(1))
+                .map_err(|e| format!("connect: {e}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(1)))
+                .map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(50));
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                .map_err(|e| format!("send: {e}"))?;
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer)
+                .map_err(|e| format!("read: {e}"))?;
+            statuses(&answer)
+                .first()
+                .copied()
+                .ok_or_else(|| "closed without an answer".to_string())
+        })();
+        match r {
+            Ok(200) => answered += 1,
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.join().expect("the flood thread does not panic");
+    failures.dedup();
+    eprintln!(
+        "slow probe vs idle flood: {answered} of {PROBES} answered while 127.0.0.2 opened \
+         {opened} connections; failures: {failures:?}"
+    );
+    summary.case(
+        "flood really ran",
+        (opened < 1_000).then(|| format!("only {opened} flood connections opened")),
+    );
+    summary.case(
+        "slow probes answered",
+        (answered < 95).then(|| format!("{answered} of {PROBES} answered: {failures:?}")),
+    );
+    summary.case(
+        "memory after the flood",
+        memory_problem(&agent, "after the flood"),
+    );
+    summary.case("stops with exit 0", stop_problem(&mut agent));
+    summary.assert_all_passed();
+}
+
+/// SIGTERM with every slot held by a client dribbling its request head: the agent exits 0 in
+/// well under a second instead of waiting for the header timeout.
+#[test]
+fn sigterm_with_64_slowloris_connections_exits_at_once() {
+    let _serial = one_at_a_time();
+    let mut summary = Summary::new(CLASS, "sigterm_with_64_slowloris_connections_exits_at_once");
+    let mut agent = agent();
+    let mut held = Vec::new();
+    for i in 0..MAX_CONNECTIONS {
+        if let Ok(mut c) = TcpStream::connect(agent.health) {
+            let _ = c.write_all(format!("GET /health HTTP/1.1\r\nX-Slow-{i}: a").as_bytes());
+            held.push(c);
+        }
+    }
+    // One more byte each, so every connection is mid-head when the signal comes.
+    std::thread::sleep(Duration::from_millis(200));
+    for c in &mut held {
+        let _ = c.write_all(b"b");
+    }
+    let started = Instant::now();
+    let code = agent.stop(Duration::from_secs(10));
+    let took = started.elapsed();
+    eprintln!(
+        "SIGTERM with {} slowloris connections: exit {code:?} after {took:?}",
+        held.len()
+    );
+    summary.case(
+        "all slots held",
+        (held.len() < MAX_CONNECTIONS).then(|| format!("only {} connected", held.len())),
+    );
+    summary.case(
+        "exit 0 in under a second",
+        (code != Some(0) || took >= Duration::from_secs(1))
+            .then(|| format!("exit {code:?} after {took:?}")),
+    );
+    summary.assert_all_passed();
+}
+
+/// `butler-agent sink` under 1,000 idle connections keeps answering its own `/health`, holds
+/// a bounded number of them, and does not fill its log.
+#[test]
+fn the_sink_answers_its_health_under_1000_idle_connections() {
+    let _serial = one_at_a_time();
+    use std::io::BufRead;
+    const IDLE: usize = 1_000;
+    let mut summary = Summary::new(
+        CLASS,
+        "the_sink_answers_its_health_under_1000_idle_connections",
+    );
+    raise_fd_limit();
+    let mut cmd = robust_support::common::agent(robust_support::common::Telemetry::Off);
+    cmd.args(["sink", "--listen", "127.0.0.1:0"])
+        .env("BUTLER_LOG_LEVEL", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("the sink starts");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let addr: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the sink logs its address");
+        log.push(line.clone());
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let a: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            break a.parse().expect("a socket address");
+        }
+    };
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        if let Ok(c) = TcpStream::connect(addr) {
+            idle.push(c);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    for _ in 0..10 {
+        if let Ok((200, _)) = robust_support::probe(addr, Duration::from_secs(2)) {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let open = idle.iter().filter(|c| !closed_by_server(c)).count();
+    let rss = robust_support::rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    log.extend(rx.try_iter());
+    let warnings = log.iter().filter(|l| l.contains("WARN")).count();
+    eprintln!(
+        "sink under {} idle connections: {answered} of 10 health probes answered, {open} held \
+         open, VmRSS {rss} KiB, {warnings} warnings",
+        idle.len()
+    );
+    summary.case(
+        "all idle connections made",
+        (idle.len() < IDLE).then(|| format!("only {} connected", idle.len())),
+    );
+    summary.case(
+        "health answered",
+        (answered < 10).then(|| format!("{answered} of 10 answered")),
+    );
+    summary.case(
+        "connections held are bounded",
+        (open > butler_agent::sink::limits().max_connections).then(|| format!("{open} held open")),
+    );
+    summary.case(
+        "quiet log",
+        (warnings > 0).then(|| format!("{warnings} warnings: {log:?}")),
+    );
+    summary.case(
+        "memory",
+        (rss == 0 || rss > RSS_BOUND_KIB).then(|| format!("VmRSS {rss} KiB")),
+    );
+    summary.assert_all_passed();
+}
