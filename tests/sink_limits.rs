@@ -235,3 +235,26 @@ fn a_symlink_at_out_is_refused_and_its_target_untouched() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// A chunked body (no `Content-Length`) reserves its budget chunk by chunk as it arrives and is
+/// answered as capture answers it.
+#[test]
+fn a_chunked_body_in_pieces_is_accepted() {
+    let sink = start_sink();
+    let event = br#"{"api_key":"phc_test","event":"chunked","distinct_id":"d"}"#;
+    let mut s = TcpStream::connect(&sink.addr).unwrap();
+    s.write_all(
+        b"POST /i/v0/e/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    for piece in event.chunks(16) {
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .unwrap();
+        s.write_all(piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    assert_eq!(answer(&mut s), (200, r#"{"status":"Ok"}"#.to_string()));
+}

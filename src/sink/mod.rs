@@ -356,7 +356,9 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> An
         Err(err) => return refuse(err),
     };
     // One request decodes at a time: its decoded payload and JSON trees are the sink's
-    // largest allocations, so the total stays one request's worth (see [`BODY_BUDGET`]).
+    // largest allocations, so the total stays one request's worth (see [`BODY_BUDGET`]). It
+    // decodes on the runtime's thread: on the blocking pool each thread keeps its own malloc
+    // arena, and 16 concurrent 16 MiB bodies peaked at 216 MiB there against 140 MiB here.
     let _decoding = shared.decoding.lock().await;
     let request = capture::Request {
         path,

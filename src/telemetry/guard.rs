@@ -64,6 +64,8 @@ pub enum Kind {
     /// upper layer): inputs of the container's last-resort instance ID.
     ContainerIdentity,
     DockerEngineId,
+    /// The total memory in bytes (a key of Butler's fallback ID).
+    TotalMemory,
     /// The state directory's instance secret.
     InstanceSecret,
     /// A string value of the config file, with its key path (the path is not secret).
@@ -84,6 +86,7 @@ impl fmt::Display for Kind {
             Kind::ContainerIdentity => f.write_str("the container's identity"),
             Kind::DockerEngineId => f.write_str("the Docker engine ID"),
             Kind::InstanceSecret => f.write_str("the instance secret"),
+            Kind::TotalMemory => f.write_str("the total memory"),
             Kind::ConfigValue(path) => write!(f, "the config value at {path}"),
         }
     }
@@ -193,6 +196,12 @@ impl Known {
             roots.etc.join("machine-id"),
             roots.own.join("etc/machine-id"),
             roots.own.join("var/lib/dbus/machine-id"),
+            // dbus's copy beside the host's /etc (Butler's fallback reads it first).
+            roots
+                .etc
+                .parent()
+                .unwrap_or(&roots.etc)
+                .join("var/lib/dbus/machine-id"),
             roots.sys.join("class/dmi/id/product_uuid"),
             roots.sys.join("class/dmi/id/product_serial"),
             roots.sys.join("class/dmi/id/board_serial"),
@@ -231,6 +240,10 @@ impl Known {
             for line in value.lines() {
                 k.push(Kind::ContainerIdentity, line);
             }
+        }
+        // Butler's fallback keys its ID with the total memory in bytes.
+        if let Some(bytes) = instance_id::mem_total_bytes(&read(&roots.proc.join("meminfo"))) {
+            k.push(Kind::TotalMemory, bytes.to_string());
         }
         for engine in instance_id::engine_ids_seen() {
             k.push(Kind::DockerEngineId, engine);
