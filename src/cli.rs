@@ -14,18 +14,18 @@ pub struct Cli {
     /// An empty path is a configuration error (exit 64), reported like a bad file.
     #[arg(long, global = true, value_name = "FILE",
           value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// Read host facts (/etc, /proc, /sys, ...) below this directory instead of /.
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the agent: health endpoint and scheduled telemetry (the default).
     Run,
     /// Inspect or send the telemetry event.
@@ -40,7 +40,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TelemetryCommand {
+pub(crate) enum TelemetryCommand {
     /// Print the exact JSON body that would be sent. Sends nothing, opens no socket.
     Preview(PreviewArgs),
     /// Print whether telemetry is on and which setting decided it.
@@ -50,39 +50,39 @@ pub enum TelemetryCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct PreviewArgs {
+pub(crate) struct PreviewArgs {
     /// One line instead of pretty-printed JSON.
     #[arg(long)]
-    pub compact: bool,
+    pub(crate) compact: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct HostArgs {
+pub(crate) struct HostArgs {
     /// Print one JSON object.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     /// Print which derivation and which inputs were used (names and sources, never values).
     #[arg(long)]
-    pub explain: bool,
+    pub(crate) explain: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct SinkArgs {
+pub(crate) struct SinkArgs {
     /// Address to listen on, e.g. 127.0.0.1:18080 or 0.0.0.0:8080.
     #[arg(long, value_name = "ADDR")]
-    pub listen: std::net::SocketAddr,
+    pub(crate) listen: std::net::SocketAddr,
     /// Also append each accepted event, one JSON line each, to this file.
     #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }

@@ -54,15 +54,15 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// sent its headers in 5 s is not a probe and loses its slot.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on one connection's life, whatever the client does.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// Probes send a few hundred bytes of headers; more than 8 KiB is refused with 431.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// A kept-alive connection with no new request for this long is closed (Node's default).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests per connection before the server closes it (nginx's `keepalive_requests`).
-pub const MAX_REQUESTS: u32 = 1000;
+pub(crate) const MAX_REQUESTS: u32 = 1000;
 /// On stop, how long a connection whose request head is still arriving may finish it.
-pub const STOP_HEAD_GRACE: Duration = Duration::from_millis(250);
+pub(crate) const STOP_HEAD_GRACE: Duration = Duration::from_millis(250);
 /// hyper's read buffer per connection (its minimum is 8 KiB; headers must fit with room).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// How long the accept loop waits for an evicted connection to give its slot back.
@@ -95,7 +95,7 @@ impl Default for Limits {
 /// Serves HTTP/1 on `listener` with `handler` under `limits` until `shutdown` completes, then
 /// stops as the module documentation describes and returns once every connection has ended.
 /// `name` prefixes log lines.
-pub async fn serve<H, Fut>(
+pub(crate) async fn serve<H, Fut>(
     listener: TcpListener,
     limits: Limits,
     name: &'static str,

@@ -31,15 +31,15 @@ use std::sync::Mutex;
 use nix::fcntl::OFlag;
 
 /// Mode of every file the agent creates.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 /// Mode of a state directory the agent creates.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// How much of a file is read at most, and what kind of file it is (for the message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub bytes: u64,
-    pub what: &'static str,
+pub(crate) struct Limit {
+    pub(crate) bytes: u64,
+    pub(crate) what: &'static str,
 }
 
 impl fmt::Display for Limit {
@@ -56,35 +56,35 @@ impl fmt::Display for Limit {
 }
 
 /// Butler's full config template is about 80 KB.
-pub const CONFIG_LIMIT: Limit = Limit {
+pub(crate) const CONFIG_LIMIT: Limit = Limit {
     bytes: 4 * 1024 * 1024,
     what: "a config file",
 };
 /// A bundle of every public root CA is about 250 KB.
-pub const CA_FILE_LIMIT: Limit = Limit {
+pub(crate) const CA_FILE_LIMIT: Limit = Limit {
     bytes: 2 * 1024 * 1024,
     what: "a CA file",
 };
 /// The state file is a few hundred bytes.
-pub const STATE_FILE_LIMIT: Limit = Limit {
+pub(crate) const STATE_FILE_LIMIT: Limit = Limit {
     bytes: 16 * 1024,
     what: "the state file",
 };
 /// The secret is 65 bytes.
-pub const SECRET_LIMIT: Limit = Limit {
+pub(crate) const SECRET_LIMIT: Limit = Limit {
     bytes: 4 * 1024,
     what: "the instance secret",
 };
 /// Host facts (os-release, `/proc`, `/sys`, ...): mountinfo on a busy Kubernetes node is a few
 /// hundred KB.
-pub const HOST_FILE_LIMIT: Limit = Limit {
+pub(crate) const HOST_FILE_LIMIT: Limit = Limit {
     bytes: 4 * 1024 * 1024,
     what: "a host file",
 };
 
 /// Why a file could not be read.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     NotFound(PathBuf),
     /// A FIFO, device, socket or directory.
     NotRegular {
@@ -104,11 +104,11 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ReadError::NotFound(_))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             ReadError::NotFound(path)
             | ReadError::Symlink(path)
@@ -119,7 +119,7 @@ impl ReadError {
     }
 
     /// The message without the path, for callers that name the file themselves.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             ReadError::NotFound(_) => "it does not exist".into(),
             ReadError::NotRegular { kind, .. } => format!("it is {kind}, not a regular file"),
@@ -144,7 +144,7 @@ impl std::error::Error for ReadError {}
 
 /// Whether a read follows a symbolic link at the last component of the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Follow {
+pub(crate) enum Follow {
     /// Host and config files: distributions and Kubernetes use links there.
     Yes,
     /// The agent's own files.
@@ -152,14 +152,14 @@ pub enum Follow {
 }
 
 /// Reads a regular file, at most `limit` bytes (see the module doc). Never blocks on a FIFO.
-pub fn read_capped(path: &Path, limit: Limit, follow: Follow) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_capped(path: &Path, limit: Limit, follow: Follow) -> Result<Vec<u8>, ReadError> {
     let (file, _) = open_regular(path, follow)?;
     read_limited(file, path, limit)
 }
 
 /// Reads one of the agent's own files: not through a symbolic link, and tightened to 0600 when
 /// others may read it (see [`tighten`]).
-pub fn read_own(path: &Path, limit: Limit) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_own(path: &Path, limit: Limit) -> Result<Vec<u8>, ReadError> {
     let (file, meta) = open_regular(path, Follow::No)?;
     tighten(&file, &meta, path);
     read_limited(file, path, limit)
@@ -260,7 +260,7 @@ fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
 }
 
 /// Creates the directory (and missing parents) with mode 0700 when it does not exist.
-pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
@@ -310,7 +310,7 @@ fn sync_dir(dir: &Path) {
 
 /// Replaces `path` atomically with `bytes` (see the module doc). A symbolic link at `path` is
 /// replaced itself, with a warning; its target is left alone.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_beside(path, bytes)?;
     if is_symlink(path) {
         tracing::warn!(
@@ -326,7 +326,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Creates `path` holding `bytes` unless something already has that name. `Ok(true)` when this
 /// call created it, `Ok(false)` when it existed (the caller reads what is there).
-pub fn create_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+pub(crate) fn create_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     let tmp = temp_beside(path, bytes)?;
     match tmp.persist_noclobber(path) {
         Ok(_) => {
@@ -340,14 +340,14 @@ pub fn create_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 
 /// Opens `path` for appending: created 0600 when missing, never through a symbolic link, never
 /// blocking, and only when it is a regular file.
-pub fn open_append(path: &Path) -> io::Result<File> {
+pub(crate) fn open_append(path: &Path) -> io::Result<File> {
     ensure_dir(parent(path))?;
     append_existing(path)
 }
 
 /// [`open_append`] in a directory that must already exist (a file the user named, such as the
 /// sink's `--out`: a typo in its directory is an error, not a new directory).
-pub fn append_existing(path: &Path) -> io::Result<File> {
+pub(crate) fn append_existing(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
@@ -395,7 +395,7 @@ static WARNED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 /// An existing file that group or others may access is set to 0600 when the agent owns it;
 /// else one warning names the file and the fix.
-pub fn tighten(file: &File, meta: &std::fs::Metadata, path: &Path) {
+pub(crate) fn tighten(file: &File, meta: &std::fs::Metadata, path: &Path) {
     let mode = meta.mode() & 0o777;
     if !meta.is_file() || mode & 0o077 == 0 {
         return;

@@ -35,10 +35,7 @@ use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::connections;
-pub use crate::connections::{
-    CONNECTION_DEADLINE, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, Limits, MAX_CONNECTIONS,
-    MAX_HEADER_BYTES, MAX_REQUESTS,
-};
+pub use crate::connections::{HEADER_READ_TIMEOUT, Limits, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
@@ -46,7 +43,7 @@ pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
 /// The kernel's queue of connections not yet accepted. The usual 128 overflows during a burst
 /// of a few hundred connections, and a probe whose SYN is dropped then waits a full second for
 /// the retransmission; the kernel caps this at `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: u32 = 1024;
+pub(crate) const LISTEN_BACKLOG: u32 = 1024;
 
 /// The readiness latch: released once, when the agent knows what it needs to answer `/readyz`.
 #[derive(Debug, Clone, Default)]
@@ -62,14 +59,14 @@ impl Readiness {
         self.0.store(true, Ordering::Release);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
 
 /// Binds the health listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `std` does, so a
 /// restart does not wait for old connections in TIME_WAIT).
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -113,7 +110,7 @@ struct Check {
 }
 
 /// The answer to one request. Pure: method, path, query and the latch in, response out.
-pub fn respond(
+pub(crate) fn respond(
     method: &Method,
     path: &str,
     query: Option<&str>,

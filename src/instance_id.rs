@@ -49,7 +49,7 @@ pub struct InstanceId {
 
 /// Method names, as `id --explain` prints them.
 pub const METHOD_BUTLER: &str = "butler-compatible";
-pub const METHOD_BUTLER_FALLBACK: &str =
+pub(crate) const METHOD_BUTLER_FALLBACK: &str =
     "butler-compatible (no default interface: Butler's fallback)";
 pub const METHOD_HOST_NETWORK: &str = "container: the host's network (Butler's ID on this host)";
 pub const METHOD_MACHINE_ID: &str = "container: host machine-id";
@@ -67,7 +67,7 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const CONTAINER_LABEL: &str = "butler-agent instance id v1";
 
 /// hex(HMAC-SHA256(key, message)).
-pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
+pub(crate) fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(message);
     hex::encode(mac.finalize().into_bytes())
@@ -142,7 +142,7 @@ pub struct IdConfig<'a> {
 }
 
 /// Derives the ID with the real syscalls.
-pub fn derive(roots: &Roots, host: &HostFacts, cfg: IdConfig<'_>) -> InstanceId {
+pub(crate) fn derive(roots: &Roots, host: &HostFacts, cfg: IdConfig<'_>) -> InstanceId {
     derive_with(roots, host, cfg, &RealSyscalls)
 }
 
@@ -485,7 +485,7 @@ fn clean_default(s: &str) -> String {
 }
 
 /// `MemTotal` from `/proc/meminfo`, in bytes (as Node's `os.totalmem()`).
-pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| {
         let rest = l.strip_prefix("MemTotal:")?;
         let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
@@ -517,7 +517,7 @@ fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
 /// private temporary file to the final name, which fails when the name exists; winner and
 /// losers alike then read the file back, so agents racing on one directory agree
 /// ([`files::create_once`]).
-pub fn state_secret(dir: &Path) -> Result<String, String> {
+pub(crate) fn state_secret(dir: &Path) -> Result<String, String> {
     let path = dir.join(SECRET_FILE);
     if let Some(s) = read_secret(&path)? {
         return Ok(s);

@@ -17,13 +17,13 @@
 //! - [`error`]: the one failure type of every command, and its exit code.
 //! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod connections;
-pub mod error;
-pub mod files;
+pub(crate) mod connections;
+pub(crate) mod error;
+pub(crate) mod files;
 pub mod health;
 pub mod host;
 pub mod instance_id;

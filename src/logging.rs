@@ -11,7 +11,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// Targets kept at `warn` unless a directive names them.
-pub const QUIET_TARGETS: &[&str] = &[
+pub(crate) const QUIET_TARGETS: &[&str] = &[
     "hyper",
     "hyper_util",
     "reqwest",
@@ -26,14 +26,14 @@ pub const QUIET_TARGETS: &[&str] = &[
 ];
 
 /// Targets whose `debug` and `trace` can carry an identifying value: capped at `info`.
-pub const NEVER_VERBOSE: &[&str] = &["bollard"];
+pub(crate) const NEVER_VERBOSE: &[&str] = &["bollard"];
 
 /// The level used without a directive.
-pub const DEFAULT_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LEVEL: &str = "info";
 
 /// The directives actually used for the user's (`BUTLER_LOG_LEVEL`, else `RUST_LOG`).
 /// Pure, so the rules are unit-tested; [`env_filter`] builds the filter from it.
-pub fn directives(user: Option<&str>) -> String {
+pub(crate) fn directives(user: Option<&str>) -> String {
     let user = user.map(str::trim).filter(|u| !u.is_empty());
     let mut out: Vec<String> = Vec::new();
     let mut named: Vec<&str> = Vec::new();

@@ -19,6 +19,7 @@ fn main() {
         std::process::exit(failure.exit_code());
     }
 }
+
 /// Logs go to stderr (stdout carries command output). `BUTLER_LOG_FORMAT=json` gives one JSON
 /// object per line; the level comes from `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`.
 fn init_tracing() {

@@ -17,8 +17,8 @@
 //! Reading is split from parsing: [`parse_str`] is pure and tested on literals; [`load`] does
 //! the file I/O with a size cap.
 
-pub mod env;
-pub mod settings;
+pub(crate) mod env;
+pub(crate) mod settings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,11 +31,11 @@ pub use settings::{AgentSettings, DEFAULT_POSTHOG_HOST, DEFAULT_POSTHOG_KEY};
 
 /// The agent's own section, directly below `Butler:`. Butler's schema accepts new keys at that
 /// level but rejects extra keys inside its own sections, so a shared file keeps working for both.
-pub const AGENT_KEY: &str = "butlerAgent";
+pub(crate) const AGENT_KEY: &str = "butlerAgent";
 
 /// Larger config files are refused before parsing. Butler's full template is about 80 KB;
 /// 4 MiB leaves room for any real config while keeping memory bounded.
-pub const MAX_CONFIG_BYTES: u64 = crate::files::CONFIG_LIMIT.bytes;
+pub(crate) const MAX_CONFIG_BYTES: u64 = crate::files::CONFIG_LIMIT.bytes;
 
 /// Where the config came from, for logs and `telemetry status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         match self {
             ConfigSource::Flag(p) | ConfigSource::EnvVar(p) | ConfigSource::NodeEnv(p) => Some(p),
             ConfigSource::Defaults => None,
@@ -72,7 +72,7 @@ impl fmt::Display for ConfigSource {
 
 /// Where a bad value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A config file, as named on the command line or in the environment.
     File(Box<str>),
     /// An environment variable.
@@ -96,15 +96,15 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file, or the environment variable, that holds the bad value.
-    pub origin: Origin,
+    pub(crate) origin: Origin,
     /// 1-based line and column, where the parser gives them.
-    pub location: Option<(u64, u64)>,
+    pub(crate) location: Option<(u64, u64)>,
     /// Dotted key path (`Butler.anonTelemetry`), where known.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// What went wrong and what was expected.
-    pub message: String,
+    pub(crate) message: String,
     /// How to fix it.
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -138,7 +138,7 @@ impl ConfigError {
     }
 
     /// A bad environment variable.
-    pub fn env(var: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn env(var: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
             origin: Origin::EnvVar(var),
             location: None,
@@ -176,13 +176,13 @@ struct ButlerSection {
 }
 
 /// `Butler.dockerHealthCheck`: reported as a feature; checked because a wrong type here is
-/// almost certainly a broken file.
+/// almost certainly a broken file; a change is named when the config is re-read.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
-pub struct DockerHealthCheck {
+pub(crate) struct DockerHealthCheck {
     #[serde(default)]
-    pub enable: Option<bool>,
+    pub(crate) enable: Option<bool>,
     #[serde(default)]
-    pub port: Option<settings::Port>,
+    pub(crate) port: Option<settings::Port>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -195,21 +195,21 @@ struct ConfigQrs {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ButlerKeys {
     /// `Butler.anonTelemetry`.
-    pub anon_telemetry: Option<bool>,
+    pub(crate) anon_telemetry: Option<bool>,
     /// `Butler.dockerHealthCheck`.
-    pub docker_health_check: DockerHealthCheck,
+    pub(crate) docker_health_check: DockerHealthCheck,
     /// `Butler.configQRS.host`: part of the instance ID, and never sent.
-    pub qrs_host: Option<String>,
+    pub(crate) qrs_host: Option<String>,
 }
 
 /// A parsed config file (or the defaults), with environment overrides applied.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
-    pub source: ConfigSource,
+    pub(crate) source: ConfigSource,
     /// The whole file as a lenient tree (`Value::Null` without a file); feature flags and the
     /// privacy guard's list of config strings read from it.
-    pub tree: Value,
-    pub butler: ButlerKeys,
+    pub(crate) tree: Value,
+    pub(crate) butler: ButlerKeys,
     pub agent: AgentSettings,
 }
 
@@ -227,7 +227,7 @@ impl LoadedConfig {
 
 /// Chooses the config file: `--config`, else `$BUTLER_CONFIG`, else `./config/$NODE_ENV.yaml`
 /// when it exists (below `cwd`), else none.
-pub fn choose_source(flag: Option<&Path>, env: &dyn Env, cwd: &Path) -> ConfigSource {
+pub(crate) fn choose_source(flag: Option<&Path>, env: &dyn Env, cwd: &Path) -> ConfigSource {
     if let Some(p) = flag {
         return ConfigSource::Flag(p.to_path_buf());
     }

@@ -14,26 +14,26 @@ pub const DEFAULT_POSTHOG_HOST: &str = "https://eu.i.posthog.com";
 /// Butler's public project key (write-only, public by PostHog's design).
 pub const DEFAULT_POSTHOG_KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
 /// Butler sends every 12 hours.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 /// Shorter intervals would turn a snapshot into a stream.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// Butler's client timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bounded retries per cycle; the next cycle brings a fresh snapshot anyway.
-pub const DEFAULT_MAX_RETRIES: u32 = 5;
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 5;
 /// A few seconds, so a crash loop does not flood the destination.
-pub const DEFAULT_START_DELAY: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_START_DELAY: Duration = Duration::from_secs(5);
 /// Longest accepted interval, delay, timeout or grace: longer ones are configuration mistakes
 /// (and far beyond them, the arithmetic on times would overflow).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// PostHog's capture refuses longer project keys.
-pub const MAX_KEY_CHARS: usize = 64;
+pub(crate) const MAX_KEY_CHARS: usize = 64;
 /// Butler's well-known health port.
-pub const DEFAULT_HEALTH_PORT: u16 = 12398;
+pub(crate) const DEFAULT_HEALTH_PORT: u16 = 12398;
 /// Below Docker's 10 s stop timeout, so the agent always exits on its own.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Audit log rotation size: a year of events at 2 a day fits many times over.
-pub const DEFAULT_AUDIT_LOG_MAX_BYTES: u64 = 1024 * 1024;
+pub(crate) const DEFAULT_AUDIT_LOG_MAX_BYTES: u64 = 1024 * 1024;
 
 /// `Butler.butlerAgent` as written in the file. Unknown keys are an error here (it is the
 /// agent's own section, so a typo should be caught), unlike in Butler's sections.
@@ -59,7 +59,7 @@ pub struct AgentFile {
 
 /// A TCP port, 1 to 65535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Port(pub u16);
+pub(crate) struct Port(pub u16);
 
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -105,7 +105,7 @@ impl<'de> Deserialize<'de> for DurationValue {
 }
 
 /// Parses `12h`, `90s`, `1h 30m` or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -119,23 +119,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
     /// Capture host, e.g. `https://eu.i.posthog.com` (no path).
-    pub posthog_host: String,
-    pub posthog_key: String,
-    pub interval: Duration,
-    pub request_timeout: Duration,
-    pub max_retries: u32,
-    pub start_delay: Duration,
+    pub(crate) posthog_host: String,
+    pub(crate) posthog_key: String,
+    pub(crate) interval: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) start_delay: Duration,
     /// Sets `$geoip_disable` so PostHog does not geolocate the sender's IP.
-    pub geoip_disable: bool,
+    pub(crate) geoip_disable: bool,
     /// Extra PEM root certificates for corporate proxies.
-    pub ca_file: Option<PathBuf>,
-    pub health_enable: bool,
-    pub health_host: IpAddr,
-    pub health_port: u16,
-    pub state_dir: Option<PathBuf>,
-    pub audit_log: Option<PathBuf>,
-    pub audit_log_max_bytes: u64,
-    pub shutdown_grace: Duration,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) health_enable: bool,
+    pub(crate) health_host: IpAddr,
+    pub(crate) health_port: u16,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) audit_log: Option<PathBuf>,
+    pub(crate) audit_log_max_bytes: u64,
+    pub(crate) shutdown_grace: Duration,
 }
 
 impl Default for AgentSettings {
@@ -160,28 +160,9 @@ impl Default for AgentSettings {
     }
 }
 
-/// One environment variable per setting; README lists them.
-pub const ENV_VARS: &[&str] = &[
-    "BUTLER_POSTHOG_HOST",
-    "BUTLER_POSTHOG_KEY",
-    "BUTLER_TELEMETRY_INTERVAL",
-    "BUTLER_TELEMETRY_TIMEOUT",
-    "BUTLER_TELEMETRY_RETRIES",
-    "BUTLER_TELEMETRY_START_DELAY",
-    "BUTLER_GEOIP_DISABLE",
-    "BUTLER_CA_FILE",
-    "BUTLER_HEALTH_ENABLE",
-    "BUTLER_HEALTH_HOST",
-    "BUTLER_HEALTH_PORT",
-    "BUTLER_STATE_DIR",
-    "BUTLER_TELEMETRY_AUDIT_LOG",
-    "BUTLER_TELEMETRY_AUDIT_LOG_MAX_BYTES",
-    "BUTLER_SHUTDOWN_GRACE",
-];
-
 impl AgentSettings {
     /// Combines defaults, the file's section and the environment (highest precedence).
-    pub fn resolve(file: Option<&AgentFile>, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub(crate) fn resolve(file: Option<&AgentFile>, env: &dyn Env) -> Result<Self, ConfigError> {
         let f = file.cloned().unwrap_or_default();
         let d = AgentSettings::default();
         let s = AgentSettings {
@@ -347,7 +328,7 @@ impl AgentSettings {
 /// PostHog's capture rules for a project key (it answers 401 to any other): trimmed, not
 /// empty, at most 64 characters, ASCII without NUL, and not a personal API key (`phx_`), which
 /// must never leave the machine. The message never repeats the key.
-pub fn check_key(raw: &str) -> Result<String, String> {
+pub(crate) fn check_key(raw: &str) -> Result<String, String> {
     let key = raw.trim();
     let chars = key.chars().count();
     if key.is_empty() {
@@ -373,7 +354,7 @@ pub fn check_key(raw: &str) -> Result<String, String> {
 
 /// Checks a capture host and rewrites PostHog's app hosts to their ingestion hosts, as
 /// PostHog's own clients do (`eu.posthog.com` → `eu.i.posthog.com`).
-pub fn normalize_host(raw: &str) -> Result<String, String> {
+pub(crate) fn normalize_host(raw: &str) -> Result<String, String> {
     let host = raw.trim().trim_end_matches('/');
     let rest = host
         .strip_prefix("https://")
@@ -415,7 +396,7 @@ where
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) for environment variables.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),

@@ -29,27 +29,17 @@
 
 use super::{Roots, Syscalls, exists, read_text};
 
-/// Runtime names reported in `containerRuntime`.
-pub const RUNTIMES: &[&str] = &[
-    "docker",
-    "podman",
-    "containerd",
-    "lxc",
-    "systemd-nspawn",
-    "container-other",
-];
-
 /// The container facts and the rules behind them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub runtime: Option<String>,
-    pub runtime_rule: String,
-    pub kubernetes: bool,
-    pub kubernetes_rule: String,
+pub(crate) struct Container {
+    pub(crate) runtime: Option<String>,
+    pub(crate) runtime_rule: String,
+    pub(crate) kubernetes: bool,
+    pub(crate) kubernetes_rule: String,
 }
 
 /// Maps a container manager's own name (`container=` values, override values) to ours.
-pub fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     match name.trim().to_ascii_lowercase().as_str() {
         "docker" | "moby" => "docker",
         "podman" | "libpod" => "podman",
@@ -68,7 +58,7 @@ pub fn is_wsl(kernel_release: &str) -> bool {
 }
 
 /// Runs the rules in order; the first that answers decides.
-pub fn detect(roots: &Roots, sys: &dyn Syscalls) -> Container {
+pub(crate) fn detect(roots: &Roots, sys: &dyn Syscalls) -> Container {
     let (runtime, runtime_rule) = runtime(roots, sys);
     let (kubernetes, kubernetes_rule) = kubernetes(roots);
     match (runtime, kubernetes) {
@@ -197,7 +187,7 @@ const LXC_INITS: &[&str] = &["lxc-execute", "init.lxc", "init.lxc.static", "lxc-
 
 /// Which PID namespace the agent is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PidNs {
+pub(crate) enum PidNs {
     /// The host's: PID 2 is the kernel's `kthreadd`, whose parent is 0.
     Initial,
     /// Another one: `/proc` is readable and PID 2 is something else (or absent).
@@ -208,7 +198,7 @@ pub enum PidNs {
 
 /// In the initial PID namespace the kernel's thread creator `kthreadd` is PID 2 with parent 0;
 /// no container's PID namespace shows it.
-pub fn pid_namespace(roots: &Roots) -> PidNs {
+pub(crate) fn pid_namespace(roots: &Roots) -> PidNs {
     if let Some(t) = read_text(&roots.own_path("/proc/2/status")) {
         let ppid = t
             .lines()
@@ -237,7 +227,7 @@ pub fn status_name(status: &str) -> Option<String> {
 
 /// Why a `/.dockerenv` is believed: the first piece of container evidence, or `None` when the
 /// file stands alone (then it is stale, copied into an image that became a host's root).
-pub fn dockerenv_evidence(roots: &Roots) -> Option<String> {
+pub(crate) fn dockerenv_evidence(roots: &Roots) -> Option<String> {
     if pid_namespace(roots) == PidNs::Other {
         return Some("not the initial PID namespace (PID 2 is not kthreadd)".into());
     }
@@ -393,7 +383,7 @@ pub fn mountinfo_runtime(text: &str) -> Option<(Option<String>, String)> {
 /// hex digits (`.../volumes/<64 hex>/_data` in the mount's root field), named ones by their name.
 /// An anonymous volume is new for every new container, so nothing kept there survives
 /// re-creating the container.
-pub fn is_anonymous_volume(mountinfo: &str, mount_point: &str) -> bool {
+pub(crate) fn is_anonymous_volume(mountinfo: &str, mount_point: &str) -> bool {
     let mount_point = mount_point.trim_end_matches('/');
     mountinfo
         .lines()
@@ -446,7 +436,7 @@ mod volume_tests {
 /// per-container bind mounts (`.../containers/<id>/hostname`), and the root file system's upper
 /// layer (one per container). All survive a restart and change with re-creation. Values stay in
 /// the process: the instance ID hashes them.
-pub fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
+pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(path) = read_text(&roots.own_path("/proc/self/cgroup")).and_then(|t| {
         t.lines()

@@ -10,21 +10,21 @@ use super::read_trimmed;
 
 /// A valid machine-id and the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineId {
-    pub value: String,
-    pub path: PathBuf,
+pub(crate) struct MachineId {
+    pub(crate) value: String,
+    pub(crate) path: PathBuf,
 }
 
 /// Reads the machine-id below the etc root, falling back to dbus's copy below its parent
 /// (systeminformation reads them the other way round for `osInfo().serial`: see
 /// [`read_dbus_first`]).
-pub fn read(etc: &Path) -> Option<MachineId> {
+pub(crate) fn read(etc: &Path) -> Option<MachineId> {
     candidates(etc).into_iter().find_map(|p| read_one(&p))
 }
 
 /// systeminformation's order (`/var/lib/dbus/machine-id || /etc/machine-id`), which Butler's
 /// fallback ID uses as "OS serial".
-pub fn read_dbus_first(etc: &Path) -> Option<MachineId> {
+pub(crate) fn read_dbus_first(etc: &Path) -> Option<MachineId> {
     candidates(etc).into_iter().rev().find_map(|p| read_one(&p))
 }
 
@@ -48,7 +48,7 @@ fn read_one(path: &Path) -> Option<MachineId> {
 }
 
 /// 32 lowercase hex digits, not all zero.
-pub fn is_valid(s: &str) -> bool {
+pub(crate) fn is_valid(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
 }
 

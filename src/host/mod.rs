@@ -15,7 +15,7 @@
 //! Kubernetes and WSL), [`network`] (default route and its interface), [`machine_id`].
 
 pub mod container;
-pub mod machine_id;
+pub(crate) mod machine_id;
 pub mod network;
 pub mod os;
 pub mod syscalls;
@@ -32,20 +32,20 @@ use crate::config::Env;
 pub use syscalls::{CpuidVm, Interface, RealSyscalls, Syscalls};
 
 /// The host-mount variables (gopsutil/Telegraf convention).
-pub const HOST_ROOT: &str = "HOST_ROOT";
-pub const HOST_ETC: &str = "HOST_ETC";
-pub const HOST_PROC: &str = "HOST_PROC";
-pub const HOST_SYS: &str = "HOST_SYS";
+pub(crate) const HOST_ROOT: &str = "HOST_ROOT";
+pub(crate) const HOST_ETC: &str = "HOST_ETC";
+pub(crate) const HOST_PROC: &str = "HOST_PROC";
+pub(crate) const HOST_SYS: &str = "HOST_SYS";
 /// Overrides container detection: a runtime name (`docker`, `podman`, ...), or `none`/empty for
 /// "not in a container". For runtimes no rule recognises, or to correct a wrong guess.
-pub const CONTAINER_OVERRIDE: &str = "BUTLER_CONTAINER_RUNTIME";
+pub(crate) const CONTAINER_OVERRIDE: &str = "BUTLER_CONTAINER_RUNTIME";
 /// Set to `1`/`true` to skip the CPUID check (it is also skipped whenever `--root` is not `/`,
 /// because CPUID describes the real CPU, not a fixture tree).
-pub const NO_CPUID: &str = "BUTLER_HOST_NO_CPUID";
+pub(crate) const NO_CPUID: &str = "BUTLER_HOST_NO_CPUID";
 
 /// Where one host root came from; named in `host` and `id --explain` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Below `--root` (default `/`): the agent's own view.
     Root,
     /// Below `$HOST_ROOT`.
@@ -56,7 +56,7 @@ pub enum Origin {
 
 impl Origin {
     /// True when the files are the host's, mounted into the agent's view.
-    pub fn is_host_mount(&self) -> bool {
+    pub(crate) fn is_host_mount(&self) -> bool {
         !matches!(self, Origin::Root)
     }
 }
@@ -74,31 +74,31 @@ impl fmt::Display for Origin {
 /// The environment facts detection needs, captured once so detection itself reads no
 /// process state (and tests pass exactly what a case needs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostEnv {
+pub(crate) struct HostEnv {
     /// `BUTLER_CONTAINER_RUNTIME`.
-    pub container_override: Option<String>,
+    pub(crate) container_override: Option<String>,
     /// The agent's own `container` variable (authoritative only when the agent is PID 1).
-    pub container_var: Option<String>,
+    pub(crate) container_var: Option<String>,
     /// `KUBERNETES_SERVICE_HOST` is set (kubelet injects it into every pod).
-    pub kubernetes_service_host: bool,
+    pub(crate) kubernetes_service_host: bool,
     /// `DOCKER_HOST`, for the engine ID.
-    pub docker_host: Option<String>,
+    pub(crate) docker_host: Option<String>,
     /// Whether to ask the CPU (CPUID) about a hypervisor.
-    pub cpuid: bool,
+    pub(crate) cpuid: bool,
 }
 
 /// Where host files are read from. `own` is the agent's own view (container detection);
 /// `etc`, `proc`, `sys` may point at the host's files mounted into a container.
 #[derive(Debug, Clone)]
 pub struct Roots {
-    pub own: PathBuf,
-    pub etc: PathBuf,
-    pub proc: PathBuf,
-    pub sys: PathBuf,
-    pub etc_origin: Origin,
-    pub proc_origin: Origin,
-    pub sys_origin: Origin,
-    pub env: HostEnv,
+    pub(crate) own: PathBuf,
+    pub(crate) etc: PathBuf,
+    pub(crate) proc: PathBuf,
+    pub(crate) sys: PathBuf,
+    pub(crate) etc_origin: Origin,
+    pub(crate) proc_origin: Origin,
+    pub(crate) sys_origin: Origin,
+    pub(crate) env: HostEnv,
 }
 
 impl Roots {
@@ -155,13 +155,13 @@ impl Roots {
     }
 
     /// A path in the agent's own view, e.g. `own_path("/run/.containerenv")`.
-    pub fn own_path(&self, abs: &str) -> PathBuf {
+    pub(crate) fn own_path(&self, abs: &str) -> PathBuf {
         below(&self.own, abs)
     }
 }
 
 /// `abs` taken below `root` (`/x/y` under `/fix` is `/fix/x/y`); `..` cannot climb out.
-pub fn below(root: &Path, abs: &str) -> PathBuf {
+pub(crate) fn below(root: &Path, abs: &str) -> PathBuf {
     let mut out = root.to_path_buf();
     for c in Path::new(abs).components() {
         match c {
@@ -181,27 +181,27 @@ pub fn below(root: &Path, abs: &str) -> PathBuf {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HostFacts {
-    pub platform: String,
-    pub arch: String,
+    pub(crate) platform: String,
+    pub(crate) arch: String,
     pub distro: String,
-    pub codename: String,
-    pub release: String,
-    pub kernel: String,
+    pub(crate) codename: String,
+    pub(crate) release: String,
+    pub(crate) kernel: String,
     #[serde(rename = "virtual")]
-    pub is_virtual: bool,
-    pub hypervisor: Option<String>,
+    pub(crate) is_virtual: bool,
+    pub(crate) hypervisor: Option<String>,
     pub is_running_in_docker: bool,
     pub container_runtime: Option<String>,
-    pub kubernetes: bool,
-    pub wsl: bool,
+    pub(crate) kubernetes: bool,
+    pub(crate) wsl: bool,
     /// For each key above, the rule that decided it.
-    pub rules: BTreeMap<String, String>,
+    pub(crate) rules: BTreeMap<String, String>,
 }
 
-pub const UNKNOWN: &str = "unknown";
+pub(crate) const UNKNOWN: &str = "unknown";
 
 /// Detects everything with the real syscalls. Never fails.
-pub fn detect(roots: &Roots) -> HostFacts {
+pub(crate) fn detect(roots: &Roots) -> HostFacts {
     detect_with(roots, &RealSyscalls)
 }
 
@@ -274,7 +274,7 @@ pub fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
 }
 
 /// The keys of `host --json` in display order (rules excluded).
-pub const FACT_KEYS: &[&str] = &[
+pub(crate) const FACT_KEYS: &[&str] = &[
     "platform",
     "arch",
     "distro",
@@ -290,7 +290,7 @@ pub const FACT_KEYS: &[&str] = &[
 ];
 
 /// A readable table: fact, value, and the rule that decided it.
-pub fn render_table(facts: &HostFacts) -> String {
+pub(crate) fn render_table(facts: &HostFacts) -> String {
     let v = serde_json::to_value(facts).expect("host facts are plain data");
     let mut out = String::new();
     for key in FACT_KEYS {
@@ -307,13 +307,14 @@ pub fn render_table(facts: &HostFacts) -> String {
 }
 
 /// Reads a small text file; `None` (with a debug log) when absent or unreadable.
-pub fn read_text(path: &Path) -> Option<String> {
+pub(crate) fn read_text(path: &Path) -> Option<String> {
     read_bytes(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The file's bytes, at most [`MAX_FACT_FILE_BYTES`] ([`crate::files::read_capped`]: regular
-/// files only, never blocking); `None` (with a debug log) when unreadable.
-pub fn read_bytes(path: &Path) -> Option<Vec<u8>> {
+/// The file's bytes, at most [`crate::files::HOST_FILE_LIMIT`] (fact files are small: mountinfo
+/// on a busy Kubernetes node is a few hundred KB) ([`crate::files::read_capped`]: regular files
+/// only, never blocking); `None` (with a debug log) when unreadable.
+pub(crate) fn read_bytes(path: &Path) -> Option<Vec<u8>> {
     use crate::files::{self, Follow};
     match files::read_capped(path, files::HOST_FILE_LIMIT, Follow::Yes) {
         Ok(bytes) => Some(bytes),
@@ -324,19 +325,15 @@ pub fn read_bytes(path: &Path) -> Option<Vec<u8>> {
     }
 }
 
-/// Fact files are small (mountinfo on a busy Kubernetes node is a few hundred KB); the cap
-/// keeps memory bounded when a path points somewhere strange.
-pub const MAX_FACT_FILE_BYTES: u64 = crate::files::HOST_FILE_LIMIT.bytes;
-
 /// The file's first line, trimmed; `None` when absent, unreadable or empty.
-pub fn read_trimmed(path: &Path) -> Option<String> {
+pub(crate) fn read_trimmed(path: &Path) -> Option<String> {
     read_text(path)
         .map(|s| s.lines().next().unwrap_or("").trim().to_string())
         .filter(|s| !s.is_empty())
 }
 
 /// Whether the path exists (a permission error counts as "no", logged).
-pub fn exists(path: &Path) -> bool {
+pub(crate) fn exists(path: &Path) -> bool {
     match std::fs::symlink_metadata(path) {
         Ok(_) => true,
         Err(e) => {
@@ -351,7 +348,7 @@ fn log_unreadable(path: &Path, e: &io::Error) {
 }
 
 /// Node.js's name for the platform (`process.platform`).
-pub fn node_platform() -> &'static str {
+pub(crate) fn node_platform() -> &'static str {
     match std::env::consts::OS {
         "macos" => "darwin",
         "windows" => "win32",
@@ -360,7 +357,7 @@ pub fn node_platform() -> &'static str {
 }
 
 /// Node.js's name for the CPU architecture (`process.arch`).
-pub fn node_arch() -> &'static str {
+pub(crate) fn node_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "x64",
         "aarch64" => "arm64",

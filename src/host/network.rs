@@ -12,14 +12,14 @@ use super::{Roots, Syscalls, exists, read_text};
 
 /// The interface that holds the default route, and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefaultIface {
-    pub name: String,
-    pub rule: String,
+pub(crate) struct DefaultIface {
+    pub(crate) name: String,
+    pub(crate) rule: String,
 }
 
 /// Finds the default-route interface; falls back to the first non-loopback interface with an
 /// address, as systeminformation does when it cannot ask `ip route`.
-pub fn default_interface(roots: &Roots, sys: &dyn Syscalls) -> Option<DefaultIface> {
+pub(crate) fn default_interface(roots: &Roots, sys: &dyn Syscalls) -> Option<DefaultIface> {
     let path = roots.own_path("/proc/net/route");
     if let Some(name) = read_text(&path).and_then(|t| parse_default_route(&t)) {
         return Some(DefaultIface {
@@ -57,7 +57,7 @@ pub fn parse_default_route(text: &str) -> Option<String> {
 /// Whether the interface is backed by a device (a physical or paravirtual NIC has a
 /// `device` link in sysfs; veth, bridges, tun/tap and macvlan do not). A container whose
 /// default interface has one shares the host's network stack: its MAC is the host's own.
-pub fn is_device_backed(own: &Path, iface: &str) -> bool {
+pub(crate) fn is_device_backed(own: &Path, iface: &str) -> bool {
     if iface.contains('/') || iface == ".." {
         return false;
     }
@@ -71,16 +71,16 @@ pub fn is_device_backed(own: &Path, iface: &str) -> bool {
 /// the interface's IPv4 is the first local address of `<proc>/1/net/fib_trie` inside one of the
 /// interface's connected routes (systeminformation's `ip4` of that interface on the host).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostIface {
-    pub name: String,
-    pub mac: String,
+pub(crate) struct HostIface {
+    pub(crate) name: String,
+    pub(crate) mac: String,
     /// Empty when the interface has no IPv4 address (as Butler then uses).
-    pub ipv4: String,
+    pub(crate) ipv4: String,
 }
 
 /// Why the host's network could not be read (sources only, never values).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostNetError {
+pub(crate) enum HostNetError {
     NotMounted,
     NoRoute(String),
     NoMac(String),
@@ -101,7 +101,7 @@ impl std::fmt::Display for HostNetError {
 }
 
 /// Reads the host's default interface through the host mounts (see [`HostIface`]).
-pub fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNetError> {
+pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNetError> {
     if !roots.proc_origin.is_host_mount() || !roots.sys_origin.is_host_mount() {
         return Err(HostNetError::NotMounted);
     }

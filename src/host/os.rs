@@ -21,12 +21,12 @@ use super::{Roots, UNKNOWN, read_text};
 /// The three facts and the rule behind each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OsInfo {
-    pub distro: String,
-    pub codename: String,
-    pub release: String,
-    pub distro_rule: String,
-    pub codename_rule: String,
-    pub release_rule: String,
+    pub(crate) distro: String,
+    pub(crate) codename: String,
+    pub(crate) release: String,
+    pub(crate) distro_rule: String,
+    pub(crate) codename_rule: String,
+    pub(crate) release_rule: String,
 }
 
 /// One `KEY=VALUE` entry and the file that set it last.
@@ -37,7 +37,7 @@ struct Entry {
 }
 
 /// Reads the release files below the etc root and derives the facts.
-pub fn detect(roots: &Roots) -> OsInfo {
+pub(crate) fn detect(roots: &Roots) -> OsInfo {
     let files = release_files(&roots.etc);
     let origin = &roots.etc_origin;
     let mut info = derive(&files);

@@ -86,7 +86,7 @@ pub trait Syscalls {
 }
 
 /// Time limit for the engine query: the ID is never worth delaying start-up for.
-pub const DOCKER_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(crate) const DOCKER_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The real kernel, CPU and Docker socket.
 #[derive(Debug, Default, Clone, Copy)]
@@ -206,7 +206,7 @@ async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, String> {
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase, as Node formats MACs.
-pub fn format_mac(bytes: &[u8]) -> String {
+pub(crate) fn format_mac(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -23,9 +23,9 @@ use super::{CpuidVm, Roots, Syscalls, exists, read_text, read_trimmed};
 
 /// The VM verdict: `hypervisor` is `None` on bare metal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vm {
-    pub hypervisor: Option<String>,
-    pub rule: String,
+pub(crate) struct Vm {
+    pub(crate) hypervisor: Option<String>,
+    pub(crate) rule: String,
 }
 
 const DMI_FILES: &[&str] = &[
@@ -81,7 +81,7 @@ fn vm(h: &str, rule: String) -> Vm {
 }
 
 /// Runs the rules in systemd's order.
-pub fn detect(roots: &Roots, sys: &dyn Syscalls) -> Vm {
+pub(crate) fn detect(roots: &Roots, sys: &dyn Syscalls) -> Vm {
     let dmi = dmi(roots);
     if let Some((h, rule)) = &dmi {
         if ["oracle", "xen", "amazon", "parallels", "google"].contains(&h.as_str()) {

@@ -55,11 +55,11 @@ use serde_json::{Map, Value};
 pub const WIRE_LIMIT: usize = 20 * 1024 * 1024;
 /// Largest payload once decompressed or decoded: five times the wire cap
 /// (`event_payload_size_limit`, `rust/capture/src/server.rs`).
-pub const PAYLOAD_LIMIT: usize = 5 * WIRE_LIMIT;
+pub(crate) const PAYLOAD_LIMIT: usize = 5 * WIRE_LIMIT;
 /// Longest project key capture accepts (`rust/capture/src/token.rs`).
-pub const MAX_TOKEN_LEN: usize = 64;
+pub(crate) const MAX_TOKEN_LEN: usize = 64;
 /// `distinct_id` is cut to this many characters (`rust/common/types/src/event.rs`).
-pub const MAX_DISTINCT_ID_CHARS: usize = 200;
+pub(crate) const MAX_DISTINCT_ID_CHARS: usize = 200;
 /// The gzip magic capture looks for (`rust/capture/src/v0_request.rs`).
 const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 /// Capture's form content type, matched exactly (`rust/capture/src/utils.rs`).
@@ -70,9 +70,9 @@ const MAX_CHARS_TO_CHECK: usize = 128;
 const GZIP_CHUNK: usize = 8192;
 
 /// `text/plain; charset=utf-8`: what axum gives capture's `(StatusCode, String)` errors.
-pub const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 /// capture's success body (`CaptureResponse { status: Ok }`, `rust/capture/src/api.rs`).
-pub const OK_BODY: &str = r#"{"status":"Ok"}"#;
+pub(crate) const OK_BODY: &str = r#"{"status":"Ok"}"#;
 
 /// Why a request is refused: capture's `CaptureError` variants that a request alone can cause
 /// (`rust/capture/src/api.rs`). `Display` is capture's message, word for word.
@@ -132,7 +132,7 @@ impl CaptureError {
     /// The HTTP status capture answers with (`rust/capture/src/api.rs`): every token problem,
     /// including two tokens in one request, is 401; an oversized payload 413; a body that does not
     /// arrive in time 408; a request capture cannot take now 503; the rest 400.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             CaptureError::NoToken
             | CaptureError::MultipleTokens
@@ -145,7 +145,7 @@ impl CaptureError {
     }
 
     /// A short tag for the sink's own log lines (capture's metric tags, `rust/capture/src/api.rs`).
-    pub fn tag(&self) -> &'static str {
+    pub(crate) fn tag(&self) -> &'static str {
         match self {
             CaptureError::RequestDecoding(_) => "req_decoding",
             CaptureError::RequestParsing(_) => "req_parsing",
@@ -171,7 +171,7 @@ impl CaptureError {
 
 /// What capture does with a method and path (`rust/capture/src/router.rs`, events mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// `GET`/`POST` (and `HEAD`, which axum serves as `GET` without the body) on an event
     /// route; the matched path decides the legacy and `/engage` rules.
     Capture(&'static str),
@@ -206,7 +206,7 @@ const EVENT_PATHS: [&str; 12] = [
 const STATUS_PATHS: [&str; 3] = ["/", "/_readiness", "/_liveness"];
 
 /// Routes a request as capture's router does.
-pub fn route(method: &str, path: &str) -> Route {
+pub(crate) fn route(method: &str, path: &str) -> Route {
     if method == "OPTIONS" {
         return Route::Preflight;
     }
@@ -241,7 +241,7 @@ fn is_legacy_path(path: &str) -> bool {
 /// A compression hint; any value deserializes (unknown ones are `Unsupported`), as in
 /// `rust/capture/src/payload/types.rs`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     #[default]
     Unsupported,
     Gzip,
@@ -293,28 +293,28 @@ struct EventFormData {
 
 /// The parts of a request capture reads, after routing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The matched route, e.g. `/i/v0/e/`.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// The raw query string, without `?`.
-    pub query: Option<&'a str>,
+    pub(crate) query: Option<&'a str>,
     /// `Content-Type`, when present and visible ASCII.
-    pub content_type: Option<&'a str>,
+    pub(crate) content_type: Option<&'a str>,
     /// `Content-Encoding`, when present and visible ASCII.
-    pub content_encoding: Option<&'a str>,
-    pub body: &'a [u8],
+    pub(crate) content_encoding: Option<&'a str>,
+    pub(crate) body: &'a [u8],
 }
 
 /// What capture accepted from one request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Handled {
+pub(crate) struct Handled {
     /// The events that pass on (after dropping `$performance_event`), as received.
-    pub events: Vec<Accepted>,
+    pub(crate) events: Vec<Accepted>,
     /// `beacon=1`: answer 204 without a body.
-    pub beacon: bool,
+    pub(crate) beacon: bool,
     /// `sent_at` from the batch body or the query, as Unix milliseconds, when capture can
     /// read it (for the sink's log: how far the sender's clock is off).
-    pub sent_at_ms: Option<i64>,
+    pub(crate) sent_at_ms: Option<i64>,
 }
 
 /// An accepted event: the object as received, and the values capture derives from it.
@@ -333,7 +333,7 @@ fn parse_query(query: Option<&str>) -> Result<EventQuery, CaptureError> {
 }
 
 /// Whether axum's `Query<EventQuery>` accepts the query string (checked before the body).
-pub fn check_query(query: Option<&str>) -> Result<(), CaptureError> {
+pub(crate) fn check_query(query: Option<&str>) -> Result<(), CaptureError> {
     parse_query(query).map(drop)
 }
 
@@ -771,7 +771,7 @@ impl Event {
 /// strings as they are, anything else as JSON; NUL replaced by U+FFFD; `None` when it is empty
 /// or only whitespace (older versions let a whitespace-only id through; a non-empty value
 /// keeps its whitespace); cut to 200 characters.
-pub fn distinct_id(top: Option<&Value>, properties: &Map<String, Value>) -> Option<String> {
+pub(crate) fn distinct_id(top: Option<&Value>, properties: &Map<String, Value>) -> Option<String> {
     let value = match top {
         None | Some(Value::Null) => match properties.get("distinct_id") {
             None | Some(Value::Null) => return None,
@@ -796,7 +796,7 @@ pub fn distinct_id(top: Option<&Value>, properties: &Map<String, Value>) -> Opti
 /// Checks a project key's shape (`rust/capture/src/token.rs`); returns it trimmed. (Older
 /// versions did not trim, so `"phc_…\n"` passed the shape check and then matched no project;
 /// the current one trims first, so a whitespace-only key is `empty`.)
-pub fn validate_token(token: &str) -> Result<&str, CaptureError> {
+pub(crate) fn validate_token(token: &str) -> Result<&str, CaptureError> {
     let t = token.trim();
     if t.is_empty() {
         return Err(CaptureError::InvalidToken("empty"));
@@ -831,7 +831,7 @@ fn query_sent_at_ms(value: Option<i64>) -> Option<i64> {
 }
 
 /// Handles a routed capture request: the events capture accepts, or its refusal.
-pub fn handle(req: &Request) -> Result<Handled, CaptureError> {
+pub(crate) fn handle(req: &Request) -> Result<Handled, CaptureError> {
     let mut query = parse_query(req.query)?;
     if req.body.len() > WIRE_LIMIT {
         return Err(body_too_big());
@@ -954,7 +954,7 @@ pub fn handle(req: &Request) -> Result<Handled, CaptureError> {
 }
 
 /// capture's refusal of a body over [`WIRE_LIMIT`] (`rust/capture/src/extractors.rs`).
-pub fn body_too_big() -> CaptureError {
+pub(crate) fn body_too_big() -> CaptureError {
     CaptureError::TooBig(format!("Request body exceeds limit of {WIRE_LIMIT} bytes"))
 }
 

@@ -19,7 +19,7 @@ use super::retry::Attempt;
 use crate::files;
 
 /// One audit record.
-pub fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8]) -> String {
+pub(crate) fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8]) -> String {
     let event: Value = serde_json::from_slice(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
     let record = json!({
@@ -33,7 +33,7 @@ pub fn line(time: SystemTime, destination: &str, attempt: &Attempt, body: &[u8])
 }
 
 /// The rotated file's name: `<file>.1`.
-pub fn rotated_path(path: &Path) -> PathBuf {
+pub(crate) fn rotated_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".1");
     PathBuf::from(name)
@@ -42,7 +42,7 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 /// Appends one line, rotating first when the file would pass `max_bytes`. The file is opened
 /// with [`files::open_append`] (0600, never through a symbolic link, only a regular file);
 /// rotation renames the name itself, so a link at `<file>.1` is replaced, never followed.
-pub fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
+pub(crate) fn append(path: &Path, max_bytes: u64, line: &str) -> std::io::Result<()> {
     let mut f = files::open_append(path)?;
     let meta = f.metadata()?;
     let add = line.len() as u64 + 1;

@@ -58,15 +58,15 @@ pub struct Outbox {
 
 impl Outbox {
     /// Puts the newest snapshot in, dropping an undelivered older one.
-    pub fn put(&mut self, body: Bytes) {
+    pub(crate) fn put(&mut self, body: Bytes) {
         if self.slot.replace(body).is_some() {
             tracing::debug!("telemetry: a newer snapshot replaces the undelivered one");
         }
     }
-    pub fn peek(&self) -> Option<&Bytes> {
+    pub(crate) fn peek(&self) -> Option<&Bytes> {
         self.slot.as_ref()
     }
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.slot = None;
     }
     /// 0 or 1.
@@ -106,9 +106,9 @@ pub enum CycleOutcome {
 #[derive(Debug)]
 pub struct Runner {
     /// The last good config.
-    pub config: LoadedConfig,
+    pub(crate) config: LoadedConfig,
     pub outbox: Outbox,
-    pub streak: Streak,
+    pub(crate) streak: Streak,
     config_error: Option<String>,
     optout_error: Option<String>,
     was_enabled: Option<bool>,
@@ -143,7 +143,7 @@ impl Runner {
     }
 
     /// Whether work of an abandoned cycle still runs on the blocking pool.
-    pub fn still_working(&self) -> bool {
+    pub(crate) fn still_working(&self) -> bool {
         Arc::strong_count(&self.in_flight) > 1
     }
 
@@ -181,7 +181,7 @@ impl Runner {
 
     /// Re-reads the config off the runtime thread, within `limit`; logs what changed. Returns
     /// false when `shutdown` completed first (it must not be polled again then).
-    pub async fn reload_now(
+    pub(crate) async fn reload_now(
         &mut self,
         inputs: &Inputs,
         shutdown: impl Future<Output = ()>,
@@ -221,7 +221,8 @@ impl Runner {
 
     /// Re-reads the config on this thread; an invalid file keeps the last good one, warning
     /// once per error.
-    pub fn reload(&mut self, env: &dyn Env) {
+    #[cfg(test)]
+    pub(crate) fn reload(&mut self, env: &dyn Env) {
         let loaded = config::load(self.config.source.clone(), env);
         self.apply(loaded, false);
     }
@@ -446,7 +447,7 @@ const RESTART_KEYS: &[&str] = &[
 ];
 
 /// The keys whose values differ between two configs, by name only (values may be private).
-pub fn changes(old: &LoadedConfig, new: &LoadedConfig) -> Vec<&'static str> {
+pub(crate) fn changes(old: &LoadedConfig, new: &LoadedConfig) -> Vec<&'static str> {
     let (a, b) = (&old.agent, &new.agent);
     let checks: [(&'static str, bool); 19] = [
         (
@@ -563,7 +564,7 @@ pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes
 }
 
 /// Writes the audit lines for every try whose body may have left, and the state file.
-pub fn record(settings: &AgentSettings, destination: &str, d: &Delivery, body: &[u8]) {
+pub(crate) fn record(settings: &AgentSettings, destination: &str, d: &Delivery, body: &[u8]) {
     if let Some(path) = &settings.audit_log {
         for (time, attempt) in &d.sent {
             let line = audit::line(*time, destination, attempt, body);

@@ -223,7 +223,7 @@ const SIMPLE: &[Simple] = &[
 
 /// Whether `name` is one of Butler's REST endpoint names (or their groups, `newRelic`,
 /// `scheduler`): the keys of `Butler.restServerEndpointsEnable`.
-pub fn is_endpoint_name(name: &str) -> bool {
+pub(crate) fn is_endpoint_name(name: &str) -> bool {
     SIMPLE.iter().any(|s| {
         s.key
             .strip_prefix("restServerEndpointsEnable.")
@@ -347,10 +347,10 @@ pub struct Features {
     /// `feature_*` properties.
     pub flat: Map<String, Value>,
     /// `telemetry_json.enabledFeatures.feature`.
-    pub nested: Map<String, Value>,
+    pub(crate) nested: Map<String, Value>,
     /// One line per value that was not a boolean where one was expected (key path only: the
     /// value itself may be a secret and is never logged).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Looks up a dotted path below `Butler`.

@@ -43,10 +43,10 @@ use crate::instance_id;
 use crate::telemetry::{features, payload};
 
 /// Shorter values are not looked for (see the module doc).
-pub const MIN_LEN: usize = 4;
+pub(crate) const MIN_LEN: usize = 4;
 /// Values at least this long are also looked for inside the uuid, timestamp and ID fields: a
 /// chance match of 12 characters in ~150 hex digits is below one in 10^12.
-pub const FULL_SCAN_LEN: usize = 12;
+pub(crate) const FULL_SCAN_LEN: usize = 12;
 
 /// What kind of identifying value was found. Logged; the value never is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +64,8 @@ pub enum Kind {
     /// upper layer): inputs of the container's last-resort instance ID.
     ContainerIdentity,
     DockerEngineId,
+    /// The total memory in bytes (a key of Butler's fallback ID).
+    TotalMemory,
     /// The state directory's instance secret.
     InstanceSecret,
     /// A string value of the config file, with its key path (the path is not secret).
@@ -84,6 +86,7 @@ impl fmt::Display for Kind {
             Kind::ContainerIdentity => f.write_str("the container's identity"),
             Kind::DockerEngineId => f.write_str("the Docker engine ID"),
             Kind::InstanceSecret => f.write_str("the instance secret"),
+            Kind::TotalMemory => f.write_str("the total memory"),
             Kind::ConfigValue(path) => write!(f, "the config value at {path}"),
         }
     }
@@ -91,19 +94,19 @@ impl fmt::Display for Kind {
 
 /// One identifying value and the forms it may take in text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identifier {
-    pub kind: Kind,
-    pub value: String,
+pub(crate) struct Identifier {
+    pub(crate) kind: Kind,
+    pub(crate) value: String,
     /// Other spellings of the same value (MAC without separators, IPv6 as /proc writes it).
-    pub alternates: Vec<String>,
+    pub(crate) alternates: Vec<String>,
 }
 
 /// Everything the guard looks for, plus the words it must not treat as leaks.
 #[derive(Debug, Clone, Default)]
-pub struct Known {
-    pub identifiers: Vec<Identifier>,
+pub(crate) struct Known {
+    pub(crate) identifiers: Vec<Identifier>,
     /// Values the agent writes itself from non-identifying facts (see the module doc).
-    pub fixed_words: Vec<String>,
+    pub(crate) fixed_words: Vec<String>,
     /// The values in `identifiers`, so adding one is O(1) however many there are.
     seen: HashSet<String>,
 }
@@ -111,7 +114,7 @@ pub struct Known {
 /// The guard's verdict when it refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    pub kind: Kind,
+    pub(crate) kind: Kind,
 }
 
 impl fmt::Display for Finding {
@@ -127,7 +130,7 @@ impl fmt::Display for Finding {
 impl std::error::Error for Finding {}
 
 impl Known {
-    pub fn push(&mut self, kind: Kind, value: impl Into<String>) {
+    pub(crate) fn push(&mut self, kind: Kind, value: impl Into<String>) {
         let value = value.into().trim().to_string();
         if value.is_empty() || !self.seen.insert(value.clone()) {
             return;
@@ -151,7 +154,7 @@ impl Known {
     }
 
     /// Collects every identifying value this agent can see, reading host files below `roots`.
-    pub fn gather(config: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Known {
+    pub(crate) fn gather(config: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Known {
         let mut k = Known {
             fixed_words: fixed_words(&config.agent.posthog_key),
             ..Known::default()
@@ -193,6 +196,12 @@ impl Known {
             roots.etc.join("machine-id"),
             roots.own.join("etc/machine-id"),
             roots.own.join("var/lib/dbus/machine-id"),
+            // dbus's copy beside the host's /etc (Butler's fallback reads it first).
+            roots
+                .etc
+                .parent()
+                .unwrap_or(&roots.etc)
+                .join("var/lib/dbus/machine-id"),
             roots.sys.join("class/dmi/id/product_uuid"),
             roots.sys.join("class/dmi/id/product_serial"),
             roots.sys.join("class/dmi/id/board_serial"),
@@ -232,6 +241,10 @@ impl Known {
                 k.push(Kind::ContainerIdentity, line);
             }
         }
+        // Butler's fallback keys its ID with the total memory in bytes.
+        if let Some(bytes) = instance_id::mem_total_bytes(&read(&roots.proc.join("meminfo"))) {
+            k.push(Kind::TotalMemory, bytes.to_string());
+        }
         for engine in instance_id::engine_ids_seen() {
             k.push(Kind::DockerEngineId, engine);
         }
@@ -268,7 +281,7 @@ impl Known {
     /// The host facts the event carries by design (distro, codename, release, platform,
     /// arch): read from non-identifying files, so a host named like its distro is not a leak
     /// where the distro's name sits in those fields.
-    pub fn allow_facts(&mut self, facts: &host::HostFacts) {
+    pub(crate) fn allow_facts(&mut self, facts: &host::HostFacts) {
         for fact in [
             &facts.distro,
             &facts.codename,
@@ -281,14 +294,14 @@ impl Known {
     }
 
     /// A MAC in the forms it may be written: `aa:bb:..`, `aa-bb-..`, `aabb..`.
-    pub fn push_mac(&mut self, mac: &str) {
+    pub(crate) fn push_mac(&mut self, mac: &str) {
         let mac = mac.to_ascii_lowercase();
         let bare: String = mac.chars().filter(|c| *c != ':').collect();
         let dashed = mac.replace(':', "-");
         self.push_with(Kind::MacAddress, mac, vec![bare, dashed]);
     }
 
-    pub fn push_ipv4(&mut self, ip: Ipv4Addr) {
+    pub(crate) fn push_ipv4(&mut self, ip: Ipv4Addr) {
         if ip.is_loopback() || ip.is_unspecified() {
             return;
         }
@@ -296,7 +309,7 @@ impl Known {
     }
 
     /// IPv6 as written canonically and as /proc writes it (32 hex digits).
-    pub fn push_ipv6(&mut self, ip: Ipv6Addr) {
+    pub(crate) fn push_ipv6(&mut self, ip: Ipv6Addr) {
         if ip.is_loopback() || ip.is_unspecified() {
             return;
         }
@@ -306,7 +319,7 @@ impl Known {
 }
 
 /// The closed vocabulary of values the agent writes whatever the host.
-pub fn fixed_words(posthog_key: &str) -> Vec<String> {
+pub(crate) fn fixed_words(posthog_key: &str) -> Vec<String> {
     [
         payload::EVENT_NAME,
         payload::SERVICE,
@@ -325,7 +338,7 @@ pub fn fixed_words(posthog_key: &str) -> Vec<String> {
 
 /// Gathers what this host and config know, adds the host facts the event carries by design,
 /// and checks the serialized body: the one call every sender and `telemetry preview` make.
-pub fn inspect(
+pub(crate) fn inspect(
     body: &str,
     config: &LoadedConfig,
     roots: &Roots,
@@ -476,7 +489,7 @@ impl Matcher {
 ///
 /// Every string (and number) of the body is looked at once, in its place, by one
 /// multi-pattern pass: the cost is linear in the body plus the known values.
-pub fn check(body: &str, known: &Known) -> Result<(), Finding> {
+pub(crate) fn check(body: &str, known: &Known) -> Result<(), Finding> {
     let texts = match serde_json::from_str::<Value>(body) {
         Ok(parsed) => texts_to_scan(&parsed, known),
         // Not our JSON: no place is known, so look for everything everywhere.
@@ -553,7 +566,7 @@ fn walk<'a>(v: &'a Value, path: &mut Vec<&'a str>, visit: &mut Visit<'_>) {
 }
 
 /// Every string leaf of the config tree with its dotted key path.
-pub fn config_strings(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+pub(crate) fn config_strings(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
     match v {
         Value::String(s) => out.push((path.to_string(), s.clone())),
         Value::Array(a) => {
@@ -583,7 +596,7 @@ fn read_small(path: &Path) -> Option<String> {
 
 /// A MAC address as `/sys/class/net/*/address` writes it; the all-zero address of `lo` and
 /// anything not shaped like a MAC are ignored.
-pub fn parse_mac(text: &str) -> Option<String> {
+pub(crate) fn parse_mac(text: &str) -> Option<String> {
     let t = text.trim().to_ascii_lowercase();
     let parts: Vec<&str> = t.split(':').collect();
     let well_formed = parts.len() == 6
@@ -595,7 +608,7 @@ pub fn parse_mac(text: &str) -> Option<String> {
 
 /// The local IPv4 addresses in `/proc/net/fib_trie`: a `|-- a.b.c.d` line followed by a
 /// `/32 host LOCAL` line.
-pub fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
+pub(crate) fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
     let mut last: Option<Ipv4Addr> = None;
     for line in text.lines() {
@@ -613,7 +626,7 @@ pub fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
 }
 
 /// The IPv6 addresses in `/proc/net/if_inet6` (first field: 32 hex digits).
-pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
+pub(crate) fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
     text.lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|h| h.len() == 32)
@@ -626,7 +639,7 @@ pub fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
 /// name containers this way (`/docker/<id>`, `cri-containerd-<id>.scope`, `libpod-<id>`,
 /// `.../containers/<id>/hostname`). Image layer IDs of the same shape are included too; looking
 /// for more identifiers only makes the guard stricter.
-pub fn container_ids_in(text: &str) -> BTreeSet<String> {
+pub(crate) fn container_ids_in(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let bytes = text.as_bytes();
     let mut start = None;

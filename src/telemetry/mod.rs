@@ -1,12 +1,12 @@
 //! Telemetry: feature flags, the event, the opt-out decision, and its delivery (privacy
 //! guard, sender with retries, schedule, audit log, state file).
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod cycle;
 pub mod features;
-pub mod guard;
-pub mod optout;
-pub mod payload;
+pub(crate) mod guard;
+pub(crate) mod optout;
+pub(crate) mod payload;
 pub mod retry;
 pub mod schedule;
 pub mod sender;
@@ -23,14 +23,14 @@ use features::Features;
 
 /// What one telemetry cycle knows: host facts, the instance ID and the feature flags.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub host: HostFacts,
-    pub id: InstanceId,
-    pub features: Features,
+pub(crate) struct Snapshot {
+    pub(crate) host: HostFacts,
+    pub(crate) id: InstanceId,
+    pub(crate) features: Features,
 }
 
 /// Gathers host facts, derives the ID and the flags. Never fails: unknown facts are `unknown`.
-pub fn gather(config: &LoadedConfig, roots: &Roots) -> Snapshot {
+pub(crate) fn gather(config: &LoadedConfig, roots: &Roots) -> Snapshot {
     let host = host::detect(roots);
     let id = instance_id::derive(roots, &host, id_config(config));
     let features = features::derive(&config.tree);
@@ -38,7 +38,7 @@ pub fn gather(config: &LoadedConfig, roots: &Roots) -> Snapshot {
 }
 
 /// What the instance ID reads from the configuration.
-pub fn id_config(config: &LoadedConfig) -> instance_id::IdConfig<'_> {
+pub(crate) fn id_config(config: &LoadedConfig) -> instance_id::IdConfig<'_> {
     instance_id::IdConfig {
         qrs_host: config.butler.qrs_host.as_deref(),
         state_dir: config.agent.state_dir.as_deref(),
@@ -46,7 +46,7 @@ pub fn id_config(config: &LoadedConfig) -> instance_id::IdConfig<'_> {
 }
 
 /// Builds the capture body for a snapshot, stamped now with a fresh UUID v7.
-pub fn event(
+pub(crate) fn event(
     config: &LoadedConfig,
     snapshot: &Snapshot,
     now: SystemTime,

@@ -11,7 +11,7 @@ use crate::config::{ConfigError, Env};
 
 /// Which source decided; serialized as `telemetry status --json` prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum DecidedBy {
+pub(crate) enum DecidedBy {
     #[serde(rename = "DO_NOT_TRACK")]
     DoNotTrack,
     #[serde(rename = "BUTLER_ANON_TELEMETRY")]
@@ -25,14 +25,14 @@ pub enum DecidedBy {
 /// The decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Decision {
-    pub enabled: bool,
-    pub decided_by: DecidedBy,
+pub(crate) struct Decision {
+    pub(crate) enabled: bool,
+    pub(crate) decided_by: DecidedBy,
 }
 
 impl Decision {
     /// One line for people: what and why.
-    pub fn explain(&self) -> &'static str {
+    pub(crate) fn explain(&self) -> &'static str {
         match (self.enabled, self.decided_by) {
             (false, DecidedBy::DoNotTrack) => "off: DO_NOT_TRACK is set",
             (true, DecidedBy::DoNotTrack) => "on: DO_NOT_TRACK", // not produced; kept total
@@ -55,7 +55,7 @@ fn do_not_track(env: &dyn Env) -> bool {
 
 /// Decides. A malformed `BUTLER_ANON_TELEMETRY` is a configuration error: guessing either way
 /// would be wrong.
-pub fn decide(env: &dyn Env, config_value: Option<bool>) -> Result<Decision, ConfigError> {
+pub(crate) fn decide(env: &dyn Env, config_value: Option<bool>) -> Result<Decision, ConfigError> {
     if do_not_track(env) {
         return Ok(Decision {
             enabled: false,

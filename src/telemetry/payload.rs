@@ -16,28 +16,28 @@ use crate::host::HostFacts;
 use crate::telemetry::features::Features;
 
 /// PostHog event name Butler uses; dashboards key on it.
-pub const EVENT_NAME: &str = "telemetry sent";
+pub(crate) const EVENT_NAME: &str = "telemetry sent";
 /// `service` property.
-pub const SERVICE: &str = "butler";
+pub(crate) const SERVICE: &str = "butler";
 /// `$lib`: which client sent the event.
-pub const LIB: &str = "butler-agent";
+pub(crate) const LIB: &str = "butler-agent";
 /// The agent's version (`serviceVersion`, `$lib_version`).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The runtime's version string (`system_nodeVersion`), e.g. `rustc 1.95.0`.
-pub const RUNTIME_VERSION: &str = env!("BUTLER_AGENT_RUSTC_VERSION");
+pub(crate) const RUNTIME_VERSION: &str = env!("BUTLER_AGENT_RUSTC_VERSION");
 
 /// Everything an event is made of.
 #[derive(Debug, Clone, Copy)]
-pub struct EventInput<'a> {
-    pub api_key: &'a str,
-    pub instance_id: &'a str,
-    pub host: &'a HostFacts,
-    pub features: &'a Features,
-    pub geoip_disable: bool,
+pub(crate) struct EventInput<'a> {
+    pub(crate) api_key: &'a str,
+    pub(crate) instance_id: &'a str,
+    pub(crate) host: &'a HostFacts,
+    pub(crate) features: &'a Features,
+    pub(crate) geoip_disable: bool,
 }
 
 /// Builds the capture body.
-pub fn build(input: EventInput<'_>, uuid: Uuid, now: SystemTime) -> Value {
+pub(crate) fn build(input: EventInput<'_>, uuid: Uuid, now: SystemTime) -> Value {
     let h = input.host;
     let mut props = Map::new();
     props.insert("service".into(), json!(SERVICE));
@@ -91,7 +91,7 @@ pub fn build(input: EventInput<'_>, uuid: Uuid, now: SystemTime) -> Value {
 
 /// A UUID v7 for the event, from the OS's random source. Fallible on purpose: where
 /// `/dev/urandom` is missing, `Uuid::now_v7()` would panic; this returns an error instead.
-pub fn new_uuid(now: SystemTime) -> Result<Uuid, getrandom::Error> {
+pub(crate) fn new_uuid(now: SystemTime) -> Result<Uuid, getrandom::Error> {
     let mut random = [0u8; 10];
     getrandom::fill(&mut random)?;
     let millis = now
@@ -102,7 +102,7 @@ pub fn new_uuid(now: SystemTime) -> Result<Uuid, getrandom::Error> {
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T00:00:00.000Z`.
-pub fn rfc3339_millis(t: SystemTime) -> String {
+pub(crate) fn rfc3339_millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 

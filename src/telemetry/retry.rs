@@ -14,12 +14,12 @@
 use std::time::{Duration, SystemTime};
 
 /// First pause; doubled for every further retry.
-pub const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(2);
 /// No pause grows beyond this: the next cycle brings a fresh snapshot anyway.
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(5 * 60);
 /// A `Retry-After` longer than this ends the cycle instead: waiting longer inside one cycle
 /// would hold a stale snapshot, and the next cycle comes on its own.
-pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// How one attempt ended, as far as retrying is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl Attempt {
 }
 
 /// Sorts an HTTP status into the three classes. `retry_after` is the parsed header.
-pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Attempt {
+pub(crate) fn classify_status(status: u16, retry_after: Option<Duration>) -> Attempt {
     match status {
         200..=299 => Attempt::Delivered { status },
         408 | 429 | 500..=599 => Attempt::Transient {
@@ -82,7 +82,7 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Attempt {
 }
 
 /// What a status means for this agent, worded so an administrator knows what to fix.
-pub fn status_reason(status: u16) -> &'static str {
+pub(crate) fn status_reason(status: u16) -> &'static str {
     match status {
         400 => "the destination refused the event (not retried)",
         401 => {
@@ -130,7 +130,7 @@ impl RetryPolicy {
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Done: delivered.
     Done,
     /// Wait this long, then send the same body again.
@@ -153,7 +153,12 @@ pub enum GiveUpReason {
 /// the pause is drawn from `[d/2, d)` where `d` is the capped exponential delay ("equal
 /// jitter"), so a fleet that failed together spreads out but never retries immediately.
 /// A `Retry-After` from the server replaces the computed pause (it knows its own load).
-pub fn next(policy: &RetryPolicy, retries_done: u32, attempt: &Attempt, jitter: f64) -> Next {
+pub(crate) fn next(
+    policy: &RetryPolicy,
+    retries_done: u32,
+    attempt: &Attempt,
+    jitter: f64,
+) -> Next {
     match attempt {
         Attempt::Delivered { .. } => Next::Done,
         Attempt::Rejected { .. } => Next::GiveUp(GiveUpReason::Rejected),
@@ -173,7 +178,7 @@ pub fn next(policy: &RetryPolicy, retries_done: u32, attempt: &Attempt, jitter: 
 }
 
 /// The jittered exponential pause before retry number `retries_done + 1`.
-pub fn backoff(policy: &RetryPolicy, retries_done: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, retries_done: u32, jitter: f64) -> Duration {
     let factor = 2u32.saturating_pow(retries_done.min(30));
     let full = policy
         .base_delay
@@ -197,7 +202,7 @@ pub fn backoff(policy: &RetryPolicy, retries_done: u32, jitter: f64) -> Duration
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
 /// A date in the past means "now" (zero); anything unparseable is ignored (`None`), so the
 /// computed backoff applies.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -230,16 +235,16 @@ fn httpdate_parse(v: &str) -> Option<SystemTime> {
 
 /// The one-warning-per-streak rule: what to log after each cycle's final outcome.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Streak {
+pub(crate) struct Streak {
     /// Cycles that failed in a row.
-    pub failures: u64,
+    pub(crate) failures: u64,
     /// Whether the last logged failure was a rejection (so a change of kind logs once more).
     last_rejected: Option<bool>,
 }
 
 /// A log line the streak rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreakLog {
+pub(crate) enum StreakLog {
     /// First failure of a streak, or the failure changed kind: warn once.
     Warn,
     /// Delivered after `failed_cycles` failed cycles: one info line.
@@ -249,7 +254,7 @@ pub enum StreakLog {
 impl Streak {
     /// Records a failed cycle; returns `Some(Warn)` only when this starts a streak or the kind
     /// changes (transient ↔ rejected), so a week offline gives one warning, not hundreds.
-    pub fn failed(&mut self, rejected: bool) -> Option<StreakLog> {
+    pub(crate) fn failed(&mut self, rejected: bool) -> Option<StreakLog> {
         self.failures = self.failures.saturating_add(1);
         let log = (self.last_rejected != Some(rejected)).then_some(StreakLog::Warn);
         self.last_rejected = Some(rejected);
@@ -257,7 +262,7 @@ impl Streak {
     }
 
     /// Records a delivery; returns `Some(Recovered)` when it ends a streak.
-    pub fn delivered(&mut self) -> Option<StreakLog> {
+    pub(crate) fn delivered(&mut self) -> Option<StreakLog> {
         let failed_cycles = std::mem::take(&mut self.failures);
         self.last_rejected = None;
         (failed_cycles > 0).then_some(StreakLog::Recovered { failed_cycles })

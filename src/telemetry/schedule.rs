@@ -17,7 +17,7 @@ use crate::host::Roots;
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.
 /// Only ever added, so no interval is shorter than configured.
-pub const JITTER_FRACTION: f64 = 0.05;
+pub(crate) const JITTER_FRACTION: f64 = 0.05;
 
 /// What the scheduler needs from the `run` command.
 pub struct ScheduleContext {
@@ -93,7 +93,7 @@ fn far_future() -> tokio::time::Instant {
 
 /// `interval` plus a random offset of up to [`JITTER_FRACTION`]; `unit` is in `[0, 1)`.
 /// Saturates instead of overflowing, whatever the interval.
-pub fn jittered(interval: Duration, unit: f64) -> Duration {
+pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
     let unit = if unit.is_finite() {
         unit.clamp(0.0, 1.0)
     } else {
@@ -113,7 +113,7 @@ pub struct Hangups {
 
 impl Hangups {
     /// Installs the SIGHUP handler. Needs a running tokio runtime with I/O enabled.
-    pub fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -136,7 +136,7 @@ impl Hangups {
     }
 
     /// Waits for the next SIGHUP; never completes without a handler.
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         if let Some(s) = &mut self.signal {
             if s.recv().await.is_some() {

@@ -20,21 +20,21 @@ use crate::files;
 use crate::telemetry::payload;
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
-pub const CAPTURE_PATH: &str = "/i/v0/e/";
+pub(crate) const CAPTURE_PATH: &str = "/i/v0/e/";
 /// Connecting should be quick; a slow connect is usually a firewall dropping packets.
-pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Of an error answer only the start is read.
 const MAX_ERROR_BODY: usize = 4 * 1024;
 /// Of capture's text only this many characters go into the log line.
 const MAX_ANSWER_CHARS: usize = 200;
 
 /// The capture URL for a configured host.
-pub fn capture_url(posthog_host: &str) -> String {
+pub(crate) fn capture_url(posthog_host: &str) -> String {
     format!("{}{CAPTURE_PATH}", posthog_host.trim_end_matches('/'))
 }
 
 /// The `User-Agent` header: which client sent the event.
-pub fn user_agent() -> String {
+pub(crate) fn user_agent() -> String {
     format!("{}/{}", payload::LIB, payload::VERSION)
 }
 
@@ -43,14 +43,12 @@ pub fn user_agent() -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tried {
     pub attempt: Attempt,
-    pub body_may_have_left: bool,
+    pub(crate) body_may_have_left: bool,
 }
 
 /// Sends one body once.
 pub trait Transport {
     fn send(&self, body: &Bytes) -> impl Future<Output = Tried> + Send;
-    /// Where it sends to, for messages.
-    fn destination(&self) -> &str;
 }
 
 /// Why the HTTP client could not be built (a setting, not the network).
@@ -124,7 +122,7 @@ fn proxy_for(url: &str) -> Option<String> {
 /// Checks the CA file setting, if any: readable, a regular file within
 /// [`files::CA_FILE_LIMIT`], holding at least one PEM certificate. Called at start-up so a
 /// broken setting is a configuration error, not a failure at the first send.
-pub fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> {
+pub(crate) fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> {
     match &settings.ca_file {
         Some(path) => read_ca_file(path).map(|_| ()),
         None => Ok(()),
@@ -153,10 +151,6 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Set
 }
 
 impl Transport for HttpTransport {
-    fn destination(&self) -> &str {
-        &self.url
-    }
-
     async fn send(&self, body: &Bytes) -> Tried {
         // The sending time goes in the query, outside the guarded and audited body: capture
         // reads `_` (milliseconds) as the event's `sent_at` and corrects a skewed host clock
@@ -240,7 +234,7 @@ pub fn sent_at_millis(now: SystemTime) -> u128 {
 /// breaks, escapes) and invisible formatting characters turned into spaces and runs of them collapsed, the project key (and
 /// anything shaped like a PostHog key) replaced by `[key]`, cut to 200 characters. `None` when
 /// nothing is left.
-pub fn answer_text(body: &[u8], key: &str) -> Option<String> {
+pub(crate) fn answer_text(body: &[u8], key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let mut line = String::new();
     for c in text.chars() {
@@ -337,7 +331,7 @@ fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// An error and its sources on one line (reqwest's own message alone is often just
 /// "error sending request").
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -361,7 +355,7 @@ pub struct Delivery {
     /// Why it stopped without delivering, if it did.
     pub gave_up: Option<GiveUpReason>,
     /// Stopped because the agent is shutting down.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Every attempt whose body may have left the machine, with its result (for the audit log).
     pub sent: Vec<(SystemTime, Attempt)>,
 }
@@ -374,7 +368,7 @@ impl Delivery {
 
 /// A uniform sample in `[0, 1)` from the OS's random source; 0.5 if there is none (the pause
 /// is then still bounded and non-zero: failing randomness must not stop delivery).
-pub fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     match getrandom::u64() {
         Ok(n) => (n >> 11) as f64 / (1u64 << 53) as f64,
         Err(_) => 0.5,
@@ -453,9 +447,6 @@ mod tests {
     }
 
     impl Transport for Scripted {
-        fn destination(&self) -> &str {
-            "scripted"
-        }
         async fn send(&self, body: &Bytes) -> Tried {
             self.calls.lock().unwrap().push(tokio::time::Instant::now());
             self.bodies.lock().unwrap().push(body.clone());

@@ -13,27 +13,27 @@ use super::payload::rfc3339_millis;
 use crate::files;
 
 /// File name inside the state directory.
-pub const FILE_NAME: &str = "telemetry-state.json";
+pub(crate) const FILE_NAME: &str = "telemetry-state.json";
 
 /// What `telemetry status` shows about the last attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastAttempt {
     /// RFC 3339 UTC.
-    pub time: String,
+    pub(crate) time: String,
     /// `delivered`, `failed`, `rejected`, `refused` (privacy guard) or `error` (setup).
     pub result: String,
     /// The HTTP status of the last try, if there was one.
     pub http_status: Option<u16>,
     /// One line: what happened (never event content).
-    pub detail: String,
+    pub(crate) detail: String,
     /// Tries made in that cycle.
-    pub attempts: u32,
-    pub destination: String,
+    pub(crate) attempts: u32,
+    pub(crate) destination: String,
 }
 
 impl LastAttempt {
-    pub fn new(
+    pub(crate) fn new(
         time: SystemTime,
         result: &str,
         http_status: Option<u16>,
@@ -52,12 +52,12 @@ impl LastAttempt {
     }
 }
 
-pub fn path(state_dir: &Path) -> PathBuf {
+pub(crate) fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
 
 /// Writes the record atomically, mode 0600, never through a symbolic link (see [`crate::files`]).
-pub fn save(state_dir: &Path, last: &LastAttempt) -> std::io::Result<()> {
+pub(crate) fn save(state_dir: &Path, last: &LastAttempt) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(last).expect("serializing plain data cannot fail");
     files::write_atomic(&path(state_dir), text.as_bytes())
 }

@@ -13,15 +13,15 @@ use std::path::Path;
 use std::process::Command;
 
 /// The agent binary under test.
-pub const AGENT: &str = env!("CARGO_BIN_EXE_butler-agent");
+pub(crate) const AGENT: &str = env!("CARGO_BIN_EXE_butler-agent");
 
 /// A destination that refuses at once: a port on this machine where nothing listens (the
 /// discard port). For agents whose telemetry must stay on but whose event does not matter.
-pub const NOWHERE: &str = "http://127.0.0.1:9";
+pub(crate) const NOWHERE: &str = "http://127.0.0.1:9";
 
 /// What the telemetry of an agent started by a test may do.
 #[derive(Clone, Copy, Debug)]
-pub enum Telemetry<'a> {
+pub(crate) enum Telemetry<'a> {
     /// Off by `DO_NOT_TRACK=1`: no event is built and no socket is opened.
     Off,
     /// On, sent to this address (`BUTLER_POSTHOG_HOST`), which must be on this machine: see
@@ -35,7 +35,7 @@ pub enum Telemetry<'a> {
 /// True for a destination that cannot leave this machine or the test's own Docker network:
 /// a loopback address, `localhost`, a single-label name (a container on a network the test
 /// created), or a `.invalid` name (RFC 6761: never resolves).
-pub fn is_local(url: &str) -> bool {
+pub(crate) fn is_local(url: &str) -> bool {
     let Some(rest) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
@@ -60,7 +60,7 @@ pub fn is_local(url: &str) -> bool {
 
 /// The environment that makes `telemetry` safe, checked; for a test that must start the agent
 /// through another program (`sh -c '…; exec agent'`), on top of a cleared environment.
-pub fn telemetry_env(telemetry: Telemetry) -> Vec<(&'static str, String)> {
+pub(crate) fn telemetry_env(telemetry: Telemetry) -> Vec<(&'static str, String)> {
     match telemetry {
         Telemetry::Off => vec![("DO_NOT_TRACK", "1".into())],
         Telemetry::To(url) => {
@@ -101,7 +101,7 @@ pub fn telemetry_env(telemetry: Telemetry) -> Vec<(&'static str, String)> {
 /// The agent binary with a clean environment (nothing leaks in from the machine running the
 /// tests) plus the telemetry setting. Add arguments and variables as with any `Command`; a
 /// variable that changes the destination or the opt-out belongs in `telemetry`.
-pub fn agent(telemetry: Telemetry) -> Command {
+pub(crate) fn agent(telemetry: Telemetry) -> Command {
     let mut cmd = Command::new(AGENT);
     cmd.env_clear().envs(telemetry_env(telemetry));
     cmd
@@ -110,7 +110,7 @@ pub fn agent(telemetry: Telemetry) -> Command {
 /// For a test that keeps the agent's variables in a list: the list with its destination
 /// (`BUTLER_POSTHOG_HOST`) checked as for [`Telemetry::To`], or [`NOWHERE`] added when it names
 /// none. Set on a cleared environment.
-pub fn checked_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Vec<(String, String)> {
+pub(crate) fn checked_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Vec<(String, String)> {
     let host = env
         .iter()
         .find(|(k, _)| k.as_ref() == "BUTLER_POSTHOG_HOST")
@@ -128,7 +128,7 @@ pub fn checked_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Vec<(String,
 }
 
 /// [`agent`] with a test's list of variables: see [`checked_env`].
-pub fn agent_with<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Command {
+pub(crate) fn agent_with<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Command {
     let mut cmd = Command::new(AGENT);
     cmd.env_clear().envs(checked_env(env));
     cmd
@@ -137,7 +137,7 @@ pub fn agent_with<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Command {
 /// The arguments of `docker run` for a container of the agent's image:
 /// `docker run OPTIONS -e <telemetry> IMAGE ARGS`. Every container a test starts from the image
 /// (agent, sink or one-off command) comes from here.
-pub fn docker_run(
+pub(crate) fn docker_run(
     telemetry: Telemetry,
     options: &[&str],
     image: &str,
@@ -172,7 +172,7 @@ pub fn docker_run(
 
 /// Copies a fixture tree, keeping symbolic links as links (host facts follow them below the
 /// root, so a copy must not resolve them).
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("temp dir is writable");
     for e in std::fs::read_dir(from).expect("fixture readable").flatten() {
         let (src, dst) = (e.path(), to.join(e.file_name()));

@@ -22,16 +22,16 @@ use nix::unistd::Pid;
 
 /// The one way the tests start the agent (see its docs); the suites reach it through here.
 #[path = "../common/mod.rs"]
-pub mod common;
+pub(crate) mod common;
 use common::Telemetry;
 
-pub const BIN: &str = common::AGENT;
+pub(crate) const BIN: &str = common::AGENT;
 
 /// A running `butler-agent run`; killed on drop if still running.
-pub struct Agent {
+pub(crate) struct Agent {
     child: Child,
-    pub pid: u32,
-    pub health: SocketAddr,
+    pub(crate) pid: u32,
+    pub(crate) health: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -40,13 +40,13 @@ impl Agent {
     /// loopback port chosen by the OS, JSON logs, and `env` on top (its `BUTLER_POSTHOG_HOST`
     /// must be on this machine; without one, telemetry goes nowhere: `common::checked_env`);
     /// returns once the health server has logged its address.
-    pub fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Agent {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Agent {
         Agent::spawn(common::agent_with(env), args, env, cwd)
     }
 
     /// As [`Agent::start`], with the destination or opt-out given as `telemetry` (for one
     /// in the test's config file, `Telemetry::Config`).
-    pub fn start_with(
+    pub(crate) fn start_with(
         telemetry: Telemetry,
         args: &[&str],
         env: &[(&str, &str)],
@@ -77,7 +77,7 @@ impl Agent {
         Agent::from_command(cmd)
     }
 
-    pub fn from_command(mut cmd: Command) -> Agent {
+    pub(crate) fn from_command(mut cmd: Command) -> Agent {
         let mut child = cmd.spawn().expect("the agent binary starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -108,12 +108,12 @@ impl Agent {
     }
 
     /// All stderr lines so far.
-    pub fn log(&self) -> Vec<String> {
+    pub(crate) fn log(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()
     }
 
     /// The messages of log records at `level` (JSON log), e.g. `"WARN"`.
-    pub fn messages(&self, level: &str) -> Vec<String> {
+    pub(crate) fn messages(&self, level: &str) -> Vec<String> {
         self.log()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -123,7 +123,7 @@ impl Agent {
     }
 
     /// Waits for a stderr line containing `what`; panics with the log after `limit`.
-    pub fn wait_log(&mut self, what: &str, limit: Duration) -> String {
+    pub(crate) fn wait_log(&mut self, what: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(l) = self.log().into_iter().find(|l| l.contains(what)) {
@@ -151,18 +151,18 @@ impl Agent {
     }
 
     /// Resident set size in KiB, from `/proc/PID/status`.
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         rss_kib(self.pid)
     }
 
     /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends SIGTERM and waits up to `limit` for the exit; returns the exit code (None when
     /// killed by a signal or still running after the limit, in which case it is killed).
-    pub fn stop(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn stop(&mut self, limit: Duration) -> Option<i32> {
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
         let deadline = Instant::now() + limit;
         loop {
@@ -180,7 +180,7 @@ impl Agent {
     }
 
     /// Lines that show a panic.
-    pub fn panics(&self) -> Vec<String> {
+    pub(crate) fn panics(&self) -> Vec<String> {
         self.log()
             .into_iter()
             .filter(|l| l.contains("panicked"))
@@ -197,7 +197,7 @@ impl Drop for Agent {
     }
 }
 
-pub fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -208,7 +208,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// One `GET /health` as a probe sends it: the status and how long the answer took.
-pub fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), String> {
+pub(crate) fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), String> {
     let started = Instant::now();
     let mut c = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
     c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
@@ -230,20 +230,20 @@ pub fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), Strin
 }
 
 /// One probe: the status and latency, or what went wrong.
-pub type ProbeResult = Result<(u16, Duration), String>;
+pub(crate) type ProbeResult = Result<(u16, Duration), String>;
 
 /// Probes every case waits for, so a quick case still shows the server answering.
-pub const MIN_PROBES: usize = 3;
+pub(crate) const MIN_PROBES: usize = 3;
 
 /// A well-behaved client probing `/health` every `every` on its own thread until stopped.
-pub struct Prober {
+pub(crate) struct Prober {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<Vec<ProbeResult>>>,
 }
 
 impl Prober {
-    pub fn start(addr: SocketAddr, every: Duration) -> Prober {
+    pub(crate) fn start(addr: SocketAddr, every: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let done = Arc::new(AtomicUsize::new(0));
@@ -266,7 +266,7 @@ impl Prober {
 
     /// Stops probing (after at least [`MIN_PROBES`], however quick the case was) and returns
     /// what the probes saw.
-    pub fn finish(mut self) -> ProbeReport {
+    pub(crate) fn finish(mut self) -> ProbeReport {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.done.load(Ordering::Relaxed) < MIN_PROBES && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -290,12 +290,12 @@ impl Drop for Prober {
 
 /// What a [`Prober`] saw.
 #[derive(Debug)]
-pub struct ProbeReport {
-    pub total: usize,
+pub(crate) struct ProbeReport {
+    pub(crate) total: usize,
     /// Probes that did not get a 200 (the error or the status).
-    pub failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
     /// Latencies of the 200 answers, sorted.
-    pub latencies: Vec<Duration>,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl ProbeReport {
@@ -318,11 +318,11 @@ impl ProbeReport {
         }
     }
 
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         self.latencies.last().copied().unwrap_or_default()
     }
 
-    pub fn median(&self) -> Duration {
+    pub(crate) fn median(&self) -> Duration {
         self.latencies
             .get(self.latencies.len() / 2)
             .copied()
@@ -330,13 +330,17 @@ impl ProbeReport {
     }
 
     /// `None` when every probe got 200 within `bound`; else what went wrong.
-    pub fn problem(&self, bound: Duration) -> Option<String> {
+    pub(crate) fn problem(&self, bound: Duration) -> Option<String> {
         self.problem_within(bound, bound)
     }
 
     /// `None` when every probe got 200, the median within `median_bound` and the slowest
     /// within `max_bound`; else what went wrong.
-    pub fn problem_within(&self, median_bound: Duration, max_bound: Duration) -> Option<String> {
+    pub(crate) fn problem_within(
+        &self,
+        median_bound: Duration,
+        max_bound: Duration,
+    ) -> Option<String> {
         if self.total == 0 {
             return Some("no probe ran".into());
         }
@@ -362,7 +366,7 @@ impl ProbeReport {
 
 /// Counts the cases of one robustness class and writes one line when dropped, even when the
 /// test panics, so a failing case still shows in the summary as tried and not passed.
-pub struct Summary {
+pub(crate) struct Summary {
     class: &'static str,
     test: &'static str,
     tried: usize,
@@ -370,7 +374,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(class: &'static str, test: &'static str) -> Self {
+    pub(crate) fn new(class: &'static str, test: &'static str) -> Self {
         Summary {
             class,
             test,
@@ -380,7 +384,7 @@ impl Summary {
     }
 
     /// Records one case; `problem` is `None` when it passed.
-    pub fn case(&mut self, name: &str, problem: Option<String>) {
+    pub(crate) fn case(&mut self, name: &str, problem: Option<String>) {
         self.tried += 1;
         if let Some(p) = problem {
             self.failed.push(format!("{name}: {p}"));
@@ -388,7 +392,7 @@ impl Summary {
     }
 
     /// Panics listing every failed case (call at the end of the test).
-    pub fn assert_all_passed(&self) {
+    pub(crate) fn assert_all_passed(&self) {
         assert!(
             self.failed.is_empty(),
             "{} of {} {} cases failed:\n{}",
@@ -401,7 +405,7 @@ impl Summary {
 }
 
 /// `target/robustness-summary.txt`.
-pub fn summary_path() -> PathBuf {
+pub(crate) fn summary_path() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .expect("CARGO_TARGET_TMPDIR is target/tmp")
@@ -432,7 +436,7 @@ impl Drop for Summary {
 }
 
 /// Whether the server has closed `c` (EOF or reset), without waiting.
-pub fn closed_by_server(mut c: &TcpStream) -> bool {
+pub(crate) fn closed_by_server(mut c: &TcpStream) -> bool {
     if c.set_nonblocking(true).is_err() {
         return true;
     }
@@ -447,7 +451,7 @@ pub fn closed_by_server(mut c: &TcpStream) -> bool {
 }
 
 /// The status codes of every answer in `answer`, in order.
-pub fn statuses(answer: &[u8]) -> Vec<u16> {
+pub(crate) fn statuses(answer: &[u8]) -> Vec<u16> {
     let text = String::from_utf8_lossy(answer);
     text.match_indices("HTTP/1.")
         .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.parse().ok())
@@ -455,7 +459,7 @@ pub fn statuses(answer: &[u8]) -> Vec<u16> {
 }
 
 /// Raises the soft open-files limit to the hard one, so the flood fits; returns the soft limit.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
@@ -471,7 +475,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Why a SIGTERM did not end `agent` cleanly (a panic in its log, or not exit 0 within
 /// 10 s); None when it did.
-pub fn stop_problem(agent: &mut Agent) -> Option<String> {
+pub(crate) fn stop_problem(agent: &mut Agent) -> Option<String> {
     let panics = agent.panics();
     if !panics.is_empty() {
         return Some(format!("panicked: {panics:?}"));

@@ -8,9 +8,6 @@ use crate::telemetry::sender::Tried;
 struct Down<'a>(&'a AtomicU32);
 
 impl Transport for Down<'_> {
-    fn destination(&self) -> &str {
-        "down"
-    }
     async fn send(&self, _body: &Bytes) -> Tried {
         self.0.fetch_add(1, Ordering::SeqCst);
         Tried {

@@ -416,6 +416,12 @@ fn id_inputs_host() -> (tempfile::TempDir, Roots) {
         "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 192.0.2.77\n        /32 host LOCAL\n",
     );
     write(r, "host/sys/class/net/eno1/address", "3C:EC:EF:12:34:56\n");
+    write(r, "host/proc/meminfo", "MemTotal:       16318412 kB\n");
+    write(
+        r,
+        "host/var/lib/dbus/machine-id",
+        "0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f6\n",
+    );
     // The container's own network.
     write(r, "sys/class/net/eth0/address", "02:42:ac:11:00:05\n");
     write(
@@ -441,6 +447,8 @@ fn id_inputs_host() -> (tempfile::TempDir, Roots) {
         &format!("{}\n", "5e".repeat(32)),
     );
     let roots = Roots {
+        etc: r.join("host/etc"),
+        etc_origin: host::Origin::HostVar("HOST_ETC"),
         proc: r.join("host/proc"),
         sys: r.join("host/sys"),
         proc_origin: host::Origin::HostVar("HOST_PROC"),
@@ -484,6 +492,8 @@ fn every_instance_id_input_is_known_and_refused() {
         ("/srv/ovl/upper-7f3e/diff", Kind::ContainerIdentity),
         (ENGINE, Kind::DockerEngineId),
         (&secret, Kind::InstanceSecret),
+        ("0D1E2F3A4B5C6D7E8F90A1B2C3D4E5F6", Kind::MachineId),
+        ("16710053888", Kind::TotalMemory),
     ];
     let genuine = event_body(&cfg, &roots);
     check(&genuine.to_string(), &known).expect("the genuine event passes");
