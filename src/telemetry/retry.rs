@@ -199,7 +199,8 @@ pub(crate) fn backoff(policy: &RetryPolicy, retries_done: u32, jitter: f64) -> D
     Duration::from_millis(half + extra)
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3) in any of the three
+/// formats recipients must accept (IMF-fixdate, RFC 850, asctime), relative to `now`.
 /// A date in the past means "now" (zero); anything unparseable is ignored (`None`), so the
 /// computed backoff applies.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -207,30 +208,8 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = httpdate_parse(v)?;
+    let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form RFC 9110 requires senders to use.
-/// Parsed by rewriting it into RFC 3339 for humantime, which the crate already carries.
-fn httpdate_parse(v: &str) -> Option<SystemTime> {
-    let rest = v.split_once(", ").map(|(_, r)| r)?;
-    let mut parts = rest.split_whitespace();
-    let (day, mon, year, time, zone) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || year.len() != 4 {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == mon)? + 1;
-    humantime::parse_rfc3339(&format!("{year}-{month:02}-{day}T{time}Z")).ok()
 }
 
 /// The one-warning-per-streak rule: what to log after each cycle's final outcome.
@@ -386,6 +365,15 @@ mod tests {
         );
         assert_eq!(
             parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        // The two obsolete formats RFC 9110 §5.6.7 still requires recipients to accept.
+        assert_eq!(
+            parse_retry_after("Thursday, 01-Jan-26 00:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Thu Jan  1 00:01:30 2026", now),
             Some(Duration::from_secs(90))
         );
         // A date in the past: retry now.
