@@ -194,19 +194,7 @@ fn banner(
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
     let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
-    parse_mem_total(&meminfo)
-}
-
-/// Pure part of [`total_memory_bytes`]: `MemTotal:  24684040 kB` → bytes.
-fn parse_mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut parts = line["MemTotal:".len()..].split_whitespace();
-    let value: u64 = parts.next()?.parse().ok()?;
-    match parts.next() {
-        Some("kB") => value.checked_mul(1024),
-        None => Some(value),
-        Some(_) => None,
-    }
+    crate::instance_id::mem_total_bytes(&meminfo)
 }
 
 #[cfg(test)]
@@ -239,14 +227,5 @@ mod tests {
         )
         .await
         .expect("a finished task does not wait for the grace");
-    }
-
-    #[test]
-    fn mem_total_parses_kilobytes() {
-        let text = "MemTotal:       24684040 kB\nMemFree:  1 kB\n";
-        assert_eq!(parse_mem_total(text), Some(24684040 * 1024));
-        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
-        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
-        assert_eq!(parse_mem_total("MemTotal: 1 MB\n"), None);
     }
 }

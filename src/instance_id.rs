@@ -484,13 +484,17 @@ fn clean_default(s: &str) -> String {
     }
 }
 
-/// `MemTotal` from `/proc/meminfo`, in bytes (as Node's `os.totalmem()`).
+/// `MemTotal` from `/proc/meminfo`, in bytes (as Node's `os.totalmem()`): `MemTotal:
+/// 24684040 kB`; another unit or a number that is not one is no answer. The one parser of this
+/// fact: the instance ID and the start-up banner both use it.
 pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
-    meminfo.lines().find_map(|l| {
-        let rest = l.strip_prefix("MemTotal:")?;
-        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
-        kb.checked_mul(1024)
-    })
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut parts = line["MemTotal:".len()..].split_whitespace();
+    let kb: u64 = parts.next()?.parse().ok()?;
+    match (parts.next(), parts.next()) {
+        (Some("kB"), None) => kb.checked_mul(1024),
+        _ => None,
+    }
 }
 
 /// `DOCKER_HOST` (`unix://` or `tcp://`), else the default socket when it exists.
@@ -619,6 +623,12 @@ mod tests {
             Some(16318412 * 1024)
         );
         assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+        assert_eq!(
+            mem_total_bytes("MemTotal:       24684040 kB\nMemFree:  1 kB\n"),
+            Some(24684040 * 1024)
+        );
+        assert_eq!(mem_total_bytes("MemTotal: lots kB\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal: 1 MB\n"), None);
     }
 
     #[test]

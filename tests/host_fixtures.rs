@@ -162,7 +162,14 @@ fn the_real_machine_agrees_with_systemd_detect_virt() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let (Some(container), Some(vm)) = (run("--container"), run("--vm")) else {
-        eprintln!("note: systemd-detect-virt is not installed; comparison skipped");
+        assert!(
+            std::env::var("BUTLER_REQUIRE_DETECT_VIRT").as_deref() != Ok("1"),
+            "BUTLER_REQUIRE_DETECT_VIRT=1 but systemd-detect-virt is not installed"
+        );
+        eprintln!(
+            "skipped: the_real_machine_agrees_with_systemd_detect_virt: systemd-detect-virt is \
+             not installed (set BUTLER_REQUIRE_DETECT_VIRT=1 to make this a failure)"
+        );
         return;
     };
     let facts = host_json(Path::new("/"), &[]);

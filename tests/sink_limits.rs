@@ -200,12 +200,21 @@ fn a_symlink_at_out_is_refused_and_its_target_untouched() {
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
     let link = dir.path().join("events.jsonl");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
-    let o = common::agent(Telemetry::Off)
+    let mut child = common::agent(Telemetry::Off)
         .args(["sink", "--listen", "127.0.0.1:0", "--out"])
         .arg(&link)
         .env("NO_COLOR", "1")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A sink that followed the link would run on: give it 20 s to refuse, then stop it.
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(64), "{text}");
     assert!(

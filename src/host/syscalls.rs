@@ -261,10 +261,11 @@ mod tests {
 
     #[test]
     fn loopback_has_zero_mac_and_127_0_0_1() {
-        let lo = RealSyscalls.interface("lo");
-        if let Some(lo) = lo {
-            assert_eq!(lo.mac, "00:00:00:00:00:00");
-            assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
-        }
+        // Every Linux network namespace has a loopback interface, even `--network none`.
+        let lo = RealSyscalls
+            .interface("lo")
+            .expect("this network namespace has no `lo` interface");
+        assert_eq!(lo.mac, "00:00:00:00:00:00");
+        assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
     }
 }
