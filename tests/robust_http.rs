@@ -2,8 +2,8 @@
 //! connections, slowloris, 64 KB header lines, garbage, HTTP/1.0, pipelining, half-closed
 //! sockets. Throughout each case a well-behaved probe asks `/health` every 50 ms and must get
 //! 200 within [`PROBE_BOUND`] (a starvation bound, generous for a loaded 2-core machine), and the
-//! agent's resident memory must stay under [`RSS_BOUND_KIB`]. The limits checked are the ones
-//! `src/health.rs` documents.
+//! agent's resident memory must stay under `robust_support::RSS_BOUND_KIB`. The limits
+//! checked are the ones `src/health.rs` documents.
 
 mod robust_support;
 
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use butler_agent::health::{HEADER_READ_TIMEOUT, HEALTH_BODY, MAX_CONNECTIONS};
 use robust_support::{
-    Agent, Prober, Summary, closed_by_server, raise_fd_limit, statuses, stop_problem,
+    Prober, Summary, agent, closed_by_server, memory_problem, raise_fd_limit, statuses,
+    stop_problem,
 };
 
 const CLASS: &str = "hostile-http";
@@ -21,19 +22,8 @@ const PROBE_BOUND: Duration = Duration::from_millis(100);
 /// The slowest probe while 2,000 connections are being opened at once.
 const BURST_PROBE_BOUND: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
-const RSS_BOUND_KIB: u64 = 32 * 1024;
 const IDLE_CONNECTIONS: usize = 2_000;
 const HALF_CLOSE_TRIES: usize = 1_500;
-
-fn agent() -> Agent {
-    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
-}
-
-fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
-    let rss = agent.rss_kib();
-    (rss == 0 || rss > RSS_BOUND_KIB)
-        .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
-}
 
 /// 2,000 connections that send nothing: the probe is still answered at once, at most
 /// `MAX_CONNECTIONS` of them are held open, each held one is cut after the header timeout,

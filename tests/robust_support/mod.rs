@@ -27,6 +27,21 @@ use common::Telemetry;
 
 pub(crate) const BIN: &str = common::AGENT;
 
+/// The resident memory every robustness case must stay under.
+pub(crate) const RSS_BOUND_KIB: u64 = 32 * 1024;
+
+/// An agent with telemetry off, started in the temporary directory.
+pub(crate) fn agent() -> Agent {
+    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
+}
+
+/// Why `agent`'s resident memory is out of bounds `phase`, if it is (0 means unreadable).
+pub(crate) fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
+    let rss = agent.rss_kib();
+    (rss == 0 || rss > RSS_BOUND_KIB)
+        .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
+}
+
 /// A running `butler-agent run`; killed on drop if still running.
 pub(crate) struct Agent {
     child: Child,

@@ -16,6 +16,22 @@ fn a_huge_interval_saturates_instead_of_panicking() {
     assert!(far_future() > tokio::time::Instant::now());
 }
 
+/// A schedule on an empty host tree with fake syscalls and no SIGHUP.
+fn context(
+    initial: LoadedConfig,
+    env: crate::config::MapEnv,
+    readiness: Readiness,
+) -> ScheduleContext {
+    ScheduleContext {
+        initial,
+        env: Arc::new(env),
+        roots: Roots::at("/nonexistent"),
+        hangups: Hangups::none(),
+        readiness,
+        sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
+    }
+}
+
 /// A pause far too long to add to the clock is waited as "never", not a panic; a stop still
 /// ends it at once.
 #[tokio::test(start_paused = true)]
@@ -29,19 +45,9 @@ async fn a_huge_start_delay_waits_and_stops_without_panicking() {
         return;
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(
-        ScheduleContext {
-            initial: config,
-            env: Arc::new(env),
-            roots: Roots::at("/nonexistent"),
-            hangups: Hangups::none(),
-            readiness: Readiness::new(),
-            sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
-        },
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let task = tokio::spawn(run(context(config, env, Readiness::new()), async {
+        let _ = rx.await;
+    }));
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!task.is_finished());
     let _ = tx.send(());
@@ -66,19 +72,9 @@ async fn the_config_check_follows_each_re_read() {
         .expect("the first file loads");
     let readiness = Readiness::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(
-        ScheduleContext {
-            initial: config,
-            env: Arc::new(env),
-            roots: Roots::at("/nonexistent"),
-            hangups: Hangups::none(),
-            readiness: readiness.clone(),
-            sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
-        },
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let task = tokio::spawn(run(context(config, env, readiness.clone()), async {
+        let _ = rx.await;
+    }));
     tokio::time::sleep(Duration::from_secs(90)).await;
     assert!(readiness.status().config_valid);
     std::fs::write(&file, "Butler:\n  anonTelemetry: \"yes\"\n").unwrap();
