@@ -96,6 +96,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
             env,
             roots,
             hangups,
+            readiness,
         },
         stop_token.wait(),
     ));

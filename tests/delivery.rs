@@ -439,6 +439,7 @@ async fn schedule_delivers_audits_and_stops() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
         hangups: schedule::Hangups::none(),
+        readiness: butler_agent::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
@@ -495,6 +496,7 @@ async fn schedule_opens_no_socket_when_off() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
         hangups: schedule::Hangups::none(),
+        readiness: butler_agent::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));

@@ -142,6 +142,11 @@ impl Runner {
         }
     }
 
+    /// Whether the config file loaded on its latest read (else the last good config is used).
+    pub(crate) fn config_loads(&self) -> bool {
+        self.config_error.is_none()
+    }
+
     /// Whether work of an abandoned cycle still runs on the blocking pool.
     pub(crate) fn still_working(&self) -> bool {
         Arc::strong_count(&self.in_flight) > 1
