@@ -7,8 +7,8 @@
 
 mod robust_support;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use butler_agent::health::{HEADER_READ_TIMEOUT, HEALTH_BODY, MAX_CONNECTIONS};
@@ -27,35 +27,6 @@ const HALF_CLOSE_TRIES: usize = 1_500;
 
 fn agent() -> Agent {
     Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
-}
-
-/// Sends `raw` and reads until the server closes, at most `limit`; the answer's bytes, or the
-/// error that ended the read.
-fn exchange(
-    addr: SocketAddr,
-    raw: &[u8],
-    half_close: bool,
-    limit: Duration,
-) -> Result<Vec<u8>, String> {
-    let mut c = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
-    // A server may close before reading all of an oversized request; that is its right.
-    let _ = c.write_all(raw);
-    if half_close {
-        c.shutdown(Shutdown::Write)
-            .map_err(|e| format!("shutdown: {e}"))?;
-    }
-    let mut answer = Vec::new();
-    match c.read_to_end(&mut answer) {
-        Ok(_) => Ok(answer),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(format!(
-            "no close within {limit:?}; got {:?}",
-            String::from_utf8_lossy(&answer)
-        )),
-        // A reset after an error answer: the answer may or may not have been read first.
-        Err(e) if answer.is_empty() => Err(format!("read: {e}")),
-        Err(_) => Ok(answer),
-    }
 }
 
 fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
@@ -250,7 +221,7 @@ fn malformed_and_unusual_requests() {
         "GET /health HTTP/1.1\r\nHost: big\r\nX-Filler: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let r = exchange(addr, big.as_bytes(), false, quick);
+    let r = robust_support::common::http_exchange(addr, big.as_bytes(), false, quick);
     summary.case(
         "64 KB header line",
         match &r {
@@ -271,7 +242,7 @@ fn malformed_and_unusual_requests() {
         "GET /health HTTP/1.1\r\nX-Filler: {}",
         "b".repeat(64 * 1024)
     );
-    let r = exchange(addr, endless.as_bytes(), false, quick);
+    let r = robust_support::common::http_exchange(addr, endless.as_bytes(), false, quick);
     summary.case(
         "64 KB unfinished header line",
         match &r {
@@ -320,7 +291,7 @@ fn malformed_and_unusual_requests() {
     ));
     for (name, bytes) in garbage {
         let started = Instant::now();
-        let r = exchange(addr, &bytes, false, quick);
+        let r = robust_support::common::http_exchange(addr, &bytes, false, quick);
         let problem = match &r {
             Ok(a) if statuses(a).contains(&200) => {
                 Some(format!("served: {:?}", String::from_utf8_lossy(a)))
@@ -344,7 +315,7 @@ fn malformed_and_unusual_requests() {
         ),
         ("HTTP/1.0 HEAD", "HEAD /health HTTP/1.0\r\n\r\n"),
     ] {
-        let r = exchange(addr, req.as_bytes(), false, quick);
+        let r = robust_support::common::http_exchange(addr, req.as_bytes(), false, quick);
         let problem = match &r {
             Ok(a) => {
                 let text = String::from_utf8_lossy(a);
@@ -360,7 +331,7 @@ fn malformed_and_unusual_requests() {
     // Pipelining: every request is answered in order on the kept-alive connection, and the
     // last one's `Connection: close` ends it; no hang.
     let pipelined = "GET /health HTTP/1.1\r\nHost: p\r\n\r\nGET /livez HTTP/1.1\r\nHost: p\r\n\r\nGET /health HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-    let r = exchange(addr, pipelined.as_bytes(), false, quick);
+    let r = robust_support::common::http_exchange(addr, pipelined.as_bytes(), false, quick);
     summary.case(
         "pipelined requests",
         match &r {
@@ -384,7 +355,7 @@ fn malformed_and_unusual_requests() {
         ("half-closed GET", "GET /health HTTP/1.1\r\nHost: h\r\n\r\n"),
         ("half-closed HTTP/1.0", "GET /health HTTP/1.0\r\n\r\n"),
     ] {
-        let r = exchange(addr, req.as_bytes(), true, quick);
+        let r = robust_support::common::http_exchange(addr, req.as_bytes(), true, quick);
         summary.case(
             name,
             match &r {
@@ -411,7 +382,12 @@ fn malformed_and_unusual_requests() {
             std::thread::spawn(move || {
                 (0..HALF_CLOSE_TRIES)
                     .filter(|_| {
-                        let r = exchange(addr, b"GET /health HTTP/1.0\r\n\r\n", true, quick);
+                        let r = robust_support::common::http_exchange(
+                            addr,
+                            b"GET /health HTTP/1.0\r\n\r\n",
+                            true,
+                            quick,
+                        );
                         !matches!(&r, Ok(a) if statuses(a) == [200])
                     })
                     .count()
@@ -427,7 +403,12 @@ fn malformed_and_unusual_requests() {
     );
     // Half-closed before the request is complete: closed promptly, not held to the timeout.
     let started = Instant::now();
-    let r = exchange(addr, b"GET /health HTTP/1.1\r\nHost: h\r\n", true, quick);
+    let r = robust_support::common::http_exchange(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: h\r\n",
+        true,
+        quick,
+    );
     summary.case(
         "half-closed mid-request",
         match &r {

@@ -13,7 +13,7 @@ use super::cycle::{CYCLE_TIME_LIMIT, CycleOutcome, Inputs, Runner};
 use super::sender::{self, HttpTransport};
 use crate::config::{Env, LoadedConfig};
 use crate::health::Readiness;
-use crate::host::Roots;
+use crate::host::{Roots, Syscalls};
 
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.
@@ -29,6 +29,8 @@ pub struct ScheduleContext {
     pub roots: Roots,
     /// SIGHUP: re-read the config now.
     pub hangups: Hangups,
+    /// Interface addresses, CPUID, the Docker engine (the real ones only at the edge).
+    pub sys: Arc<dyn Syscalls>,
     /// Told after every config read whether the file loaded (`/readyz`'s config check).
     pub readiness: Readiness,
 }
@@ -42,10 +44,12 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
         roots,
         mut hangups,
         readiness,
+        sys,
     } = ctx;
     let inputs = Inputs {
         env,
         roots,
+        sys,
         limit: CYCLE_TIME_LIMIT,
     };
     let mut runner = Runner::new(initial);

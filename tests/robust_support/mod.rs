@@ -210,23 +210,14 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 /// One `GET /health` as a probe sends it: the status and how long the answer took.
 pub(crate) fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), String> {
     let started = Instant::now();
-    let mut c = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
-    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
-    c.write_all(
+    let answer = common::http_exchange(
+        addr,
         b"GET /health HTTP/1.1\r\nHost: probe\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n",
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    let mut answer = Vec::new();
-    c.read_to_end(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
+        false,
+        limit,
+    )?;
     let took = started.elapsed();
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
-    Ok((status, took))
+    Ok((common::status_code(&answer)?, took))
 }
 
 /// One probe: the status and latency, or what went wrong.

@@ -36,6 +36,7 @@ async fn a_huge_start_delay_waits_and_stops_without_panicking() {
             roots: Roots::at("/nonexistent"),
             hangups: Hangups::none(),
             readiness: Readiness::new(),
+            sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
         },
         async {
             let _ = rx.await;
@@ -72,6 +73,7 @@ async fn the_config_check_follows_each_re_read() {
             roots: Roots::at("/nonexistent"),
             hangups: Hangups::none(),
             readiness: readiness.clone(),
+            sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
         },
         async {
             let _ = rx.await;
