@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use butler_agent::config::{self, ConfigSource, ProcessEnv};
-use butler_agent::host::Roots;
+use butler_agent::host::{RealSyscalls, Roots};
 use butler_agent::telemetry;
 
 fn main() -> ExitCode {
@@ -56,7 +56,7 @@ fn run() -> Result<(), String> {
     let wall_start = Instant::now();
     let mut body_len = 0;
     for _ in 0..cycles {
-        let body = telemetry::cycle::prepare(&cfg, &roots, &ProcessEnv)
+        let body = telemetry::cycle::prepare(&cfg, &roots, &ProcessEnv, &RealSyscalls)
             .map_err(|e| format!("the cycle failed: {e}"))?;
         body_len = std::hint::black_box(body).len();
     }

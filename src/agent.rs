@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::config::{Env, LoadedConfig};
 use crate::error::Failure;
 use crate::health::{self, Limits, Readiness};
-use crate::host::Roots;
+use crate::host::{RealSyscalls, Roots};
 use crate::shutdown::{self, Signals};
 use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
@@ -67,7 +67,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     let gather = {
         let config = config.clone();
         let roots = roots.clone();
-        tokio::task::spawn_blocking(move || telemetry::gather(&config, &roots))
+        tokio::task::spawn_blocking(move || telemetry::gather(&config, &roots, &RealSyscalls))
     };
     let snapshot = tokio::select! {
         joined = gather => match joined {
@@ -96,6 +96,8 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
             env,
             roots,
             hangups,
+            readiness,
+            sys: Arc::new(RealSyscalls),
         },
         stop_token.wait(),
     ));

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::cli::{Cli, Command, TelemetryCommand};
 use crate::config::{self, ConfigError, Env, LoadedConfig};
 use crate::error::Failure;
-use crate::host::{self, Roots};
+use crate::host::{self, RealSyscalls, Roots};
 use crate::shutdown;
 use crate::telemetry::{self, optout};
 
@@ -34,7 +34,7 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
             print(&status(&cfg, env, args.json)?)
         }
         Command::Host(args) => {
-            let facts = host::detect(&roots);
+            let facts = host::detect_with(&roots, &RealSyscalls);
             print(&if args.json {
                 format!("{}\n", to_json(&facts, false))
             } else {
@@ -43,8 +43,13 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
         }
         Command::Id(args) => {
             let cfg = load_config(&cli, env)?;
-            let facts = host::detect(&roots);
-            let id = crate::instance_id::derive(&roots, &facts, telemetry::id_config(&cfg));
+            let facts = host::detect_with(&roots, &RealSyscalls);
+            let id = crate::instance_id::derive_with(
+                &roots,
+                &facts,
+                telemetry::id_config(&cfg),
+                &RealSyscalls,
+            );
             let mut text = format!("{}\n", id.id);
             if args.explain {
                 text += &format!("method: {}\n", id.method);
@@ -91,14 +96,16 @@ fn preview(
     env: &dyn Env,
     compact: bool,
 ) -> Result<String, Failure> {
-    let snapshot = telemetry::gather(cfg, roots);
+    let snapshot = telemetry::gather(cfg, roots, &RealSyscalls);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
     let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
     // The guard sees the bytes a send would serialize; the body is printed either way.
     let text = serde_json::to_string(&body).unwrap_or_default();
-    if let Err(finding) = telemetry::guard::inspect(&text, cfg, roots, env, &snapshot.host) {
+    if let Err(finding) =
+        telemetry::guard::inspect(&text, cfg, roots, env, &RealSyscalls, &snapshot.host)
+    {
         eprintln!(
             "butler-agent: a send would be refused: the privacy guard found {} in this event",
             finding.kind
@@ -163,7 +170,7 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
         return Ok(format!("not sent: telemetry is {}\n", decision.explain()));
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
-    let body = cycle::prepare(cfg, roots, env)?;
+    let body = cycle::prepare(cfg, roots, env, &RealSyscalls)?;
     sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
     let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;

@@ -4,8 +4,9 @@
 //! - `GET`/`HEAD /health`: 200 `{"statusCode":200,"status":"ok"}`, byte for byte what Butler's
 //!   fastify-healthcheck answers, so checks written for Butler keep passing.
 //! - `/livez`: 200 while the process serves requests (Kubernetes liveness).
-//! - `/readyz`: 503 until the [`Readiness`] latch is released (config loaded, host facts and
-//!   instance ID known), then 200 (Kubernetes readiness and startup).
+//! - `/readyz`: 200 while every [`Readiness`] check passes (the config file loads, host facts
+//!   and instance ID are known, the listener accepts), else 503 (Kubernetes readiness and
+//!   startup).
 //! - `?verbose` on `/livez` and `/readyz`: one `[+]name ok` / `[-]name failed: why` line per check,
 //!   then `livez check passed` (or `failed`), as kube-apiserver prints them. A failing check
 //!   always prints the list, so `kubectl describe` shows why.
@@ -45,22 +46,56 @@ pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
 /// the retransmission; the kernel caps this at `net.core.somaxconn`.
 pub(crate) const LISTEN_BACKLOG: u32 = 1024;
 
-/// The readiness latch: released once, when the agent knows what it needs to answer `/readyz`.
+/// What `/readyz` checks, shared by the agent, the scheduler and the health server. Each flag
+/// is set where its fact becomes known, and can turn back: the config check fails while the
+/// config file no longer loads (the scheduler keeps the last good config meanwhile), the
+/// listener check once the server stops accepting.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<Flags>);
+
+#[derive(Debug, Default)]
+struct Flags {
+    started: AtomicBool,
+    config_invalid: AtomicBool,
+    listening: AtomicBool,
+}
+
+/// One reading of the [`Readiness`] flags, for the pure [`respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    /// Host facts and the instance ID are known.
+    pub(crate) started: bool,
+    /// The config file loads (true until a re-read fails).
+    pub(crate) config_valid: bool,
+    /// The health listener accepts connections.
+    pub(crate) listening: bool,
+}
 
 impl Readiness {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Marks start-up complete; `/readyz` answers 200 from now on.
+    /// Marks start-up complete: host facts and the instance ID are known.
     pub fn release(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.started.store(true, Ordering::Release);
     }
 
-    pub(crate) fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    /// Records whether the config file loaded on its latest read.
+    pub(crate) fn set_config_valid(&self, valid: bool) {
+        self.0.config_invalid.store(!valid, Ordering::Release);
+    }
+
+    fn set_listening(&self, listening: bool) {
+        self.0.listening.store(listening, Ordering::Release);
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            started: self.0.started.load(Ordering::Acquire),
+            config_valid: !self.0.config_invalid.load(Ordering::Acquire),
+            listening: self.0.listening.load(Ordering::Acquire),
+        }
     }
 }
 
@@ -78,13 +113,20 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves health requests on `listener` until `shutdown` completes, then stops accepting,
-/// closes idle connections at once, lets answers in flight finish and returns.
+/// closes idle connections at once, lets answers in flight finish and returns. `/readyz` fails
+/// its listener check from the moment `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    readiness.set_listening(true);
+    let closing = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.set_listening(false);
+    };
     connections::serve(
         listener,
         limits,
@@ -95,7 +137,7 @@ pub async fn serve(
                 req.method(),
                 req.uri().path(),
                 req.uri().query(),
-                readiness.is_ready(),
+                readiness.status(),
             );
             std::future::ready(answer)
         },
@@ -109,12 +151,13 @@ struct Check {
     failure: Option<&'static str>,
 }
 
-/// The answer to one request. Pure: method, path, query and the latch in, response out.
+/// The answer to one request. Pure: method, path, query and the readiness flags in, response
+/// out.
 pub(crate) fn respond(
     method: &Method,
     path: &str,
     query: Option<&str>,
-    ready: bool,
+    status: Status,
 ) -> Response<Full<Bytes>> {
     let endpoint = match path {
         "/health" => Endpoint::Health,
@@ -152,11 +195,19 @@ pub(crate) fn respond(
             },
             Check {
                 name: "config",
-                failure: None,
+                failure: (!status.config_valid).then_some(
+                    "the config file no longer loads (the log says why); the last good config \
+                     stays in use",
+                ),
             },
             Check {
                 name: "startup",
-                failure: (!ready).then_some("host facts and instance ID not yet known"),
+                failure: (!status.started).then_some("host facts and instance ID not yet known"),
+            },
+            Check {
+                name: "listener",
+                failure: (!status.listening)
+                    .then_some("the health listener no longer accepts connections: stopping"),
             },
         ],
     };
@@ -166,13 +217,13 @@ pub(crate) fn respond(
         "readyz"
     };
     let passed = checks.iter().all(|c| c.failure.is_none());
-    let status = if passed {
+    let code = if passed {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     if passed && !wants_verbose(query) {
-        return text(status, "ok".to_string());
+        return text(code, "ok".to_string());
     }
     let mut body = String::new();
     for c in &checks {
@@ -183,7 +234,7 @@ pub(crate) fn respond(
     }
     let verdict = if passed { "passed" } else { "failed" };
     body.push_str(&format!("{name} check {verdict}\n"));
-    text(status, body)
+    text(code, body)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,9 +286,21 @@ mod tests {
         String::from_utf8(bytes.to_vec()).expect("bodies are UTF-8 text")
     }
 
+    /// Every check passing.
+    const READY: Status = Status {
+        started: true,
+        config_valid: true,
+        listening: true,
+    };
+    /// Before the first host facts and instance ID: what a fresh agent serves.
+    const STARTING: Status = Status {
+        started: false,
+        ..READY
+    };
+
     #[test]
     fn health_is_butlers_body() {
-        let r = respond(&Method::GET, "/health", None, false);
+        let r = respond(&Method::GET, "/health", None, STARTING);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
         assert_eq!(body(r), HEALTH_BODY);
@@ -245,26 +308,108 @@ mod tests {
 
     #[test]
     fn readyz_follows_the_latch() {
-        let before = respond(&Method::GET, "/readyz", None, false);
+        let before = respond(&Method::GET, "/readyz", None, STARTING);
         assert_eq!(before.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body(before),
-            "[+]ping ok\n[+]config ok\n[-]startup failed: host facts and instance ID not yet known\nreadyz check failed\n"
+            "[+]ping ok\n[+]config ok\n[-]startup failed: host facts and instance ID not yet known\n\
+             [+]listener ok\nreadyz check failed\n"
         );
-        let after = respond(&Method::GET, "/readyz", None, true);
+        let after = respond(&Method::GET, "/readyz", None, READY);
         assert_eq!(after.status(), StatusCode::OK);
         assert_eq!(body(after), "ok");
     }
 
     #[test]
-    fn verbose_lists_checks() {
-        let r = respond(&Method::GET, "/livez", Some("verbose"), false);
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(body(r), "[+]ping ok\nlivez check passed\n");
-        let r = respond(&Method::GET, "/readyz", Some("x=1&verbose=true"), true);
+    fn readyz_fails_on_an_invalid_config_or_a_closed_listener_and_health_stays_ok() {
+        let bad_config = Status {
+            config_valid: false,
+            ..READY
+        };
+        let r = respond(&Method::GET, "/readyz", None, bad_config);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body(r),
-            "[+]ping ok\n[+]config ok\n[+]startup ok\nreadyz check passed\n"
+            "[+]ping ok\n[-]config failed: the config file no longer loads (the log says why); \
+             the last good config stays in use\n[+]startup ok\n[+]listener ok\nreadyz check failed\n"
+        );
+        let closed = Status {
+            listening: false,
+            ..READY
+        };
+        let r = respond(&Method::GET, "/readyz", None, closed);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(r).contains(
+            "[-]listener failed: the health listener no longer accepts connections: stopping\n"
+        ));
+        // Neither /health (Butler's body) nor /livez follows readiness.
+        for s in [bad_config, closed, STARTING] {
+            let r = respond(&Method::GET, "/health", None, s);
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(body(r), HEALTH_BODY);
+            assert_eq!(
+                respond(&Method::GET, "/livez", None, s).status(),
+                StatusCode::OK
+            );
+        }
+    }
+
+    #[test]
+    fn the_flags_follow_the_agent() {
+        let r = Readiness::new();
+        assert_eq!(
+            r.status(),
+            Status {
+                started: false,
+                config_valid: true,
+                listening: false,
+            }
+        );
+        r.release();
+        r.set_config_valid(false);
+        assert!(r.status().started && !r.status().config_valid);
+        r.set_config_valid(true);
+        assert!(r.status().config_valid);
+    }
+
+    /// The listener check is true while `serve` accepts and false once its stop trigger fired.
+    #[tokio::test]
+    async fn serve_sets_the_listener_flag_and_clears_it_on_stop() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let readiness = Readiness::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            readiness.clone(),
+            Limits::default(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        for _ in 0..200 {
+            if readiness.status().listening {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(readiness.status().listening);
+        let _ = tx.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("serve returns after the stop")
+            .expect("serve does not panic");
+        assert!(!readiness.status().listening);
+    }
+
+    #[test]
+    fn verbose_lists_checks() {
+        let r = respond(&Method::GET, "/livez", Some("verbose"), STARTING);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r), "[+]ping ok\nlivez check passed\n");
+        let r = respond(&Method::GET, "/readyz", Some("x=1&verbose=true"), READY);
+        assert_eq!(
+            body(r),
+            "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\nreadyz check passed\n"
         );
         assert!(!wants_verbose(Some("verbosex")));
         assert!(!wants_verbose(None));
@@ -273,18 +418,18 @@ mod tests {
     #[test]
     fn unknown_paths_and_methods() {
         assert_eq!(
-            respond(&Method::GET, "/", None, true).status(),
+            respond(&Method::GET, "/", None, READY).status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            respond(&Method::POST, "/nothing", None, true).status(),
+            respond(&Method::POST, "/nothing", None, READY).status(),
             StatusCode::NOT_FOUND
         );
-        let r = respond(&Method::POST, "/health", None, true);
+        let r = respond(&Method::POST, "/health", None, READY);
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "GET, HEAD");
         assert_eq!(
-            respond(&Method::HEAD, "/livez", None, false).status(),
+            respond(&Method::HEAD, "/livez", None, STARTING).status(),
             StatusCode::OK
         );
     }

@@ -37,7 +37,7 @@ use sha2::Sha256;
 
 use crate::files;
 use crate::host::syscalls::{DockerEndpoint, EngineIdError};
-use crate::host::{self, HostFacts, RealSyscalls, Roots, Syscalls, machine_id, network};
+use crate::host::{self, HostFacts, Roots, Syscalls, machine_id, network};
 
 /// The ID and how it was made (names and sources of the inputs, never their values).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,11 +139,6 @@ pub struct IdConfig<'a> {
     pub qrs_host: Option<&'a str>,
     /// `Butler.butlerAgent.stateDir` / `BUTLER_STATE_DIR`.
     pub state_dir: Option<&'a Path>,
-}
-
-/// Derives the ID with the real syscalls.
-pub(crate) fn derive(roots: &Roots, host: &HostFacts, cfg: IdConfig<'_>) -> InstanceId {
-    derive_with(roots, host, cfg, &RealSyscalls)
 }
 
 /// Derives the ID (see the module doc). Never fails.

@@ -6,8 +6,7 @@
 mod common;
 use common::{NOWHERE, Telemetry};
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,16 +75,7 @@ fn spawn_with_closed_stderr(port: u16) -> Child {
 }
 
 fn get(port: u16, path: &str) -> Option<u16> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).ok()?;
-    answer.split(' ').nth(1)?.parse().ok()
+    common::get_status(([127, 0, 0, 1], port).into(), path).ok()
 }
 
 fn wait_exit(child: &mut Child) -> Option<i32> {

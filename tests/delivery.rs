@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use butler_agent::config::{LoadedConfig, MapEnv};
-use butler_agent::host::Roots;
+use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
+use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
+use butler_agent::instance_id::{self, IdConfig};
 use butler_agent::shutdown;
 use butler_agent::sink::{self, capture};
 use butler_agent::telemetry::cycle;
@@ -42,6 +44,51 @@ fn host_tree() -> tempfile::TempDir {
     )
     .unwrap();
     d
+}
+
+/// Syscalls with fixed answers, so these tests never read this machine's interfaces or ask
+/// its Docker socket: one interface (also the first external one), counting the times it is
+/// asked for.
+struct FakeSys {
+    name: &'static str,
+    addrs: Interface,
+    asked: AtomicU32,
+}
+
+impl FakeSys {
+    fn new(name: &'static str, mac: &str, ip: [u8; 4]) -> Arc<Self> {
+        Arc::new(FakeSys {
+            name,
+            addrs: Interface {
+                mac: mac.into(),
+                ipv4: Some(ip.into()),
+            },
+            asked: AtomicU32::new(0),
+        })
+    }
+
+    fn plain() -> Arc<Self> {
+        Self::new("eth9", "02:00:5e:10:00:01", [198, 51, 100, 9])
+    }
+}
+
+impl Syscalls for FakeSys {
+    fn cpuid(&self) -> Option<CpuidVm> {
+        None
+    }
+    fn interface(&self, name: &str) -> Option<Interface> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        (name == self.name).then(|| self.addrs.clone())
+    }
+    fn first_external_interface(&self) -> Option<String> {
+        Some(self.name.to_string())
+    }
+    fn pid(&self) -> u32 {
+        4242
+    }
+    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
+        Err(EngineIdError::Failed("no engine in this test".into()))
+    }
 }
 
 /// One raw HTTP request as a server saw it.
@@ -211,7 +258,8 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env).expect("event passes the guard");
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env, &*FakeSys::plain())
+        .expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let before = sender::sent_at_millis(std::time::SystemTime::now());
     let tried = t.send(&body).await;
@@ -282,7 +330,7 @@ async fn delivers_to_the_sink() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env).unwrap();
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env, &*FakeSys::plain()).unwrap();
     let d = deliver_to_body(&cfg, &body).await;
     assert!(d.delivered(), "{d:?}");
     let got = events.recv().await.unwrap();
@@ -439,6 +487,8 @@ async fn schedule_delivers_audits_and_stops() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
         hangups: schedule::Hangups::none(),
+        sys: FakeSys::plain(),
+        readiness: butler_agent::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
@@ -495,6 +545,8 @@ async fn schedule_opens_no_socket_when_off() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
         hangups: schedule::Hangups::none(),
+        sys: FakeSys::plain(),
+        readiness: butler_agent::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
@@ -546,6 +598,7 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let inputs = cycle::Inputs {
         env: Arc::new(env.clone()),
         roots: roots.clone(),
+        sys: FakeSys::plain(),
         limit: cycle::CYCLE_TIME_LIMIT,
     };
     for _ in 0..5 {
@@ -590,4 +643,32 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
         .collect();
     assert_eq!(recovered.len(), 1, "{text}");
     assert!(recovered[0].contains("after 5 failed cycle(s)"), "{text}");
+}
+
+/// The pipeline reads interface addresses through the `Syscalls` it is given, never this
+/// machine's: the event's ID is the one the fake's addresses give, and another fake's
+/// addresses give another ID.
+#[test]
+fn prepare_uses_the_syscalls_it_is_given() {
+    let tree = host_tree();
+    let roots = Roots::at(tree.path());
+    let env = MapEnv::new([("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")]);
+    let cfg = config(&env);
+    let id_of = |sys: &FakeSys| {
+        let body = cycle::prepare(&cfg, &roots, &env, sys).expect("event passes the guard");
+        let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        event["distinct_id"].as_str().unwrap().to_string()
+    };
+    let a = FakeSys::new("eth7", "02:42:ac:11:00:07", [10, 1, 2, 3]);
+    let b = FakeSys::new("eth7", "02:42:ac:11:00:08", [10, 1, 2, 4]);
+    let from_a = id_of(&a);
+    assert!(a.asked.load(Ordering::SeqCst) > 0, "the fake was asked");
+    let expected = instance_id::derive_with(
+        &roots,
+        &host::detect_with(&roots, &*a),
+        IdConfig::default(),
+        &*a,
+    );
+    assert_eq!(from_a, expected.id);
+    assert_ne!(from_a, id_of(&b), "other addresses, other ID");
 }

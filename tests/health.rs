@@ -145,7 +145,7 @@ async fn readyz_waits_for_the_latch_and_livez_does_not() {
     let verbose = get(server.addr, "GET", "/readyz?verbose").await;
     assert_eq!(
         verbose.body,
-        "[+]ping ok\n[+]config ok\n[+]startup ok\nreadyz check passed\n"
+        "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\nreadyz check passed\n"
     );
     let live = get(server.addr, "GET", "/livez?verbose=1").await;
     assert_eq!(live.body, "[+]ping ok\nlivez check passed\n");

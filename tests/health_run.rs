@@ -4,7 +4,7 @@
 mod common;
 use common::{NOWHERE, Telemetry};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
@@ -62,21 +62,7 @@ fn wait_line(rx: &mpsc::Receiver<String>, what: &str, seen: &mut Vec<String>) ->
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> u16 {
-    let mut c = TcpStream::connect(addr).expect("connect to the health server");
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set a read timeout");
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).expect("read the answer");
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+    common::get_status(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 fn signal(child: &Child, sig: &str) {

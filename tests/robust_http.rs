@@ -2,18 +2,19 @@
 //! connections, slowloris, 64 KB header lines, garbage, HTTP/1.0, pipelining, half-closed
 //! sockets. Throughout each case a well-behaved probe asks `/health` every 50 ms and must get
 //! 200 within [`PROBE_BOUND`] (a starvation bound, generous for a loaded 2-core machine), and the
-//! agent's resident memory must stay under [`RSS_BOUND_KIB`]. The limits checked are the ones
-//! `src/health.rs` documents.
+//! agent's resident memory must stay under `robust_support::RSS_BOUND_KIB`. The limits
+//! checked are the ones `src/health.rs` documents.
 
 mod robust_support;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use butler_agent::health::{HEADER_READ_TIMEOUT, HEALTH_BODY, MAX_CONNECTIONS};
 use robust_support::{
-    Agent, Prober, Summary, closed_by_server, raise_fd_limit, statuses, stop_problem,
+    Prober, Summary, agent, closed_by_server, memory_problem, raise_fd_limit, statuses,
+    stop_problem,
 };
 
 const CLASS: &str = "hostile-http";
@@ -21,48 +22,8 @@ const PROBE_BOUND: Duration = Duration::from_millis(100);
 /// The slowest probe while 2,000 connections are being opened at once.
 const BURST_PROBE_BOUND: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(50);
-const RSS_BOUND_KIB: u64 = 32 * 1024;
 const IDLE_CONNECTIONS: usize = 2_000;
 const HALF_CLOSE_TRIES: usize = 1_500;
-
-fn agent() -> Agent {
-    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
-}
-
-/// Sends `raw` and reads until the server closes, at most `limit`; the answer's bytes, or the
-/// error that ended the read.
-fn exchange(
-    addr: SocketAddr,
-    raw: &[u8],
-    half_close: bool,
-    limit: Duration,
-) -> Result<Vec<u8>, String> {
-    let mut c = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
-    // A server may close before reading all of an oversized request; that is its right.
-    let _ = c.write_all(raw);
-    if half_close {
-        c.shutdown(Shutdown::Write)
-            .map_err(|e| format!("shutdown: {e}"))?;
-    }
-    let mut answer = Vec::new();
-    match c.read_to_end(&mut answer) {
-        Ok(_) => Ok(answer),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(format!(
-            "no close within {limit:?}; got {:?}",
-            String::from_utf8_lossy(&answer)
-        )),
-        // A reset after an error answer: the answer may or may not have been read first.
-        Err(e) if answer.is_empty() => Err(format!("read: {e}")),
-        Err(_) => Ok(answer),
-    }
-}
-
-fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
-    let rss = agent.rss_kib();
-    (rss == 0 || rss > RSS_BOUND_KIB)
-        .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
-}
 
 /// 2,000 connections that send nothing: the probe is still answered at once, at most
 /// `MAX_CONNECTIONS` of them are held open, each held one is cut after the header timeout,
@@ -250,7 +211,7 @@ fn malformed_and_unusual_requests() {
         "GET /health HTTP/1.1\r\nHost: big\r\nX-Filler: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let r = exchange(addr, big.as_bytes(), false, quick);
+    let r = robust_support::common::http_exchange(addr, big.as_bytes(), false, quick);
     summary.case(
         "64 KB header line",
         match &r {
@@ -271,7 +232,7 @@ fn malformed_and_unusual_requests() {
         "GET /health HTTP/1.1\r\nX-Filler: {}",
         "b".repeat(64 * 1024)
     );
-    let r = exchange(addr, endless.as_bytes(), false, quick);
+    let r = robust_support::common::http_exchange(addr, endless.as_bytes(), false, quick);
     summary.case(
         "64 KB unfinished header line",
         match &r {
@@ -320,7 +281,7 @@ fn malformed_and_unusual_requests() {
     ));
     for (name, bytes) in garbage {
         let started = Instant::now();
-        let r = exchange(addr, &bytes, false, quick);
+        let r = robust_support::common::http_exchange(addr, &bytes, false, quick);
         let problem = match &r {
             Ok(a) if statuses(a).contains(&200) => {
                 Some(format!("served: {:?}", String::from_utf8_lossy(a)))
@@ -344,7 +305,7 @@ fn malformed_and_unusual_requests() {
         ),
         ("HTTP/1.0 HEAD", "HEAD /health HTTP/1.0\r\n\r\n"),
     ] {
-        let r = exchange(addr, req.as_bytes(), false, quick);
+        let r = robust_support::common::http_exchange(addr, req.as_bytes(), false, quick);
         let problem = match &r {
             Ok(a) => {
                 let text = String::from_utf8_lossy(a);
@@ -360,7 +321,7 @@ fn malformed_and_unusual_requests() {
     // Pipelining: every request is answered in order on the kept-alive connection, and the
     // last one's `Connection: close` ends it; no hang.
     let pipelined = "GET /health HTTP/1.1\r\nHost: p\r\n\r\nGET /livez HTTP/1.1\r\nHost: p\r\n\r\nGET /health HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-    let r = exchange(addr, pipelined.as_bytes(), false, quick);
+    let r = robust_support::common::http_exchange(addr, pipelined.as_bytes(), false, quick);
     summary.case(
         "pipelined requests",
         match &r {
@@ -384,7 +345,7 @@ fn malformed_and_unusual_requests() {
         ("half-closed GET", "GET /health HTTP/1.1\r\nHost: h\r\n\r\n"),
         ("half-closed HTTP/1.0", "GET /health HTTP/1.0\r\n\r\n"),
     ] {
-        let r = exchange(addr, req.as_bytes(), true, quick);
+        let r = robust_support::common::http_exchange(addr, req.as_bytes(), true, quick);
         summary.case(
             name,
             match &r {
@@ -411,7 +372,12 @@ fn malformed_and_unusual_requests() {
             std::thread::spawn(move || {
                 (0..HALF_CLOSE_TRIES)
                     .filter(|_| {
-                        let r = exchange(addr, b"GET /health HTTP/1.0\r\n\r\n", true, quick);
+                        let r = robust_support::common::http_exchange(
+                            addr,
+                            b"GET /health HTTP/1.0\r\n\r\n",
+                            true,
+                            quick,
+                        );
                         !matches!(&r, Ok(a) if statuses(a) == [200])
                     })
                     .count()
@@ -427,7 +393,12 @@ fn malformed_and_unusual_requests() {
     );
     // Half-closed before the request is complete: closed promptly, not held to the timeout.
     let started = Instant::now();
-    let r = exchange(addr, b"GET /health HTTP/1.1\r\nHost: h\r\n", true, quick);
+    let r = robust_support::common::http_exchange(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: h\r\n",
+        true,
+        quick,
+    );
     summary.case(
         "half-closed mid-request",
         match &r {

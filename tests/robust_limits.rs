@@ -11,26 +11,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use butler_agent::health::MAX_CONNECTIONS;
-use robust_support::{Agent, Summary, closed_by_server, raise_fd_limit, statuses, stop_problem};
+use robust_support::{
+    RSS_BOUND_KIB, Summary, agent, closed_by_server, memory_problem, raise_fd_limit, statuses,
+    stop_problem,
+};
 
 const CLASS: &str = "hostile-http";
-const RSS_BOUND_KIB: u64 = 32 * 1024;
 
 /// Held by each case for its whole run.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn agent() -> Agent {
-    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
-}
-
-fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
-    let rss = agent.rss_kib();
-    (rss == 0 || rss > RSS_BOUND_KIB)
-        .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
 }
 
 /// Opens idle connections from `source` to `target` at about `per_second`, holding the newest

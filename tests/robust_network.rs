@@ -17,11 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use robust_support::{Agent, Prober, Summary};
+use robust_support::{Agent, Prober, RSS_BOUND_KIB, Summary};
 
 const CLASS: &str = "network-faults";
 const RETRIES: u32 = 2;
-const RSS_BOUND_KIB: u64 = 32 * 1024;
 /// How much the resident set may grow over one failed cycle (TLS roots and the HTTP client
 /// are built per cycle and dropped after it).
 const RSS_GROWTH_BOUND_KIB: u64 = 8 * 1024;

@@ -344,12 +344,9 @@ impl Exchange {
 }
 
 fn exchange(addr: &str, request: &[u8]) -> Exchange {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // The sink may answer (and close) before the whole body is written.
-    let _ = s.write_all(request);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
+    let addr = addr.parse().expect("the sink logs a socket address");
+    let resp = common::http_exchange(addr, request, false, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no answer from the sink: {e}"));
     let split = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

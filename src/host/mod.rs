@@ -200,11 +200,6 @@ pub struct HostFacts {
 
 pub(crate) const UNKNOWN: &str = "unknown";
 
-/// Detects everything with the real syscalls. Never fails.
-pub(crate) fn detect(roots: &Roots) -> HostFacts {
-    detect_with(roots, &RealSyscalls)
-}
-
 /// Detects everything with the given syscalls (tests pass fakes). Never fails.
 pub fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
     let mut rules = BTreeMap::new();

@@ -70,7 +70,7 @@ impl std::fmt::Display for EngineIdError {
 }
 
 /// Syscall-backed facts. Every method answers "don't know" with `None`/`Err`, never panics.
-pub trait Syscalls {
+pub trait Syscalls: Send + Sync {
     /// CPUID's hypervisor answer; `None` on CPUs without CPUID (non-x86).
     fn cpuid(&self) -> Option<CpuidVm>;
     /// The addresses of the named interface; `None` when it has no address at all (Node's
@@ -267,5 +267,35 @@ mod tests {
             .expect("this network namespace has no `lo` interface");
         assert_eq!(lo.mac, "00:00:00:00:00:00");
         assert_eq!(lo.ipv4, Some(Ipv4Addr::LOCALHOST));
+    }
+}
+
+/// Syscalls with fixed answers for unit tests: no hypervisor, the given interfaces (the first
+/// one is the "first external"), PID 4242, no Docker engine.
+#[cfg(test)]
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FakeSyscalls {
+    pub(crate) interfaces: Vec<(String, Interface)>,
+}
+
+#[cfg(test)]
+impl Syscalls for FakeSyscalls {
+    fn cpuid(&self) -> Option<CpuidVm> {
+        None
+    }
+    fn interface(&self, name: &str) -> Option<Interface> {
+        self.interfaces
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| i.clone())
+    }
+    fn first_external_interface(&self) -> Option<String> {
+        self.interfaces.first().map(|(n, _)| n.clone())
+    }
+    fn pid(&self) -> u32 {
+        4242
+    }
+    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
+        Err(EngineIdError::Failed("no engine in unit tests".into()))
     }
 }

@@ -35,7 +35,7 @@ use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
 use super::{audit, optout, state};
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
-use crate::host::Roots;
+use crate::host::{Roots, Syscalls};
 
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
 /// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
@@ -47,6 +47,8 @@ pub const CYCLE_TIME_LIMIT: Duration = Duration::from_secs(30);
 pub struct Inputs {
     pub env: Arc<dyn Env>,
     pub roots: Roots,
+    /// Interface addresses, CPUID, the Docker engine: the real ones only at the edge.
+    pub sys: Arc<dyn Syscalls>,
     pub limit: Duration,
 }
 
@@ -140,6 +142,11 @@ impl Runner {
             in_flight: Arc::new(()),
             skip_logged: false,
         }
+    }
+
+    /// Whether the config file loaded on its latest read (else the last good config is used).
+    pub(crate) fn config_loads(&self) -> bool {
+        self.config_error.is_none()
     }
 
     /// Whether work of an abandoned cycle still runs on the blocking pool.
@@ -331,13 +338,14 @@ impl Runner {
         let settings = self.config.agent.clone();
         let destination = sender::capture_url(&settings.posthog_host);
         let prepared = {
-            let (config, roots, env) = (
+            let (config, roots, env, sys) = (
                 self.config.clone(),
                 inputs.roots.clone(),
                 Arc::clone(&inputs.env),
+                Arc::clone(&inputs.sys),
             );
             self.off_thread(deadline, shutdown.as_mut(), move || {
-                prepare(&config, &roots, &*env)
+                prepare(&config, &roots, &*env, &*sys)
             })
             .await
         };
@@ -552,14 +560,19 @@ impl std::fmt::Display for PrepareError {
 impl std::error::Error for PrepareError {}
 
 /// Builds the event, serializes it once, and runs the privacy guard on those exact bytes.
-pub fn prepare(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<Bytes, PrepareError> {
-    let snapshot = super::gather(cfg, roots);
+pub fn prepare(
+    cfg: &LoadedConfig,
+    roots: &Roots,
+    env: &dyn Env,
+    sys: &dyn Syscalls,
+) -> Result<Bytes, PrepareError> {
+    let snapshot = super::gather(cfg, roots, sys);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
     let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
     let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
-    guard::inspect(&text, cfg, roots, env, &snapshot.host).map_err(PrepareError::Refused)?;
+    guard::inspect(&text, cfg, roots, env, sys, &snapshot.host).map_err(PrepareError::Refused)?;
     Ok(Bytes::from(text))
 }
 

@@ -38,7 +38,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde_json::Value;
 
 use crate::config::{Env, LoadedConfig};
-use crate::host::{self, Roots};
+use crate::host::{self, Roots, Syscalls};
 use crate::instance_id;
 use crate::telemetry::{features, payload};
 
@@ -154,7 +154,12 @@ impl Known {
     }
 
     /// Collects every identifying value this agent can see, reading host files below `roots`.
-    pub(crate) fn gather(config: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Known {
+    pub(crate) fn gather(
+        config: &LoadedConfig,
+        roots: &Roots,
+        env: &dyn Env,
+        sys: &dyn Syscalls,
+    ) -> Known {
         let mut k = Known {
             fixed_words: fixed_words(&config.agent.posthog_key),
             ..Known::default()
@@ -227,6 +232,16 @@ impl Known {
             k.push_mac(&h.mac);
             if let Ok(ip) = h.ipv4.parse() {
                 k.push_ipv4(ip);
+            }
+        }
+        // The addresses the ID reads from the kernel for its default interface (found as the
+        // derivation finds it), which no file below the roots may hold.
+        if let Some(iface) = host::network::default_interface(roots, sys) {
+            if let Some(addrs) = sys.interface(&iface.name) {
+                k.push_mac(&addrs.mac);
+                if let Some(ip) = addrs.ipv4 {
+                    k.push_ipv4(ip);
+                }
             }
         }
         if let Some(boot) = read_small(&roots.own_path("/proc/sys/kernel/random/boot_id")) {
@@ -343,9 +358,10 @@ pub(crate) fn inspect(
     config: &LoadedConfig,
     roots: &Roots,
     env: &dyn Env,
+    sys: &dyn Syscalls,
     facts: &host::HostFacts,
 ) -> Result<(), Finding> {
-    let mut known = Known::gather(config, roots, env);
+    let mut known = Known::gather(config, roots, env, sys);
     known.allow_facts(facts);
     check(body, &known)
 }

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use crate::config::LoadedConfig;
-use crate::host::{self, HostFacts, Roots};
+use crate::host::{self, HostFacts, Roots, Syscalls};
 use crate::instance_id::{self, InstanceId};
 use features::Features;
 
@@ -30,9 +30,9 @@ pub(crate) struct Snapshot {
 }
 
 /// Gathers host facts, derives the ID and the flags. Never fails: unknown facts are `unknown`.
-pub(crate) fn gather(config: &LoadedConfig, roots: &Roots) -> Snapshot {
-    let host = host::detect(roots);
-    let id = instance_id::derive(roots, &host, id_config(config));
+pub(crate) fn gather(config: &LoadedConfig, roots: &Roots, sys: &dyn Syscalls) -> Snapshot {
+    let host = host::detect_with(roots, sys);
+    let id = instance_id::derive_with(roots, &host, id_config(config), sys);
     let features = features::derive(&config.tree);
     Snapshot { host, id, features }
 }

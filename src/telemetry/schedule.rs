@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::cycle::{CYCLE_TIME_LIMIT, CycleOutcome, Inputs, Runner};
 use super::sender::{self, HttpTransport};
 use crate::config::{Env, LoadedConfig};
-use crate::host::Roots;
+use crate::health::Readiness;
+use crate::host::{Roots, Syscalls};
 
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.
@@ -28,6 +29,10 @@ pub struct ScheduleContext {
     pub roots: Roots,
     /// SIGHUP: re-read the config now.
     pub hangups: Hangups,
+    /// Interface addresses, CPUID, the Docker engine (the real ones only at the edge).
+    pub sys: Arc<dyn Syscalls>,
+    /// Told after every config read whether the file loaded (`/readyz`'s config check).
+    pub readiness: Readiness,
 }
 
 /// Runs the schedule until `shutdown` completes.
@@ -38,10 +43,13 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
         env,
         roots,
         mut hangups,
+        readiness,
+        sys,
     } = ctx;
     let inputs = Inputs {
         env,
         roots,
+        sys,
         limit: CYCLE_TIME_LIMIT,
     };
     let mut runner = Runner::new(initial);
@@ -62,7 +70,9 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
                 _ = shutdown.as_mut() => return,
                 _ = hangups.recv() => {
                     tracing::info!("SIGHUP received: re-reading the config");
-                    if !runner.reload_now(&inputs, shutdown.as_mut()).await {
+                    let reloaded = runner.reload_now(&inputs, shutdown.as_mut()).await;
+                    readiness.set_config_valid(runner.config_loads());
+                    if !reloaded {
                         return;
                     }
                 }
@@ -71,6 +81,7 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
         let outcome = runner
             .cycle(&inputs, shutdown.as_mut(), HttpTransport::new)
             .await;
+        readiness.set_config_valid(runner.config_loads());
         // A cycle that saw the trigger complete: it must not be polled again.
         if matches!(
             outcome,

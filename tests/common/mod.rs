@@ -187,3 +187,56 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Sends `request` on a fresh connection to `addr` (connecting and each read within `limit`),
+/// shuts down the write side when `half_close`, and reads until the server closes: the answer's
+/// bytes, or what went wrong. A server may close before reading all of an oversized request
+/// (its right), so a failed write is not an error; a reset after part of an answer was read
+/// returns that part.
+pub(crate) fn http_exchange(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    half_close: bool,
+    limit: std::time::Duration,
+) -> Result<Vec<u8>, String> {
+    use std::io::{ErrorKind, Read, Write};
+    let mut c =
+        std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    let _ = c.write_all(request);
+    if half_close {
+        c.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))?;
+    }
+    let mut answer = Vec::new();
+    match c.read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(format!(
+            "no close within {limit:?}; got {:?}",
+            String::from_utf8_lossy(&answer)
+        )),
+        Err(e) if answer.is_empty() => Err(format!("read: {e}")),
+        Err(_) => Ok(answer),
+    }
+}
+
+/// The status code of the (first) HTTP answer in `answer`.
+pub(crate) fn status_code(answer: &[u8]) -> Result<u16, String> {
+    let text = String::from_utf8_lossy(answer);
+    text.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))
+}
+
+/// `GET path` with `Connection: close` and a 5 s limit: the answer's status code.
+pub(crate) fn get_status(addr: std::net::SocketAddr, path: &str) -> Result<u16, String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let answer = http_exchange(
+        addr,
+        request.as_bytes(),
+        false,
+        std::time::Duration::from_secs(5),
+    )?;
+    status_code(&answer)
+}

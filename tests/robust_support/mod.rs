@@ -27,6 +27,21 @@ use common::Telemetry;
 
 pub(crate) const BIN: &str = common::AGENT;
 
+/// The resident memory every robustness case must stay under.
+pub(crate) const RSS_BOUND_KIB: u64 = 32 * 1024;
+
+/// An agent with telemetry off, started in the temporary directory.
+pub(crate) fn agent() -> Agent {
+    Agent::start(&[], &[("DO_NOT_TRACK", "1")], &std::env::temp_dir())
+}
+
+/// Why `agent`'s resident memory is out of bounds `phase`, if it is (0 means unreadable).
+pub(crate) fn memory_problem(agent: &Agent, phase: &str) -> Option<String> {
+    let rss = agent.rss_kib();
+    (rss == 0 || rss > RSS_BOUND_KIB)
+        .then(|| format!("VmRSS {rss} KiB {phase} (bound {RSS_BOUND_KIB} KiB)"))
+}
+
 /// A running `butler-agent run`; killed on drop if still running.
 pub(crate) struct Agent {
     child: Child,
@@ -210,23 +225,14 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 /// One `GET /health` as a probe sends it: the status and how long the answer took.
 pub(crate) fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), String> {
     let started = Instant::now();
-    let mut c = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
-    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
-    c.write_all(
+    let answer = common::http_exchange(
+        addr,
         b"GET /health HTTP/1.1\r\nHost: probe\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n",
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    let mut answer = Vec::new();
-    c.read_to_end(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
+        false,
+        limit,
+    )?;
     let took = started.elapsed();
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
-    Ok((status, took))
+    Ok((common::status_code(&answer)?, took))
 }
 
 /// One probe: the status and latency, or what went wrong.

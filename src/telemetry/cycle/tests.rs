@@ -29,6 +29,7 @@ fn inputs(env: &MapEnv, roots: &Roots) -> Inputs {
     Inputs {
         env: Arc::new(env.clone()),
         roots: roots.clone(),
+        sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
         limit: CYCLE_TIME_LIMIT,
     }
 }
@@ -150,6 +151,31 @@ fn silent_docker(dir: &std::path::Path) -> (std::os::unix::net::UnixListener, Ro
     (listener, roots)
 }
 
+/// Fake syscalls except for the Docker engine, asked for real: at the silent socket of
+/// [`silent_docker`], below the test's root.
+struct RealEngineOnly;
+
+impl Syscalls for RealEngineOnly {
+    fn cpuid(&self) -> Option<crate::host::CpuidVm> {
+        None
+    }
+    fn interface(&self, _: &str) -> Option<crate::host::Interface> {
+        None
+    }
+    fn first_external_interface(&self) -> Option<String> {
+        None
+    }
+    fn pid(&self) -> u32 {
+        4242
+    }
+    fn docker_engine_id(
+        &self,
+        endpoint: &crate::host::syscalls::DockerEndpoint,
+    ) -> Result<String, crate::host::syscalls::EngineIdError> {
+        crate::host::RealSyscalls.docker_engine_id(endpoint)
+    }
+}
+
 /// The cycle's work runs off the runtime thread: while it waits on a silent Docker engine,
 /// the runtime keeps running other tasks; past the limit the cycle is abandoned, and the next
 /// one is skipped while the abandoned work still runs, instead of starting more threads.
@@ -164,6 +190,7 @@ async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
     let mut runner = Runner::new(defaults(&env));
     let inputs = Inputs {
         limit: Duration::from_millis(300),
+        sys: Arc::new(RealEngineOnly),
         ..inputs(&env, &roots)
     };
     // A ticker on the same (current-thread) runtime: it must keep ticking during the cycle.
@@ -225,7 +252,10 @@ async fn a_stop_ends_a_cycle_waiting_on_its_work() {
     let started = std::time::Instant::now();
     let outcome = runner
         .cycle(
-            &inputs(&env, &roots),
+            &Inputs {
+                sys: Arc::new(RealEngineOnly),
+                ..inputs(&env, &roots)
+            },
             tokio::time::sleep(Duration::from_millis(100)),
             |_| -> Result<Down<'_>, _> { panic!("a stopped cycle builds no client") },
         )

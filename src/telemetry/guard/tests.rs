@@ -1,3 +1,4 @@
+use crate::host::syscalls::FakeSyscalls;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -65,7 +66,7 @@ fn template_config(env: &MapEnv) -> LoadedConfig {
 }
 
 fn event_body(cfg: &LoadedConfig, roots: &Roots) -> Value {
-    let snap = telemetry::gather(cfg, roots);
+    let snap = telemetry::gather(cfg, roots, &FakeSyscalls::default());
     telemetry::event(cfg, &snap, SystemTime::now()).expect("random source available")
 }
 
@@ -74,7 +75,7 @@ fn gathers_every_kind_from_the_host_tree() {
     let host = planted_host();
     let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
     let cfg = template_config(&env);
-    let known = Known::gather(&cfg, &roots(&host), &env);
+    let known = Known::gather(&cfg, &roots(&host), &env, &FakeSyscalls::default());
     let has = |kind: &Kind, v: &str| {
         known
             .identifiers
@@ -110,7 +111,7 @@ fn the_real_event_from_the_template_passes() {
     let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
     let cfg = template_config(&env);
     let roots = roots(&host);
-    let known = Known::gather(&cfg, &roots, &env);
+    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
     for _ in 0..20 {
         // Fresh uuid and timestamp each time: a chance match would show up as a flaky failure.
         let body = serde_json::to_string(&event_body(&cfg, &roots)).unwrap();
@@ -127,7 +128,7 @@ fn refuses_each_planted_value_and_names_its_kind() {
     let mut cfg = template_config(&env);
     cfg.tree["Butler"]["mqttConfig"]["brokerPassword"] = "s3cr3t-Pa55".into();
     let roots = roots(&host);
-    let known = Known::gather(&cfg, &roots, &env);
+    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
     let cases: Vec<(&str, Kind)> = vec![
         ("qlik-prod-node7.corp.example", Kind::HostName),
         ("QLIK-PROD-NODE7.corp.example", Kind::HostName),
@@ -274,7 +275,7 @@ fn hosts_named_like_the_distro_are_not_leaks() {
         distro: "Debian GNU/Linux 12 (bookworm)".into(),
         codename: "bookworm".into(),
         release: "12".into(),
-        ..crate::host::detect(&Roots::at(empty.path()))
+        ..crate::host::detect_with(&Roots::at(empty.path()), &FakeSyscalls::default())
     };
     for name in [
         "debian",
@@ -474,7 +475,7 @@ fn every_instance_id_input_is_known_and_refused() {
         ("3c:ec:ef:12:34:56", "192.0.2.77")
     );
 
-    let known = Known::gather(&cfg, &roots, &env);
+    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
     let secret = "5e".repeat(32);
     let cases: Vec<(&str, Kind)> = vec![
         ("3c:ec:ef:12:34:56", Kind::MacAddress),
@@ -510,4 +511,39 @@ fn every_instance_id_input_is_known_and_refused() {
             "{text}"
         );
     }
+}
+
+/// The addresses the ID reads through the syscalls (not from files) are known to the guard:
+/// the fake's, never this machine's.
+#[test]
+fn knows_the_addresses_the_syscalls_give() {
+    let empty = tempfile::tempdir().unwrap();
+    let env = MapEnv::default();
+    let cfg = LoadedConfig::defaults(&env).unwrap();
+    let sys = FakeSyscalls {
+        interfaces: vec![(
+            "eth7".into(),
+            crate::host::Interface {
+                mac: "02:42:ac:11:00:77".into(),
+                ipv4: Some(std::net::Ipv4Addr::new(10, 9, 8, 7)),
+            },
+        )],
+    };
+    let has = |known: &Known, kind: &Kind, v: &str| {
+        known
+            .identifiers
+            .iter()
+            .any(|i| &i.kind == kind && i.value == v)
+    };
+    let roots = Roots::at(empty.path());
+    let known = Known::gather(&cfg, &roots, &env, &sys);
+    assert!(has(&known, &Kind::MacAddress, "02:42:ac:11:00:77"));
+    assert!(
+        known
+            .identifiers
+            .iter()
+            .any(|i| i.value.contains("10.9.8.7"))
+    );
+    let without = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    assert!(!has(&without, &Kind::MacAddress, "02:42:ac:11:00:77"));
 }

@@ -16,6 +16,22 @@ fn a_huge_interval_saturates_instead_of_panicking() {
     assert!(far_future() > tokio::time::Instant::now());
 }
 
+/// A schedule on an empty host tree with fake syscalls and no SIGHUP.
+fn context(
+    initial: LoadedConfig,
+    env: crate::config::MapEnv,
+    readiness: Readiness,
+) -> ScheduleContext {
+    ScheduleContext {
+        initial,
+        env: Arc::new(env),
+        roots: Roots::at("/nonexistent"),
+        hangups: Hangups::none(),
+        readiness,
+        sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
+    }
+}
+
 /// A pause far too long to add to the clock is waited as "never", not a panic; a stop still
 /// ends it at once.
 #[tokio::test(start_paused = true)]
@@ -29,19 +45,44 @@ async fn a_huge_start_delay_waits_and_stops_without_panicking() {
         return;
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(
-        ScheduleContext {
-            initial: config,
-            env: Arc::new(env),
-            roots: Roots::at("/nonexistent"),
-            hangups: Hangups::none(),
-        },
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let task = tokio::spawn(run(context(config, env, Readiness::new()), async {
+        let _ = rx.await;
+    }));
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!task.is_finished());
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the schedule stops at once")
+        .expect("the schedule does not panic");
+}
+
+/// `/readyz`'s config check follows the file the cycles re-read: failing while it no longer
+/// loads (the last good config stays in use), passing again once it is fixed.
+#[tokio::test(start_paused = true)]
+async fn the_config_check_follows_each_re_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("production.yaml");
+    std::fs::write(&file, "Butler:\n  anonTelemetry: false\n").unwrap();
+    let env = crate::config::MapEnv::new([
+        ("BUTLER_TELEMETRY_START_DELAY", "0"),
+        ("BUTLER_TELEMETRY_INTERVAL", "1m"),
+    ]);
+    let config = crate::config::load(crate::config::ConfigSource::Flag(file.clone()), &env)
+        .expect("the first file loads");
+    let readiness = Readiness::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(context(config, env, readiness.clone()), async {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert!(readiness.status().config_valid);
+    std::fs::write(&file, "Butler:\n  anonTelemetry: \"yes\"\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert!(!readiness.status().config_valid);
+    std::fs::write(&file, "Butler:\n  anonTelemetry: false\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert!(readiness.status().config_valid);
     let _ = tx.send(());
     tokio::time::timeout(Duration::from_secs(1), task)
         .await
