@@ -6,7 +6,6 @@
 
 mod robust_support;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,19 +39,7 @@ fn sink() -> Sink {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the sink starts");
-    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the sink logs its address");
+    let addr = robust_support::common::sink_address(&mut child);
     Sink {
         child,
         url: format!("http://{addr}"),

@@ -36,19 +36,7 @@ fn start_sink(out: Option<&std::path::Path>) -> Sink {
         cmd.arg("--out").arg(o);
     }
     let mut child = cmd.spawn().expect("the binary runs");
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the sink logs its address");
+    let addr = common::sink_address(&mut child);
     let stdout_lines = Arc::new(Mutex::new(Vec::new()));
     let lines = Arc::clone(&stdout_lines);
     let stdout = BufReader::new(child.stdout.take().unwrap());

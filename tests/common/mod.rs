@@ -240,3 +240,22 @@ pub(crate) fn get_status(addr: std::net::SocketAddr, path: &str) -> Result<u16, 
     )?;
     status_code(&answer)
 }
+
+/// Reads a started `butler-agent sink`'s stderr (piped) until it logs
+/// `listening on http://ADDR` and returns `ADDR`; the rest of its stderr is drained in the
+/// background so the sink never blocks on a full pipe.
+pub(crate) fn sink_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("the sink's stderr is piped"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the sink logs its address")
+}
