@@ -30,13 +30,7 @@ const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
 /// make a handful of requests at most, so worker threads would only add memory; blocking work
 /// goes to tokio's blocking pool, which starts its threads on demand.
 pub(crate) fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::Runtime)?;
-    let result = runtime.block_on(work);
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
-    result
+    run_on(tokio::runtime::Builder::new_current_thread(), work)
 }
 
 /// At most this many worker threads serve the agent's connections.
@@ -52,11 +46,18 @@ pub(crate) fn block_on_serving<T>(
     work: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cpus.clamp(1, SERVING_WORKERS))
-        .enable_all()
-        .build()
-        .map_err(Failure::Runtime)?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(cpus.clamp(1, SERVING_WORKERS));
+    run_on(builder, work)
+}
+
+/// Builds the runtime `builder` describes, runs `work` to its end on it, and stops it without
+/// waiting for idle blocking threads.
+fn run_on<T>(
+    mut builder: tokio::runtime::Builder,
+    work: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let runtime = builder.enable_all().build().map_err(Failure::Runtime)?;
     let result = runtime.block_on(work);
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
     result
