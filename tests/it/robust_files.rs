@@ -5,9 +5,9 @@
 //! `/dev/full`). In each the agent keeps serving `/health`, still delivers its event to a
 //! local server, logs a clear warning naming the path, and stops with exit 0 on SIGTERM.
 //!
-//! Unreadable `/proc` files are covered by the host parsers' tests (`tests/robust_host.rs`).
+//! Unreadable `/proc` files are covered by the host parsers' tests (`tests/it/robust_host.rs`).
 
-mod robust_support;
+use crate::robust_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use robust_support::common::{self, Telemetry};
-use robust_support::{Agent, Prober, Summary};
+use crate::robust_support::common::{self, Telemetry};
+use crate::robust_support::{Agent, Prober, Summary};
 
 const CLASS: &str = "filesystem-faults";
 const PROBE_BOUND: Duration = Duration::from_millis(100);

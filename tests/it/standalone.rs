@@ -1,10 +1,10 @@
 //! The repository stands alone and its tests cannot reach the real PostHog: nothing refers to
-//! files outside the repository, every agent a test starts goes through `tests/common`
+//! files outside the repository, every agent a test starts goes through `tests/it/common`
 //! (telemetry off or to this machine), which refuses anything else, and no test touches the
 //! `latest` image a user builds.
 
-mod common;
-use common::{NOWHERE, Telemetry, docker_run, is_local};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry, docker_run, is_local};
 
 use std::path::{Path, PathBuf};
 
@@ -68,7 +68,7 @@ fn only_the_common_helper_starts_the_agent_or_its_image() {
         .filter(|p| p.extension().is_some_and(|e| e == "rs") && !p.ends_with("standalone.rs"))
     {
         let text = std::fs::read_to_string(p).expect("test source readable");
-        let in_common = p.starts_with(repo().join("tests/common"));
+        let in_common = p.starts_with(repo().join("tests/it/common"));
         let direct = ["Command::new(BIN)", "Command::new(robust_support::BIN)"];
         if !in_common && (text.contains(bin) || direct.iter().any(|d| text.contains(d))) {
             problems.push(format!(

@@ -7,11 +7,11 @@
 //! is the repository's. The block runs in a network namespace of its own with only a loopback
 //! interface (`unshare -rn`) where the machine allows it, so its fixed ports cannot collide
 //! with anything and nothing in it can reach another machine; otherwise on this machine's
-//! loopback. Either way its agent starts through `tests/common` (telemetry to this machine
+//! loopback. Either way its agent starts through `tests/it/common` (telemetry to this machine
 //! unless the block itself names a destination, which must then be local too).
 
-mod common;
-use common::{NOWHERE, Telemetry};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry};
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,8 +4,8 @@
 //! pre-existing secret is tightened and kept; several processes creating the secret at once all
 //! end with the same ID. Every agent sends to a local server or has telemetry off.
 
-mod common;
-use common::copy_dir;
+use crate::common;
+use crate::common::copy_dir;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

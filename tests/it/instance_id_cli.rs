@@ -1,8 +1,8 @@
 //! The instance ID through the real binary: raw inputs never appear in `telemetry preview`,
 //! `id` is stable and differs per host, and `id --explain` names inputs, never values.
 
-mod common;
-use common::{NOWHERE, Telemetry, copy_dir};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry, copy_dir};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -4,13 +4,13 @@
 //! SIGHUP re-reads the config and never stops it. Every agent here has telemetry off or sends
 //! to a local `butler-agent sink`.
 
-mod robust_support;
+use crate::robust_support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use robust_support::{Agent, Prober};
+use crate::robust_support::{Agent, Prober};
 
 /// The slowest probe tolerated while a cycle works on the other core of a loaded machine.
 const PROBE_BOUND: Duration = Duration::from_millis(300);

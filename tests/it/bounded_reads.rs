@@ -8,8 +8,8 @@
 //! One test, so its child processes run one at a time and the children's peak resident size
 //! (`getrusage(RUSAGE_CHILDREN)`) is theirs alone.
 
-mod common;
-use common::copy_dir;
+use crate::common;
+use crate::common::copy_dir;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,8 @@
 //! variables the case needs (its `env` file), so nothing leaks in from the machine running
 //! the tests. Also compares the real machine with `systemd-detect-virt` where it is installed.
 
-mod common;
-use common::Telemetry;
+use crate::common;
+use crate::common::Telemetry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

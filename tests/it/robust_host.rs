@@ -2,8 +2,7 @@
 //! `/etc` contents, unreadable files and arbitrary request bodies never panic, and detection
 //! still answers (with "unknown" where it cannot know). Bounded: a fixed number of cases.
 
-mod common;
-use common::copy_dir;
+use crate::common::copy_dir;
 
 use std::path::{Path, PathBuf};
 

@@ -9,8 +9,8 @@
 //! deliver; a planted host name or config secret in a free place of the body is refused, and
 //! `telemetry preview` says so on stderr while printing the body.
 
-mod common;
-use common::{Telemetry, copy_dir};
+use crate::common;
+use crate::common::{Telemetry, copy_dir};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

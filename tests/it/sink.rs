@@ -1,8 +1,8 @@
 //! The real binary end to end: `butler-agent sink` receiving from `butler-agent telemetry send`,
 //! directly and through a local proxy, and sending nothing when telemetry is off.
 
-mod common;
-use common::{NOWHERE, Telemetry};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! The real binary, run as a user would: config loading, bad input, exit codes, help.
 
-mod common;
-use common::{NOWHERE, Telemetry};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -5,17 +5,17 @@
 //! agent's resident memory must stay under `robust_support::RSS_BOUND_KIB`. The limits
 //! checked are the ones `src/health.rs` documents.
 
-mod robust_support;
+use crate::robust_support;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use butler_agent::health::{HEADER_READ_TIMEOUT, HEALTH_BODY, MAX_CONNECTIONS};
-use robust_support::{
+use crate::robust_support::{
     Prober, Summary, agent, closed_by_server, memory_problem, raise_fd_limit, statuses,
     stop_problem,
 };
+use butler_agent::health::{HEADER_READ_TIMEOUT, HEALTH_BODY, MAX_CONNECTIONS};
 
 const CLASS: &str = "hostile-http";
 const PROBE_BOUND: Duration = Duration::from_millis(100);

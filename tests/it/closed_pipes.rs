@@ -3,8 +3,8 @@
 //! closed stderr only loses the log lines: the agent keeps serving, and a failure still exits
 //! with its documented code.
 
-mod common;
-use common::{NOWHERE, Telemetry};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry};
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};

@@ -12,8 +12,8 @@
 //! on a network the test created. Every test names its containers, networks and volumes
 //! uniquely and removes them in a `Drop` guard, so a failing test leaves nothing behind.
 
-mod common;
-use common::{Telemetry, docker_run};
+use crate::common;
+use crate::common::{Telemetry, docker_run};
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Completion, Failed, Trial};
 use serde_json::Value;
 
 const REQUIRE_VAR: &str = "BUTLER_REQUIRE_DOCKER";
@@ -75,9 +75,9 @@ const TESTS: &[(&str, Test)] = &[
     ),
 ];
 
-fn main() {
-    let args = Arguments::from_args();
-    let trials = TESTS
+/// This suite's trials; `main.rs` runs them with the other container suite's.
+pub(crate) fn trials() -> Vec<Trial> {
+    TESTS
         .iter()
         .map(|&(name, test)| {
             Trial::ignorable_test(name, move || match image() {
@@ -89,10 +89,7 @@ fn main() {
                 Image::Broken(e) => Err(Failed::from(e)),
             })
         })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    remove_built_image();
-    conclusion.exit();
+        .collect()
 }
 
 fn repo() -> &'static Path {
@@ -145,7 +142,7 @@ fn image() -> &'static Image {
         // A tag of the tests' own: never the user's butler-agent image.
         let tag = format!("butler-agent:test-{}", std::process::id());
         loud(&format!(
-            "tests/docker.rs: building {tag} with scripts/build-image ..."
+            "tests/containers/docker.rs: building {tag} with scripts/build-image ..."
         ));
         let out = Command::new(repo().join("scripts/build-image"))
             .args(["--tag", &tag])
@@ -167,12 +164,12 @@ fn image() -> &'static Image {
 }
 
 /// Removes the image this run built (its containers are gone by now).
-fn remove_built_image() {
+pub(crate) fn remove_built_image() {
     if let Some(Image::Ready { tag, built: true }) = IMAGE.get() {
         let out = docker(&["image", "rm", tag]);
         if !out.status.success() {
             loud(&format!(
-                "tests/docker.rs: could not remove {tag}: {}",
+                "tests/containers/docker.rs: could not remove {tag}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }

@@ -21,8 +21,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// The one way the tests start the agent (see its docs); the suites reach it through here.
-#[path = "../common/mod.rs"]
-pub(crate) mod common;
+pub(crate) use crate::common;
 use common::Telemetry;
 
 pub(crate) const BIN: &str = common::AGENT;

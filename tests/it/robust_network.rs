@@ -9,15 +9,13 @@
 //! All cases run at once, each with its own agent and server, so the suite takes as long as
 //! its slowest case (about 10 s) rather than their sum.
 
-mod robust_support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use robust_support::{Agent, Prober, RSS_BOUND_KIB, Summary};
+use crate::robust_support::{Agent, Prober, RSS_BOUND_KIB, Summary};
 
 const CLASS: &str = "network-faults";
 const RETRIES: u32 = 2;

@@ -1,8 +1,8 @@
 //! `butler-agent sink` under hostile or heavy clients: a dribbled body, many large bodies at
 //! once, and a symbolic link at `--out`. Each test runs the real binary on loopback.
 
-mod common;
-use common::Telemetry;
+use crate::common;
+use crate::common::Telemetry;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

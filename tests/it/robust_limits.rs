@@ -3,18 +3,18 @@
 //! and `butler-agent sink` keeps its own `/health` under 1,000 idle connections. The cases
 //! load the machine, so they run one at a time, never beside each other.
 
-mod robust_support;
+use crate::robust_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use butler_agent::health::MAX_CONNECTIONS;
-use robust_support::{
+use crate::robust_support::{
     RSS_BOUND_KIB, Summary, agent, closed_by_server, memory_problem, raise_fd_limit, statuses,
     stop_problem,
 };
+use butler_agent::health::MAX_CONNECTIONS;
 
 const CLASS: &str = "hostile-http";
 

@@ -2,8 +2,7 @@
 //! (`tests/fixtures/instance_id/make_vectors.py`), stability, sensitivity to each input, and
 //! survival of container re-creation when an anchor is available.
 
-mod common;
-use common::copy_dir;
+use crate::common::copy_dir;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

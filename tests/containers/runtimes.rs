@@ -4,22 +4,22 @@
 //! `host --json` and `id --explain` say there, and what a restart and a re-creation do to the ID.
 //!
 //! A runtime that is absent (no binary, or its daemon does not answer) makes its test
-//! `ignored`, with the reason (a harness of its own, libtest-mimic, as `tests/docker.rs`);
+//! `ignored`, with the reason (a harness of its own, libtest-mimic, as `tests/containers/docker.rs`);
 //! `BUTLER_REQUIRE_RUNTIMES=1` (set by `.ci/run`) makes that a failure. The image is
 //! `BUTLER_TEST_IMAGE` when set, else built once with `scripts/build-image` under a tag of its
 //! own, `butler-agent:test-<pid>`; what this run built or loaded into Podman and containerd is
 //! removed at the end. Every container comes with telemetry off (`common::docker_run`,
 //! `common::telemetry_env`); the commands are `host` and `id`, which send nothing anyway.
 
-mod common;
-use common::{Telemetry, docker_run, telemetry_env};
+use crate::common;
+use crate::common::{Telemetry, docker_run, telemetry_env};
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Completion, Failed, Trial};
 use serde_json::Value;
 
 const REQUIRE_VAR: &str = "BUTLER_REQUIRE_RUNTIMES";
@@ -54,9 +54,9 @@ const TESTS: &[(&str, &str, &[&str], Test)] = &[
     ),
 ];
 
-fn main() {
-    let args = Arguments::from_args();
-    let trials = TESTS
+/// This suite's trials; `main.rs` runs them with the other container suite's.
+pub(crate) fn trials() -> Vec<Trial> {
+    TESTS
         .iter()
         .map(|&(name, program, probe, test)| {
             Trial::ignorable_test(name, move || {
@@ -79,10 +79,7 @@ fn main() {
                 }
             })
         })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    remove_images();
-    conclusion.exit();
+        .collect()
 }
 
 /// What this run put in image stores: the built image, and its copies in Podman and containerd.
@@ -90,7 +87,7 @@ static BUILT: OnceLock<bool> = OnceLock::new();
 static PODMAN_IMAGE: OnceLock<String> = OnceLock::new();
 static CTR_IMAGE: OnceLock<String> = OnceLock::new();
 
-fn remove_images() {
+pub(crate) fn remove_images() {
     let quiet = |program: &str, args: &[&str]| {
         let _ = Command::new(program)
             .args(args)
@@ -178,7 +175,7 @@ fn image() -> Result<&'static str, String> {
                 return Ok(img);
             }
             let tag = format!("butler-agent:test-{}", std::process::id());
-            eprintln!("tests/runtimes.rs: building {tag} with scripts/build-image ...");
+            eprintln!("tests/containers/runtimes.rs: building {tag} with scripts/build-image ...");
             let out = Command::new(repo().join("scripts/build-image"))
                 .args(["--tag", &tag])
                 .current_dir(repo())

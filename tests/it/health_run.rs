@@ -1,8 +1,8 @@
 //! `butler-agent run` as a process: the health server comes up, `/readyz` turns 200, the banner
 //! is logged, SIGTERM and SIGINT end it with exit code 0, and a taken port is a clear error.
 
-mod common;
-use common::{NOWHERE, Telemetry};
+use crate::common;
+use crate::common::{NOWHERE, Telemetry};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -6,8 +6,8 @@ use butler_agent::config::parse_str;
 use butler_agent::telemetry::features;
 use proptest::prelude::*;
 
-const TEMPLATE: &str = include_str!("fixtures/butler-production-template.yaml");
-const ALL_ENABLED: &str = include_str!("fixtures/config/all-enabled.yaml");
+const TEMPLATE: &str = include_str!("../fixtures/butler-production-template.yaml");
+const ALL_ENABLED: &str = include_str!("../fixtures/config/all-enabled.yaml");
 
 fn check(text: &str) {
     match parse_str(text, "fuzz.yaml") {

@@ -1,0 +1,29 @@
+//! Process-level suites in one test binary (as ripgrep does): each module drives the real
+//! `butler-agent` binary or the library across its public surface. Unit tests live beside their
+//! code in `src/`; the container suites are `tests/containers`.
+
+mod common;
+mod robust_support;
+
+mod bounded_reads;
+mod cli;
+mod closed_pipes;
+mod delivery;
+mod health;
+mod health_run;
+mod host_fixtures;
+mod instance_id;
+mod instance_id_cli;
+mod never_stall;
+mod own_files;
+mod privacy;
+mod readme;
+mod robust_config;
+mod robust_files;
+mod robust_host;
+mod robust_http;
+mod robust_limits;
+mod robust_network;
+mod sink;
+mod sink_limits;
+mod standalone;
