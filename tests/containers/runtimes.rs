@@ -60,7 +60,8 @@ pub(crate) fn trials() -> Vec<Trial> {
         .iter()
         .map(|&(name, program, probe, test)| {
             Trial::ignorable_test(name, move || {
-                let why = answers(program, probe).map(|w| format!("{program} unavailable: {w}"));
+                let why = answers(program, probe)
+                    .map(|w| format!("{program} unavailable: {w} ({})", fix_for(program)));
                 let ready = match why {
                     Some(why) => Err(why),
                     None => image(),
@@ -80,6 +81,17 @@ pub(crate) fn trials() -> Vec<Trial> {
             })
         })
         .collect()
+}
+
+/// What to do when a runtime does not answer.
+fn fix_for(program: &str) -> &'static str {
+    match program {
+        "ctr" => "start containerd (`containerd &` as root), or run `bash .ci/run` as root",
+        "podman" => {
+            "install podman and runc (`apt-get install podman runc`), or run `bash .ci/run` as root"
+        }
+        _ => "install it, or run `bash .ci/run` as root",
+    }
 }
 
 /// What this run put in image stores: the built image, and its copies in Podman and containerd.

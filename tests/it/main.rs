@@ -9,6 +9,7 @@ mod bounded_reads;
 mod cli;
 mod closed_pipes;
 mod delivery;
+mod docs;
 mod health;
 mod health_run;
 mod host_fixtures;
