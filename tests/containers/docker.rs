@@ -70,6 +70,10 @@ const TESTS: &[(&str, Test)] = &[
         compose_stack_comes_up_healthy_and_the_sink_gets_an_event,
     ),
     (
+        "readme_docker_quick_start_runs_as_written",
+        readme_docker_quick_start_runs_as_written,
+    ),
+    (
         "binaries_in_the_image_carry_their_dependency_list",
         binaries_in_the_image_carry_their_dependency_list,
     ),
@@ -772,6 +776,81 @@ fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event(img: &str) {
     assert_eq!(health_status(&sink), "healthy");
     let sink_log = wait_for(
         "the sink to print an event",
+        Duration::from_secs(30),
+        || {
+            let l = logs(&sink);
+            l.contains("telemetry sent").then_some(l)
+        },
+    );
+    assert!(sink_log.contains("system_isRunningInDocker"), "{sink_log}");
+}
+
+/// The README's "Docker quick start" block, run as written but for what a test must not share
+/// with the user: the image tag (the tests' own), the container, network and volume names
+/// (unique per run, all removed afterwards), the published port (a free one) and the image
+/// build (done once by this harness). The block must send to a sink of its own, never to
+/// PostHog; the sink must print the event and `/health` must answer Butler's body.
+fn readme_docker_quick_start_runs_as_written(img: &str) {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md readable");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Docker quick start"))
+        .expect("README has a \"Docker quick start\" section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has a sh block");
+    assert!(
+        block.contains("BUTLER_POSTHOG_HOST=http://butler-sink:8080"),
+        "the quick start sends to its local sink: {block}"
+    );
+    let mut cleanup = Cleanup::default();
+    let (agent, sink) = (cleanup.container("qs-agent"), cleanup.container("qs-sink"));
+    let network = unique("qs-net");
+    cleanup.networks.push(network.clone());
+    let volume = unique("qs-state");
+    cleanup.volumes.push(volume.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let script = block
+        .lines()
+        .filter(|l| !l.starts_with("scripts/build-image"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(concat!("butler-agent", ":latest"), img)
+        .replace("--name butler-agent ", &format!("--name {agent} "))
+        .replace("butler-sink", &sink)
+        .replace("butler-demo", &network)
+        .replace("butler-agent-state", &volume)
+        .replace("-p 12398:12398", &format!("-p 127.0.0.1:{port}:12398"))
+        .replace("127.0.0.1:12398", &format!("127.0.0.1:{port}"))
+        // `curl` right after `docker run -d` would race the agent's start; the block's reader
+        // types slower than that.
+        .replace(
+            "curl -s",
+            "sleep 2; curl -s --retry 10 --retry-connrefused --retry-delay 1",
+        );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the block failed:\n{script}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"{"statusCode":200,"status":"ok"}"#),
+        "{stdout}"
+    );
+    let sink_log = wait_for(
+        "the quick start's sink to print an event",
         Duration::from_secs(30),
         || {
             let l = logs(&sink);
