@@ -67,7 +67,7 @@ fn template_config(env: &MapEnv) -> LoadedConfig {
 
 fn event_body(cfg: &LoadedConfig, roots: &Roots) -> Value {
     let snap = telemetry::gather(cfg, roots, &FakeSyscalls::default());
-    telemetry::event(cfg, &snap, SystemTime::now()).expect("random source available")
+    telemetry::event(cfg, &snap, "16.0.4", SystemTime::now()).expect("random source available")
 }
 
 #[test]
