@@ -98,11 +98,13 @@ pub(crate) fn check_api_url(raw: &str, posthog_host: &str) -> Result<String, Str
         return Err("the URL has no host".into());
     };
     let host = host.to_ascii_lowercase();
-    let posthog = reqwest::Url::parse(posthog_host)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-    if host == "posthog.com" || host.ends_with(".posthog.com") || posthog.as_deref() == Some(&host)
-    {
+    // The configured destination: same host and port (a self-hosted PostHog may share a host
+    // with Butler on another port).
+    let same_as_destination = reqwest::Url::parse(posthog_host).ok().is_some_and(|p| {
+        p.host_str().map(str::to_ascii_lowercase).as_deref() == Some(host.as_str())
+            && p.port_or_known_default() == url.port_or_known_default()
+    });
+    if host == "posthog.com" || host.ends_with(".posthog.com") || same_as_destination {
         return Err(
             "the URL points at PostHog, the telemetry destination; it must be Butler's REST API, \
              e.g. http://butler:8080"

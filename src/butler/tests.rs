@@ -79,6 +79,8 @@ fn api_urls_are_checked() {
     // A self-hosted PostHog (the configured destination) too.
     let e = check_api_url("http://ph.example.org:8000", "http://ph.example.org:8000").unwrap_err();
     assert!(e.contains("PostHog"), "{e}");
+    // The same host on another port is not the destination.
+    assert!(check_api_url("http://ph.example.org:8080", "http://ph.example.org:8000").is_ok());
 }
 
 #[test]
