@@ -1,6 +1,7 @@
 //! The commands: turns a parsed command line into work and output. Every command returns a
 //! [`Failure`]; `main` reports it once, as one line, and exits with its code.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -75,7 +76,6 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
 /// Writes a command's output to stdout in one go. A failed write is a [`Failure::Output`]; a
 /// reader that went away (`| head`) ends the command quietly.
 fn print(text: &str) -> Result<(), Failure> {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -113,7 +113,12 @@ fn preview(
     compact: bool,
 ) -> Result<String, Failure> {
     let version = service_version(cfg)?;
-    eprintln!("butler-agent: serviceVersion: {}", version.describe(true));
+    // Beside the body, not in it: stdout stays the exact body. A closed stderr loses the line.
+    let _ = writeln!(
+        std::io::stderr(),
+        "serviceVersion: {}",
+        version.describe(true)
+    );
     let snapshot = telemetry::gather(cfg, roots, &RealSyscalls);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");

@@ -156,7 +156,14 @@ fn transport_error(e: reqwest::Error, base: &str) -> PingError {
     if e.is_timeout() {
         return PingError::Timeout;
     }
-    let mut text = sender::chain(&e.without_url());
+    // The innermost cause says it best ("Connection refused (os error 111)", "failed to lookup
+    // address information: …"); the layers above it repeat "error sending request".
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let mut text = cause.to_string();
     if let Some(host) = reqwest::Url::parse(base)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
