@@ -308,7 +308,9 @@ fn the_version_comes_from_butler_and_every_bad_answer_is_unknown_with_a_reason()
     // Logs name the setting, never the URL.
     assert!(!v.describe(false).contains(&url), "{}", v.describe(false));
 
-    let cases: [(&str, Box<dyn Fn(&Standin)>, &str); 8] = [
+    /// A name, how to make the stand-in answer badly, and words the reason must have.
+    type Case = (&'static str, Box<dyn Fn(&Standin)>, &'static str);
+    let cases: [Case; 8] = [
         (
             "html",
             Box::new(|s| s.set_fault(Fault::Html)),

@@ -174,7 +174,9 @@ fn the_url_comes_from_butlers_config_when_both_switches_are_on() {
 #[test]
 fn bad_butler_settings_exit_64_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], Option<&str>, &[&str]); 7] = [
+    /// Environment, config file, words the error must have.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a [&'a str]);
+    let cases: [Case; 7] = [
         (
             &[("BUTLER_API_URL", "butler:8080")],
             None,
