@@ -3,7 +3,7 @@
 //! 1. Install the SIGTERM/SIGINT handlers (PID 1 ignores SIGTERM without one) and the SIGHUP
 //!    one (re-read the config now; never a stop).
 //! 2. Bind and start the health server first, so probes get answers (`/readyz` 503) while
-//!    start-up work runs.
+//!    start-up work runs; with `requireButler`, start the `butler` readiness check.
 //! 3. Gather host facts and the instance ID on the blocking pool: they read files and may be
 //!    slow on odd hosts, and must not stall the health server.
 //! 4. Release the readiness latch, log the start-up banner (Butler's lines), start the
@@ -19,9 +19,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::butler;
 use crate::config::{Env, LoadedConfig};
 use crate::error::Failure;
-use crate::health::{self, Limits, Readiness};
+use crate::health::{self, ButlerCheck, Limits, Readiness};
 use crate::host::{RealSyscalls, Roots};
 use crate::shutdown::{self, Signals};
 use crate::telemetry::{self, Snapshot, optout, payload, schedule};
@@ -42,6 +43,31 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     }
     let (stop, stop_token) = shutdown::stop_channel();
     let readiness = Readiness::new();
+    // Checked at load: with `requireButler` there is a target.
+    let butler_target = config
+        .agent
+        .require_butler
+        .then(|| butler::readiness_target(&config.butler, &config.agent))
+        .flatten();
+    if let Some(target) = &butler_target {
+        telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
+        readiness.set_butler(ButlerCheck::Pending);
+        match butler::probe::client(&config.agent) {
+            Ok(client) => {
+                tokio::spawn(butler::ready::watch(
+                    target.clone(),
+                    client,
+                    readiness.clone(),
+                    butler::ready::PERIOD,
+                    stop_token.wait(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!("butler check: {e}; /readyz fails");
+                readiness.set_butler(ButlerCheck::Failed(e.to_string().into()));
+            }
+        }
+    }
 
     let health_addr = SocketAddr::new(config.agent.health_host, config.agent.health_port);
     let mut health_bound = None;
@@ -86,7 +112,18 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
         }
     };
     readiness.release();
-    for line in banner(&config, &snapshot, &roots, decision.explain(), health_bound) {
+    let butler_line = butler_target.as_ref().map_or_else(
+        || "not required (requireButler is off)".to_string(),
+        |t| format!("required: /readyz asks {t}"),
+    );
+    for line in banner(
+        &config,
+        &snapshot,
+        &roots,
+        decision.explain(),
+        health_bound,
+        &butler_line,
+    ) {
         tracing::info!("{line}");
     }
 
@@ -152,6 +189,7 @@ fn banner(
     roots: &Roots,
     telemetry: &str,
     health: Option<SocketAddr>,
+    butler: &str,
 ) -> Vec<String> {
     let h = &snapshot.host;
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -188,6 +226,7 @@ fn banner(
         String::new(),
         format!("Config file       : {}", config.source),
         format!("Health server     : {health}"),
+        format!("Butler readiness  : {butler}"),
         format!("Telemetry         : {telemetry}"),
         rule,
     ]

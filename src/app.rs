@@ -1,10 +1,12 @@
 //! The commands: turns a parsed command line into work and output. Every command returns a
 //! [`Failure`]; `main` reports it once, as one line, and exits with its code.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use crate::butler::{self, ServiceVersion};
 use crate::cli::{Cli, Command, TelemetryCommand};
 use crate::config::{self, ConfigError, Env, LoadedConfig};
 use crate::error::Failure;
@@ -74,7 +76,6 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
 /// Writes a command's output to stdout in one go. A failed write is a [`Failure::Output`]; a
 /// reader that went away (`| head`) ends the command quietly.
 fn print(text: &str) -> Result<(), Failure> {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -90,17 +91,40 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
     r.expect("serializing plain data to JSON cannot fail")
 }
 
+/// Asks for `serviceVersion` once, as a cycle would but without waiting for a Butler that is
+/// still starting: a person is waiting for the answer.
+fn service_version(cfg: &LoadedConfig) -> Result<ServiceVersion, Failure> {
+    shutdown::block_on(async {
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        let found = butler::service_version(&cfg.butler, &cfg.agent, Duration::ZERO, never).await;
+        // Without a stop trigger the lookup always ends with an answer.
+        Ok(found.unwrap_or_else(|| ServiceVersion {
+            value: butler::UNKNOWN.into(),
+            source: butler::Source::NoApi("the lookup was interrupted".into()),
+        }))
+    })
+}
+
 fn preview(
     cfg: &LoadedConfig,
     roots: &Roots,
     env: &dyn Env,
     compact: bool,
 ) -> Result<String, Failure> {
+    let version = service_version(cfg)?;
+    // Beside the body, not in it: stdout stays the exact body. A closed stderr loses the line.
+    let _ = writeln!(
+        std::io::stderr(),
+        "serviceVersion: {}",
+        version.describe(true)
+    );
     let snapshot = telemetry::gather(cfg, roots, &RealSyscalls);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
+    let body = telemetry::event(cfg, &snapshot, version.value(), SystemTime::now())
+        .map_err(Failure::NoRandom)?;
     // The guard sees the bytes a send would serialize; the body is printed either way.
     let text = serde_json::to_string(&body).unwrap_or_default();
     if let Err(finding) =
@@ -116,6 +140,7 @@ fn preview(
 
 fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<String, Failure> {
     let decision = optout::decide(env, cfg.butler.anon_telemetry)?;
+    let version = service_version(cfg)?;
     let destination = telemetry::sender::capture_url(&cfg.agent.posthog_host);
     let last = match &cfg.agent.state_dir {
         Some(dir) => telemetry::state::load(dir).unwrap_or_else(|e| {
@@ -136,15 +161,19 @@ fn status(cfg: &LoadedConfig, env: &dyn Env, json: bool) -> Result<String, Failu
             .map(|d| d.display().to_string())
             .into();
         v["lastAttempt"] = serde_json::to_value(&last).expect("plain data");
+        v["serviceVersion"] = version.value().into();
+        v["serviceVersionSource"] = version.source_text(true).into();
         return Ok(format!("{}\n", to_json(&v, false)));
     }
     let mut out = format!(
         "telemetry:    {}\ndestination:  {destination}\n\
-         interval:     {} (plus up to {}% random offset)\nconfig file:  {}\n",
+         interval:     {} (plus up to {}% random offset)\nconfig file:  {}\n\
+         serviceVersion: {}\n",
         decision.explain(),
         humantime::format_duration(cfg.agent.interval),
         (telemetry::schedule::JITTER_FRACTION * 100.0) as u32,
         cfg.source,
+        version.describe(true),
     );
     out += &match (&cfg.agent.state_dir, &last) {
         (None, _) => "last attempt: not recorded (no state directory set)\n".to_string(),
@@ -170,7 +199,8 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
         return Ok(format!("not sent: telemetry is {}\n", decision.explain()));
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
-    let body = cycle::prepare(cfg, roots, env, &RealSyscalls)?;
+    let version = service_version(cfg)?;
+    let body = cycle::prepare(cfg, roots, env, &RealSyscalls, version.value())?;
     sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
     let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;

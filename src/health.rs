@@ -5,14 +5,15 @@
 //!   fastify-healthcheck answers, so checks written for Butler keep passing.
 //! - `/livez`: 200 while the process serves requests (Kubernetes liveness).
 //! - `/readyz`: 200 while every [`Readiness`] check passes (the config file loads, host facts
-//!   and instance ID are known, the listener accepts), else 503 (Kubernetes readiness and
-//!   startup).
+//!   and instance ID are known, the listener accepts, and with `requireButler` Butler answers:
+//!   see [`crate::butler::ready`]), else 503 (Kubernetes readiness and startup).
 //! - `?verbose` on `/livez` and `/readyz`: one `[+]name ok` / `[-]name failed: why` line per check,
 //!   then `livez check passed` (or `failed`), as kube-apiserver prints them. A failing check
 //!   always prints the list, so `kubectl describe` shows why.
 //! - Any other path: 404. Any other method on a known path: 405 with `Allow: GET, HEAD`.
 //!
 //! Telemetry never feeds into these answers: a PostHog outage must not restart the container.
+//! Butler feeds only `/readyz`, never `/livez` or `/health`: a Butler outage must not either.
 //!
 //! # Limits
 //! A probe must get its answer even while a slow or hostile client is connected: the
@@ -25,9 +26,10 @@
 //! [`serve`] takes the listener and the shutdown trigger as parameters (as mini-redis does), so
 //! tests bind port 0 and stop the server themselves. Routing ([`respond`]) is pure.
 
+use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -58,10 +60,24 @@ struct Flags {
     started: AtomicBool,
     config_invalid: AtomicBool,
     listening: AtomicBool,
+    butler: Mutex<ButlerCheck>,
+}
+
+/// The `butler` check (with `requireButler`): the latest answer of Butler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum ButlerCheck {
+    /// Not required: not listed.
+    #[default]
+    Off,
+    /// Required, not asked yet.
+    Pending,
+    Ok,
+    /// Why Butler did not answer (names the endpoint and the setting, never the URL).
+    Failed(Arc<str>),
 }
 
 /// One reading of the [`Readiness`] flags, for the pure [`respond`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Status {
     /// Host facts and the instance ID are known.
     pub(crate) started: bool,
@@ -69,6 +85,7 @@ pub(crate) struct Status {
     pub(crate) config_valid: bool,
     /// The health listener accepts connections.
     pub(crate) listening: bool,
+    pub(crate) butler: ButlerCheck,
 }
 
 impl Readiness {
@@ -90,11 +107,22 @@ impl Readiness {
         self.0.listening.store(listening, Ordering::Release);
     }
 
+    /// Records the `butler` check's latest result ([`ButlerCheck::Pending`] turns it on).
+    pub(crate) fn set_butler(&self, check: ButlerCheck) {
+        *self.0.butler.lock().unwrap_or_else(|p| p.into_inner()) = check;
+    }
+
     pub(crate) fn status(&self) -> Status {
         Status {
             started: self.0.started.load(Ordering::Acquire),
             config_valid: !self.0.config_invalid.load(Ordering::Acquire),
             listening: self.0.listening.load(Ordering::Acquire),
+            butler: self
+                .0
+                .butler
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -148,7 +176,7 @@ pub async fn serve(
 /// What one check reports for the verbose listing.
 struct Check {
     name: &'static str,
-    failure: Option<&'static str>,
+    failure: Option<Cow<'static, str>>,
 }
 
 /// The answer to one request. Pure: method, path, query and the readiness flags in, response
@@ -188,28 +216,45 @@ pub(crate) fn respond(
             name: "ping",
             failure: None,
         }],
-        Endpoint::Readyz => vec![
-            Check {
-                name: "ping",
-                failure: None,
-            },
-            Check {
-                name: "config",
-                failure: (!status.config_valid).then_some(
-                    "the config file no longer loads (the log says why); the last good config \
-                     stays in use",
-                ),
-            },
-            Check {
-                name: "startup",
-                failure: (!status.started).then_some("host facts and instance ID not yet known"),
-            },
-            Check {
-                name: "listener",
-                failure: (!status.listening)
-                    .then_some("the health listener no longer accepts connections: stopping"),
-            },
-        ],
+        Endpoint::Readyz => {
+            let mut checks = vec![
+                Check {
+                    name: "ping",
+                    failure: None,
+                },
+                Check {
+                    name: "config",
+                    failure: (!status.config_valid).then_some(Cow::Borrowed(
+                        "the config file no longer loads (the log says why); the last good \
+                         config stays in use",
+                    )),
+                },
+                Check {
+                    name: "startup",
+                    failure: (!status.started)
+                        .then_some(Cow::Borrowed("host facts and instance ID not yet known")),
+                },
+                Check {
+                    name: "listener",
+                    failure: (!status.listening).then_some(Cow::Borrowed(
+                        "the health listener no longer accepts connections: stopping",
+                    )),
+                },
+            ];
+            let butler = match &status.butler {
+                ButlerCheck::Off => None,
+                ButlerCheck::Ok => Some(None),
+                ButlerCheck::Pending => Some(Some(Cow::Borrowed("Butler not asked yet"))),
+                ButlerCheck::Failed(why) => Some(Some(Cow::Owned(why.to_string()))),
+            };
+            if let Some(failure) = butler {
+                checks.push(Check {
+                    name: "butler",
+                    failure,
+                });
+            }
+            checks
+        }
     };
     let name = if endpoint == Endpoint::Livez {
         "livez"
@@ -227,7 +272,7 @@ pub(crate) fn respond(
     }
     let mut body = String::new();
     for c in &checks {
-        match c.failure {
+        match &c.failure {
             None => body.push_str(&format!("[+]{} ok\n", c.name)),
             Some(why) => body.push_str(&format!("[-]{} failed: {why}\n", c.name)),
         }
@@ -291,6 +336,7 @@ mod tests {
         started: true,
         config_valid: true,
         listening: true,
+        butler: ButlerCheck::Off,
     };
     /// Before the first host facts and instance ID: what a fresh agent serves.
     const STARTING: Status = Status {
@@ -326,7 +372,7 @@ mod tests {
             config_valid: false,
             ..READY
         };
-        let r = respond(&Method::GET, "/readyz", None, bad_config);
+        let r = respond(&Method::GET, "/readyz", None, bad_config.clone());
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body(r),
@@ -337,14 +383,14 @@ mod tests {
             listening: false,
             ..READY
         };
-        let r = respond(&Method::GET, "/readyz", None, closed);
+        let r = respond(&Method::GET, "/readyz", None, closed.clone());
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(body(r).contains(
             "[-]listener failed: the health listener no longer accepts connections: stopping\n"
         ));
         // Neither /health (Butler's body) nor /livez follows readiness.
         for s in [bad_config, closed, STARTING] {
-            let r = respond(&Method::GET, "/health", None, s);
+            let r = respond(&Method::GET, "/health", None, s.clone());
             assert_eq!(r.status(), StatusCode::OK);
             assert_eq!(body(r), HEALTH_BODY);
             assert_eq!(
@@ -352,6 +398,53 @@ mod tests {
                 StatusCode::OK
             );
         }
+    }
+
+    #[test]
+    fn the_butler_check_is_listed_only_when_required_and_feeds_only_readyz() {
+        let failed = Status {
+            butler: ButlerCheck::Failed(
+                "Butler's health endpoint on 127.0.0.1:12398 did not \
+                                         answer: connection refused"
+                    .into(),
+            ),
+            ..READY
+        };
+        let r = respond(&Method::GET, "/readyz", None, failed.clone());
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body(r),
+            "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\n[-]butler failed: \
+             Butler's health endpoint on 127.0.0.1:12398 did not answer: connection refused\n\
+             readyz check failed\n"
+        );
+        let pending = Status {
+            butler: ButlerCheck::Pending,
+            ..READY
+        };
+        assert_eq!(
+            respond(&Method::GET, "/readyz", None, pending.clone()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        for s in [failed, pending] {
+            assert_eq!(
+                respond(&Method::GET, "/livez", None, s.clone()).status(),
+                StatusCode::OK
+            );
+            let r = respond(&Method::GET, "/health", None, s);
+            assert_eq!((r.status(), body(r)), (StatusCode::OK, HEALTH_BODY.into()));
+        }
+        let ok = Status {
+            butler: ButlerCheck::Ok,
+            ..READY
+        };
+        let r = respond(&Method::GET, "/readyz", Some("verbose"), ok);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            body(r),
+            "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\n[+]butler ok\n\
+             readyz check passed\n"
+        );
     }
 
     #[test]
@@ -363,6 +456,7 @@ mod tests {
                 started: false,
                 config_valid: true,
                 listening: false,
+                butler: ButlerCheck::Off,
             }
         );
         r.release();

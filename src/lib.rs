@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: Butler's YAML file, the agent's own settings, the environment.
+//! - [`butler`]: the Butler the agent serves: its version (`serviceVersion`) and its health
+//!   (`/readyz`'s `butler` check).
 //! - [`files`]: bounded, non-blocking reads; the agent's own files (0600/0700, atomic,
 //!   never through a symbolic link).
 //! - [`host`]: where the agent runs (OS, VM, container), read below one root path.
@@ -19,6 +21,7 @@
 
 pub(crate) mod agent;
 pub mod app;
+pub(crate) mod butler;
 pub mod cli;
 pub mod config;
 pub(crate) mod connections;

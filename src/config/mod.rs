@@ -171,6 +171,10 @@ struct ButlerSection {
     docker_health_check: Option<DockerHealthCheck>,
     #[serde(rename = "configQRS", default)]
     config_qrs: Option<ConfigQrs>,
+    #[serde(default)]
+    rest_server_config: Option<RestServerConfig>,
+    #[serde(default)]
+    rest_server_endpoints_enable: Option<RestEndpoints>,
     #[serde(rename = "butlerAgent", default)]
     agent: Option<settings::AgentFile>,
 }
@@ -183,6 +187,36 @@ pub(crate) struct DockerHealthCheck {
     pub(crate) enable: Option<bool>,
     #[serde(default)]
     pub(crate) port: Option<settings::Port>,
+}
+
+/// `Butler.restServerConfig`: where Butler's REST API listens, so the agent can ask
+/// `/v4/butlerping` for Butler's version without being told the URL.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RestServerConfig {
+    #[serde(default)]
+    pub(crate) enable: Option<bool>,
+    /// A listen address (`0.0.0.0` in Docker), or a host name.
+    #[serde(default)]
+    pub(crate) server_host: Option<String>,
+    #[serde(default)]
+    pub(crate) server_port: Option<settings::Port>,
+    #[serde(default)]
+    pub(crate) tls: Option<RestTls>,
+}
+
+/// `Butler.restServerConfig.tls` (Butler 16+).
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+pub(crate) struct RestTls {
+    #[serde(default)]
+    pub(crate) enable: Option<bool>,
+}
+
+/// `Butler.restServerEndpointsEnable`: only the switch of the version endpoint is steering.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+pub(crate) struct RestEndpoints {
+    #[serde(default)]
+    pub(crate) butlerping: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -200,6 +234,10 @@ pub struct ButlerKeys {
     pub(crate) docker_health_check: DockerHealthCheck,
     /// `Butler.configQRS.host`: part of the instance ID, and never sent.
     pub(crate) qrs_host: Option<String>,
+    /// `Butler.restServerConfig`: where Butler's REST API listens.
+    pub(crate) rest_server: RestServerConfig,
+    /// `Butler.restServerEndpointsEnable.butlerping`.
+    pub(crate) butlerping: Option<bool>,
 }
 
 /// A parsed config file (or the defaults), with environment overrides applied.
@@ -220,9 +258,43 @@ impl LoadedConfig {
             source: ConfigSource::Defaults,
             tree: Value::Null,
             butler: ButlerKeys::default(),
-            agent: AgentSettings::resolve(None, env)?,
+            agent: AgentSettings::resolve(None, env)
+                .and_then(|a| check_butler_reachable(&ButlerKeys::default(), a, env))?,
         })
     }
+}
+
+/// `requireButler` needs a way to reach Butler: its health endpoint or its REST API.
+fn check_butler_reachable(
+    butler: &ButlerKeys,
+    agent: AgentSettings,
+    env: &dyn Env,
+) -> Result<AgentSettings, ConfigError> {
+    let Err(message) = crate::butler::check_required(butler, &agent) else {
+        return Ok(agent);
+    };
+    let key = Some(format!(
+        "Butler.{AGENT_KEY}.requireButler (BUTLER_REQUIRE_BUTLER)"
+    ));
+    Err(
+        if env
+            .var("BUTLER_REQUIRE_BUTLER")
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            ConfigError {
+                key,
+                ..ConfigError::env("BUTLER_REQUIRE_BUTLER", message)
+            }
+        } else {
+            ConfigError {
+                origin: Origin::Settings,
+                location: None,
+                key,
+                message,
+                hint: None,
+            }
+        },
+    )
 }
 
 /// Chooses the config file: `--config`, else `$BUTLER_CONFIG`, else `./config/$NODE_ENV.yaml`
@@ -259,14 +331,16 @@ pub fn load(source: ConfigSource, env: &dyn Env) -> Result<LoadedConfig, ConfigE
     let origin = path.display().to_string();
     let text = read_capped(path).map_err(|e| e.with_origin(&origin))?;
     let (tree, butler, agent_file) = parse_str(&text, &origin)?;
-    let agent = AgentSettings::resolve(agent_file.as_ref(), env).map_err(|mut e| {
-        if e.origin == Origin::Settings {
-            e.origin = Origin::File(origin.as_str().into());
-            let key = e.key.as_deref().unwrap_or_default();
-            e.location = locate(&text, key.split(" (").next().unwrap_or(key));
-        }
-        e
-    })?;
+    let agent = AgentSettings::resolve(agent_file.as_ref(), env)
+        .and_then(|a| check_butler_reachable(&butler, a, env))
+        .map_err(|mut e| {
+            if e.origin == Origin::Settings {
+                e.origin = Origin::File(origin.as_str().into());
+                let key = e.key.as_deref().unwrap_or_default();
+                e.location = locate(&text, key.split(" (").next().unwrap_or(key));
+            }
+            e
+        })?;
     Ok(LoadedConfig {
         source,
         tree,
@@ -374,6 +448,10 @@ pub fn parse_str(
             .config_qrs
             .and_then(|q| q.host)
             .filter(|h| !h.is_empty()),
+        rest_server: butler.rest_server_config.unwrap_or_default(),
+        butlerping: butler
+            .rest_server_endpoints_enable
+            .and_then(|e| e.butlerping),
     };
     Ok((tree, keys, butler.agent))
 }
@@ -386,6 +464,8 @@ const TEXT_KEYS: &[&str] = &[
     "Butler.butlerAgent.caFile",
     "Butler.butlerAgent.stateDir",
     "Butler.butlerAgent.auditLog",
+    "Butler.butlerAgent.butlerApiUrl",
+    "Butler.restServerConfig.serverHost",
 ];
 
 /// `.inf` and `.nan` reach the tree as strings (see `yaml_options`): at a text setting, an

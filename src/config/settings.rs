@@ -55,6 +55,8 @@ pub struct AgentFile {
     audit_log: Option<PathBuf>,
     audit_log_max_bytes: Option<u64>,
     shutdown_grace: Option<DurationValue>,
+    butler_api_url: Option<String>,
+    require_butler: Option<bool>,
 }
 
 /// A TCP port, 1 to 65535.
@@ -136,6 +138,13 @@ pub struct AgentSettings {
     pub(crate) audit_log: Option<PathBuf>,
     pub(crate) audit_log_max_bytes: u64,
     pub(crate) shutdown_grace: Duration,
+    /// Butler's REST API, e.g. `http://butler:8080`, where `/v4/butlerping` tells Butler's
+    /// version; `None`: derived from Butler's own config when possible (see [`crate::butler`]).
+    pub(crate) butler_api_url: Option<String>,
+    /// `BUTLER_VERSION`: Butler's version as the image or pipeline knows it; wins over asking.
+    pub(crate) butler_version: Option<String>,
+    /// `/readyz` fails while Butler does not answer.
+    pub(crate) require_butler: bool,
 }
 
 impl Default for AgentSettings {
@@ -156,6 +165,9 @@ impl Default for AgentSettings {
             audit_log: None,
             audit_log_max_bytes: DEFAULT_AUDIT_LOG_MAX_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            butler_api_url: None,
+            butler_version: None,
+            require_butler: false,
         }
     }
 }
@@ -247,6 +259,23 @@ impl AgentSettings {
                 d.shutdown_grace,
                 parse_duration,
             )?,
+            butler_api_url: env_or(
+                env,
+                "BUTLER_API_URL",
+                f.butler_api_url.map(Some),
+                None,
+                |v| Ok(Some(v.to_string())),
+            )?,
+            butler_version: env_or(env, "BUTLER_VERSION", None, None, |v| {
+                crate::butler::check_version(v).map(Some)
+            })?,
+            require_butler: env_or(
+                env,
+                "BUTLER_REQUIRE_BUTLER",
+                f.require_butler,
+                d.require_butler,
+                parse_bool,
+            )?,
         };
         s.validate(env)
     }
@@ -291,6 +320,12 @@ impl AgentSettings {
                 "BUTLER_TELEMETRY_TIMEOUT",
                 "the request timeout must be above zero".into(),
             ));
+        }
+        if let Some(url) = &self.butler_api_url {
+            self.butler_api_url = Some(
+                crate::butler::check_api_url(url, &self.posthog_host)
+                    .map_err(|m| bad("butlerApiUrl", "BUTLER_API_URL", m))?,
+            );
         }
         for (key, var, value) in [
             ("interval", "BUTLER_TELEMETRY_INTERVAL", self.interval),

@@ -6,7 +6,9 @@
 //!    restart); a file that has become invalid keeps the last good config, with one warning,
 //!    and every change is logged by key name;
 //! 2. decides opt-out again — when off, nothing is built and no socket is opened;
-//! 3. builds the event and runs the privacy guard on the exact bytes to be sent;
+//! 3. asks Butler for its version (`serviceVersion`, see [`crate::butler`]: at most the retry
+//!    window for a Butler still starting), builds the event and runs the privacy guard on the
+//!    exact bytes to be sent;
 //! 4. puts it in the one-slot [`Outbox`] (a newer snapshot replaces an undelivered one: a
 //!    snapshot, not a queue, so memory stays flat however long the destination is away);
 //! 5. delivers it with bounded retries, then writes the audit log and the state file.
@@ -34,6 +36,7 @@ use super::retry::{Attempt, GiveUpReason, RetryPolicy, Streak, StreakLog};
 use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
 use super::{audit, optout, state};
+use crate::butler::{self, ServiceVersion};
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
 use crate::host::{Roots, Syscalls};
 
@@ -115,6 +118,8 @@ pub struct Runner {
     optout_error: Option<String>,
     was_enabled: Option<bool>,
     refusal: Option<guard::Kind>,
+    /// Where the last `serviceVersion` came from, so a change is logged once.
+    version_state: Option<String>,
     /// Held by the cycle's work on the blocking pool: more than one holder means work of an
     /// abandoned cycle is still running.
     in_flight: Arc<()>,
@@ -139,6 +144,7 @@ impl Runner {
             optout_error: None,
             was_enabled: None,
             refusal: None,
+            version_state: None,
             in_flight: Arc::new(()),
             skip_logged: false,
         }
@@ -337,7 +343,17 @@ impl Runner {
         }
         let settings = self.config.agent.clone();
         let destination = sender::capture_url(&settings.posthog_host);
+        let wait = butler::starting_wait(&RetryPolicy::new(settings.max_retries));
+        let Some(version) =
+            butler::service_version(&self.config.butler, &settings, wait, shutdown.as_mut()).await
+        else {
+            return CycleOutcome::Stopped;
+        };
+        self.note_version(&version);
+        // The time limit is for the blocking work; the wait for Butler above is bounded apart.
+        let deadline = after(inputs.limit);
         let prepared = {
+            let version = version.value;
             let (config, roots, env, sys) = (
                 self.config.clone(),
                 inputs.roots.clone(),
@@ -345,7 +361,7 @@ impl Runner {
                 Arc::clone(&inputs.sys),
             );
             self.off_thread(deadline, shutdown.as_mut(), move || {
-                prepare(&config, &roots, &*env, &*sys)
+                prepare(&config, &roots, &*env, &*sys, &version)
             })
             .await
         };
@@ -436,6 +452,24 @@ fn after(d: Duration) -> Instant {
 }
 
 impl Runner {
+    /// Logs where `serviceVersion` comes from when that changed since the last cycle (never
+    /// the URL: the setting that gave it).
+    fn note_version(&mut self, v: &ServiceVersion) {
+        let text = v.describe(false);
+        if self.version_state.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match &v.source {
+            butler::Source::Failed(..) => tracing::warn!(
+                "telemetry: serviceVersion is {}: {}; it is asked again each cycle",
+                v.value(),
+                v.source_text(false)
+            ),
+            _ => tracing::info!("telemetry: serviceVersion {text}"),
+        }
+        self.version_state = Some(text);
+    }
+
     fn abandoned(&self, limit: Duration, step: &str) -> CycleOutcome {
         tracing::warn!(
             "telemetry: cycle abandoned: {step} did not finish within {}; the health endpoint \
@@ -452,12 +486,13 @@ const RESTART_KEYS: &[&str] = &[
     "Butler.butlerAgent.healthHost",
     "Butler.butlerAgent.healthPort",
     "Butler.butlerAgent.shutdownGrace",
+    "Butler.butlerAgent.requireButler",
 ];
 
 /// The keys whose values differ between two configs, by name only (values may be private).
 pub(crate) fn changes(old: &LoadedConfig, new: &LoadedConfig) -> Vec<&'static str> {
     let (a, b) = (&old.agent, &new.agent);
-    let checks: [(&'static str, bool); 19] = [
+    let checks: [(&'static str, bool); 21] = [
         (
             "Butler.anonTelemetry",
             old.butler.anon_telemetry == new.butler.anon_telemetry,
@@ -519,6 +554,14 @@ pub(crate) fn changes(old: &LoadedConfig, new: &LoadedConfig) -> Vec<&'static st
             a.shutdown_grace == b.shutdown_grace,
         ),
         (
+            "Butler.butlerAgent.butlerApiUrl",
+            a.butler_api_url == b.butler_api_url,
+        ),
+        (
+            "Butler.butlerAgent.requireButler",
+            a.require_butler == b.require_butler,
+        ),
+        (
             "other values (features, guarded strings)",
             old.tree == new.tree,
         ),
@@ -560,17 +603,20 @@ impl std::fmt::Display for PrepareError {
 impl std::error::Error for PrepareError {}
 
 /// Builds the event, serializes it once, and runs the privacy guard on those exact bytes.
+/// `service_version` is Butler's version (or `unknown`), found before: asking Butler is I/O.
 pub fn prepare(
     cfg: &LoadedConfig,
     roots: &Roots,
     env: &dyn Env,
     sys: &dyn Syscalls,
+    service_version: &str,
 ) -> Result<Bytes, PrepareError> {
     let snapshot = super::gather(cfg, roots, sys);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
+    let event = super::event(cfg, &snapshot, service_version, SystemTime::now())
+        .map_err(PrepareError::NoRandom)?;
     let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
     guard::inspect(&text, cfg, roots, env, sys, &snapshot.host).map_err(PrepareError::Refused)?;
     Ok(Bytes::from(text))

@@ -58,6 +58,8 @@ pub enum Kind {
     MachineId,
     ContainerId,
     QrsHost,
+    /// The Butler API URL the agent asks for Butler's version, or its host.
+    ButlerApi,
     /// The kernel's boot ID (a key of the container's last-resort instance ID).
     BootId,
     /// What the kernel shows of the container's identity (cgroup path, per-container mounts,
@@ -82,6 +84,7 @@ impl fmt::Display for Kind {
             Kind::MachineId => f.write_str("the machine ID"),
             Kind::ContainerId => f.write_str("the container ID"),
             Kind::QrsHost => f.write_str("Butler.configQRS.host"),
+            Kind::ButlerApi => f.write_str("the Butler API URL or its host"),
             Kind::BootId => f.write_str("the boot ID"),
             Kind::ContainerIdentity => f.write_str("the container's identity"),
             Kind::DockerEngineId => f.write_str("the Docker engine ID"),
@@ -285,6 +288,9 @@ impl Known {
         if let Some(qrs) = &config.butler.qrs_host {
             k.push(Kind::QrsHost, qrs.clone());
         }
+        if let Ok(api) = crate::butler::api(&config.butler, &config.agent) {
+            k.push_butler_api(&api.url);
+        }
         let mut strings = Vec::new();
         config_strings(&config.tree, "", &mut strings);
         for (path, value) in strings {
@@ -305,6 +311,25 @@ impl Known {
             &facts.arch,
         ] {
             self.fixed_words.push(fact.clone());
+        }
+    }
+
+    /// The Butler API URL and its host; a loopback or unspecified host identifies nothing.
+    pub(crate) fn push_butler_api(&mut self, url: &str) {
+        self.push(Kind::ButlerApi, url);
+        let Some(host) = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        else {
+            return;
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let local = bare.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+        if !local {
+            self.push(Kind::ButlerApi, bare);
         }
     }
 

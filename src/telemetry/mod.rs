@@ -45,10 +45,12 @@ pub(crate) fn id_config(config: &LoadedConfig) -> instance_id::IdConfig<'_> {
     }
 }
 
-/// Builds the capture body for a snapshot, stamped now with a fresh UUID v7.
+/// Builds the capture body for a snapshot, stamped now with a fresh UUID v7. `service_version`
+/// is Butler's version as [`crate::butler::service_version`] found it.
 pub(crate) fn event(
     config: &LoadedConfig,
     snapshot: &Snapshot,
+    service_version: &str,
     now: SystemTime,
 ) -> Result<Value, getrandom::Error> {
     let uuid = payload::new_uuid(now)?;
@@ -59,6 +61,7 @@ pub(crate) fn event(
             host: &snapshot.host,
             features: &snapshot.features,
             geoip_disable: config.agent.geoip_disable,
+            service_version,
         },
         uuid,
         now,

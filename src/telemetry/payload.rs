@@ -21,7 +21,7 @@ pub(crate) const EVENT_NAME: &str = "telemetry sent";
 pub(crate) const SERVICE: &str = "butler";
 /// `$lib`: which client sent the event.
 pub(crate) const LIB: &str = "butler-agent";
-/// The agent's version (`serviceVersion`, `$lib_version`).
+/// The agent's version (`$lib_version`; never `serviceVersion`, which is Butler's).
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The runtime's version string (`system_nodeVersion`), e.g. `rustc 1.95.0`.
 pub(crate) const RUNTIME_VERSION: &str = env!("BUTLER_AGENT_RUSTC_VERSION");
@@ -34,6 +34,8 @@ pub(crate) struct EventInput<'a> {
     pub(crate) host: &'a HostFacts,
     pub(crate) features: &'a Features,
     pub(crate) geoip_disable: bool,
+    /// `serviceVersion`: the version of the Butler served, or `unknown` (see [`crate::butler`]).
+    pub(crate) service_version: &'a str,
 }
 
 /// Builds the capture body.
@@ -41,7 +43,7 @@ pub(crate) fn build(input: EventInput<'_>, uuid: Uuid, now: SystemTime) -> Value
     let h = input.host;
     let mut props = Map::new();
     props.insert("service".into(), json!(SERVICE));
-    props.insert("serviceVersion".into(), json!(VERSION));
+    props.insert("serviceVersion".into(), json!(input.service_version));
     props.insert("system_id".into(), json!(input.instance_id));
     props.insert(
         "system_isRunningInDocker".into(),

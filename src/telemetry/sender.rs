@@ -130,7 +130,9 @@ pub(crate) fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> 
 }
 
 /// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
+pub(crate) fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<reqwest::Certificate>, SetupError> {
     let fail = |m: String| {
         SetupError(format!(
             "CA file {} (caFile / BUTLER_CA_FILE): {m}; point the setting at a PEM file of CA \

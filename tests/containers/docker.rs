@@ -77,6 +77,14 @@ const TESTS: &[(&str, Test)] = &[
         "binaries_in_the_image_carry_their_dependency_list",
         binaries_in_the_image_carry_their_dependency_list,
     ),
+    (
+        "butler_beside_the_agent_on_a_network_gives_the_event_its_version",
+        butler_beside_the_agent_on_a_network_gives_the_event_its_version,
+    ),
+    (
+        "in_butlers_network_namespace_readyz_follows_butlers_health",
+        in_butlers_network_namespace_readyz_follows_butlers_health,
+    ),
 ];
 
 /// This suite's trials; `main.rs` runs them with the other container suite's.
@@ -167,8 +175,55 @@ fn image() -> &'static Image {
     })
 }
 
+/// The Butler stand-in's image (`butler-standin/`), built once per run with
+/// `scripts/build-standin-image` under a tag of the tests' own and removed at the end.
+static STANDIN: OnceLock<Result<String, String>> = OnceLock::new();
+
+fn standin_image() -> &'static str {
+    let built = STANDIN.get_or_init(|| {
+        let tag = format!("butler-standin:test-{}", std::process::id());
+        let out = Command::new(repo().join("scripts/build-standin-image"))
+            .args(["--tag", &tag])
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/build-standin-image: {e}"))?;
+        if out.status.success() {
+            Ok(tag)
+        } else {
+            Err(format!(
+                "scripts/build-standin-image failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    match built {
+        Ok(tag) => tag,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Starts a stand-in container (the stand-in's image, never the agent's): `docker run -d
+/// OPTIONS IMAGE serve ARGS`.
+fn run_standin(options: &[&str], args: &[&str]) {
+    let mut all: Vec<String> = vec!["run".into(), "-d".into()];
+    all.extend(options.iter().map(|o| o.to_string()));
+    all.push(standin_image().into());
+    all.push("serve".into());
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = docker_args(&all);
+    assert!(
+        out.status.success(),
+        "starting the stand-in: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Removes the image this run built (its containers are gone by now).
 pub(crate) fn remove_built_image() {
+    if let Some(Ok(tag)) = STANDIN.get() {
+        let _ = docker(&["image", "rm", tag]);
+    }
     if let Some(Image::Ready { tag, built: true }) = IMAGE.get() {
         let out = docker(&["image", "rm", tag]);
         if !out.status.success() {
@@ -774,15 +829,21 @@ fn compose_stack_comes_up_healthy_and_the_sink_gets_an_event(img: &str) {
         || (health_status(&agent) == "healthy").then_some(()),
     );
     assert_eq!(health_status(&sink), "healthy");
+    // No Butler runs in the demo: the first event waits up to the retry window (62 s) for
+    // Butler's version at the URL the demo config derives, then says "unknown".
     let sink_log = wait_for(
         "the sink to print an event",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || {
             let l = logs(&sink);
             l.contains("telemetry sent").then_some(l)
         },
     );
     assert!(sink_log.contains("system_isRunningInDocker"), "{sink_log}");
+    assert!(
+        sink_log.contains(r#""serviceVersion":"unknown""#),
+        "{sink_log}"
+    );
 }
 
 /// The README's "Docker quick start" block, run as written but for what a test must not share
@@ -969,5 +1030,138 @@ fn binaries_in_the_image_carry_their_dependency_list(img: &str) {
             assert!(listed.len() > 50, "{} crates", listed.len());
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first layout of deploy/compose: the stand-in (as Butler, answering on 0.0.0.0:8080) and
+/// the agent as two containers on a user-defined network; `BUTLER_API_URL=http://<name>:8080`.
+/// The event carries the stand-in's version; neither the event nor the agent's log names it.
+fn butler_beside_the_agent_on_a_network_gives_the_event_its_version(img: &str) {
+    let mut c = Cleanup::default();
+    let net = c.network("net");
+    let butler = c.container("butler");
+    let sink = c.container("sink");
+    let agent = c.container("agent");
+    run_standin(
+        &["--name", &butler, "--network", &net],
+        &["--butler-version", "16.0.4"],
+    );
+    run_ok(
+        Telemetry::Off,
+        &[
+            "-d",
+            "--name",
+            &sink,
+            "--network",
+            &net,
+            "--network-alias",
+            "sink",
+        ],
+        img,
+        &[
+            "sink",
+            "--listen",
+            "0.0.0.0:8080",
+            "--out",
+            "/data/events.jsonl",
+        ],
+    );
+    let api = format!("BUTLER_API_URL=http://{butler}:8080");
+    run_ok(
+        Telemetry::To("http://sink:8080"),
+        &[
+            "-d",
+            "--name",
+            &agent,
+            "--network",
+            &net,
+            "-e",
+            "BUTLER_TELEMETRY_START_DELAY=1s",
+            "-e",
+            &api,
+        ],
+        img,
+        &[],
+    );
+    let dir = tempdir();
+    let events_file = dir.join("events.jsonl");
+    let events = wait_for(
+        "the sink to receive an event",
+        Duration::from_secs(40),
+        || {
+            let src = format!("{sink}:/data/events.jsonl");
+            if !docker(&["cp", &src, &dir.to_string_lossy()])
+                .status
+                .success()
+            {
+                return None;
+            }
+            std::fs::read_to_string(&events_file)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+        },
+    );
+    let event: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(event["properties"]["serviceVersion"], "16.0.4", "{event}");
+    assert!(!events.contains(&butler), "{events}");
+    let log = logs(&agent);
+    assert!(log.contains("serviceVersion 16.0.4"), "{log}");
+    assert!(!log.contains(&butler), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Kubernetes layout: the agent in the stand-in's network namespace
+/// (`--network container:<butler>`), requireButler on, Butler's health endpoint on loopback
+/// (12398), the agent on 12399. The probe aimed at `/readyz` (the one-line compose change)
+/// follows Butler going silent and coming back; `/livez` stays up.
+fn in_butlers_network_namespace_readyz_follows_butlers_health(img: &str) {
+    let mut c = Cleanup::default();
+    let butler = c.container("butler");
+    let agent = c.container("agent");
+    run_standin(&["--name", &butler], &["--health-port", "12398"]);
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("production.yaml"),
+        "Butler:\n  dockerHealthCheck:\n    enable: true\n    port: 12398\n  restServerConfig:\n    \
+         enable: true\n    serverHost: 0.0.0.0\n    serverPort: 8080\n  \
+         restServerEndpointsEnable:\n    butlerping: true\n  butlerAgent:\n    \
+         requireButler: true\n    healthPort: 12399\n",
+    )
+    .unwrap();
+    let mount = format!("{}:/nodeapp/config:ro", dir.display());
+    let network = format!("container:{butler}");
+    run_ok(
+        Telemetry::Off,
+        &["-d", "--name", &agent, "--network", &network, "-v", &mount],
+        img,
+        &[],
+    );
+    let probe = |path: &str| {
+        docker(&[
+            "exec",
+            &agent,
+            "/healthcheck",
+            &format!("http://127.0.0.1:12399{path}"),
+        ])
+        .status
+        .success()
+    };
+    // The check asks every 5 s and may take 2 s: 15 s is one period with ample room.
+    let follow = Duration::from_secs(15);
+    wait_for("/readyz to pass", follow, || probe("/readyz").then_some(()));
+    docker_ok(&["exec", &butler, "/butler-standin", "silent"]);
+    wait_for("/readyz to fail while Butler is silent", follow, || {
+        (!probe("/readyz")).then_some(())
+    });
+    assert!(probe("/livez"), "/livez must not follow Butler");
+    assert!(probe("/health"), "/health must not follow Butler");
+    docker_ok(&["exec", &butler, "/butler-standin", "answer"]);
+    wait_for("/readyz to pass again", follow, || {
+        probe("/readyz").then_some(())
+    });
+    // The health endpoint was asked, not the REST API (stats on the stand-in).
+    let stats = docker_ok(&["exec", &butler, "/butler-standin", "stats"]);
+    assert!(stats.contains("health="), "{stats}");
+    assert!(!stats.contains(" health=0"), "{stats}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -258,8 +258,14 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env, &*FakeSys::plain())
-        .expect("event passes the guard");
+    let body = cycle::prepare(
+        &cfg,
+        &Roots::at(tree.path()),
+        &env,
+        &*FakeSys::plain(),
+        "16.0.4",
+    )
+    .expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let before = sender::sent_at_millis(std::time::SystemTime::now());
     let tried = t.send(&body).await;
@@ -330,7 +336,14 @@ async fn delivers_to_the_sink() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env, &*FakeSys::plain()).unwrap();
+    let body = cycle::prepare(
+        &cfg,
+        &Roots::at(tree.path()),
+        &env,
+        &*FakeSys::plain(),
+        "16.0.4",
+    )
+    .unwrap();
     let d = deliver_to_body(&cfg, &body).await;
     assert!(d.delivered(), "{d:?}");
     let got = events.recv().await.unwrap();
@@ -655,7 +668,8 @@ fn prepare_uses_the_syscalls_it_is_given() {
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")]);
     let cfg = config(&env);
     let id_of = |sys: &FakeSys| {
-        let body = cycle::prepare(&cfg, &roots, &env, sys).expect("event passes the guard");
+        let body =
+            cycle::prepare(&cfg, &roots, &env, sys, "16.0.4").expect("event passes the guard");
         let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
         event["distinct_id"].as_str().unwrap().to_string()
     };

@@ -6,6 +6,7 @@ mod common;
 mod robust_support;
 
 mod bounded_reads;
+mod butler;
 mod cli;
 mod closed_pipes;
 mod delivery;

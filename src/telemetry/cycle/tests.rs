@@ -297,3 +297,103 @@ async fn reload_now_takes_the_new_file() {
     assert!(runner.reload_now(&inputs, std::future::pending()).await);
     assert_eq!(runner.config.agent.interval, Duration::from_secs(3 * 3600));
 }
+
+/// Takes every event, keeping its body.
+struct Keep<'a>(&'a std::sync::Mutex<Vec<Bytes>>);
+
+impl Transport for Keep<'_> {
+    async fn send(&self, body: &Bytes) -> Tried {
+        self.0.lock().unwrap().push(body.clone());
+        Tried {
+            attempt: Attempt::Delivered { status: 200 },
+            body_may_have_left: true,
+        }
+    }
+}
+
+/// Each cycle asks Butler: its version while it answers, `unknown` while it is away, its
+/// version again when it is back. Never the agent's own version.
+#[tokio::test]
+async fn each_event_carries_the_version_butler_gives_in_that_cycle() {
+    use butler_standin::{Options, Standin};
+    let standin = Standin::start(Options {
+        version: Some("15.9.0".into()),
+        api: Some("127.0.0.1:0".parse().unwrap()),
+        control: None,
+        ..Options::default()
+    })
+    .unwrap();
+    let url = standin.api_url().unwrap();
+    let env = MapEnv::new([
+        ("BUTLER_API_URL", url.as_str()),
+        ("BUTLER_TELEMETRY_RETRIES", "0"),
+    ]);
+    let host = tempfile::tempdir().unwrap();
+    let roots = Roots::at(host.path());
+    let mut runner = Runner::new(defaults(&env));
+    let bodies = std::sync::Mutex::new(Vec::new());
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut versions = Vec::new();
+    for away in [false, true, true, true, false, false] {
+        if away {
+            standin.silence();
+        } else {
+            standin.answer();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        runner
+            .cycle(&inputs(&env, &roots), std::future::pending(), |_| {
+                Ok(Keep(&bodies))
+            })
+            .await;
+        let last = bodies.lock().unwrap().last().cloned().unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&last).unwrap();
+        versions.push(event["properties"]["serviceVersion"].clone());
+        assert!(!String::from_utf8_lossy(&last).contains(&url));
+    }
+    assert_eq!(
+        versions,
+        [
+            "15.9.0", "unknown", "unknown", "unknown", "15.9.0", "15.9.0"
+        ]
+    );
+    // One line per change of state, not one per cycle; never the URL.
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("serviceVersion"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].contains("WARN") && lines[1].contains("did not answer"),
+        "{text}"
+    );
+    assert!(!text.contains(&url), "{text}");
+}
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

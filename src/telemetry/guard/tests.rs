@@ -67,7 +67,7 @@ fn template_config(env: &MapEnv) -> LoadedConfig {
 
 fn event_body(cfg: &LoadedConfig, roots: &Roots) -> Value {
     let snap = telemetry::gather(cfg, roots, &FakeSyscalls::default());
-    telemetry::event(cfg, &snap, SystemTime::now()).expect("random source available")
+    telemetry::event(cfg, &snap, "16.0.4", SystemTime::now()).expect("random source available")
 }
 
 #[test]
@@ -162,6 +162,34 @@ fn qrs_host_is_refused_even_when_not_in_the_tree() {
     known.push(Kind::QrsHost, "qrs.internal.example");
     let body = r#"{"event":"telemetry sent","properties":{"x":"qrs.internal.example"}}"#;
     assert_eq!(check(body, &known).unwrap_err().kind, Kind::QrsHost);
+}
+
+/// The Butler API URL (from the environment, so in no config value) and its host are known: a
+/// Butler answering with its own host name as its version cannot put it in the event.
+#[test]
+fn the_butler_api_url_and_host_are_known_and_refused_even_as_the_version() {
+    let host = planted_host();
+    let env = MapEnv::new([("BUTLER_API_URL", "http://butler-prod-7.corp.example:8080")]);
+    let cfg = template_config(&env);
+    let roots = roots(&host);
+    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    let mut ev = event_body(&cfg, &roots);
+    ev["properties"]["serviceVersion"] = "butler-prod-7.corp.example".into();
+    let body = serde_json::to_string(&ev).unwrap();
+    assert_eq!(check(&body, &known).unwrap_err().kind, Kind::ButlerApi);
+    // The genuine event with Butler's version passes.
+    let body = serde_json::to_string(&event_body(&cfg, &roots)).unwrap();
+    check(&body, &known).expect("a version is no leak");
+    // A loopback Butler identifies nothing: only the whole URL is looked for.
+    let mut k = Known::default();
+    k.push_butler_api("http://127.0.0.1:8080");
+    assert_eq!(
+        k.identifiers
+            .iter()
+            .map(|i| i.value.as_str())
+            .collect::<Vec<_>>(),
+        ["http://127.0.0.1:8080"]
+    );
 }
 
 #[test]

@@ -41,6 +41,7 @@ fn event_for(tree: &Value) -> Value {
             host: &host,
             features: &features,
             geoip_disable: true,
+            service_version: "16.0.4",
         },
         Uuid::nil(),
         UNIX_EPOCH + Duration::from_millis(1_764_028_800_123),
@@ -118,7 +119,9 @@ fn envelope_fields() {
     assert_eq!(event["timestamp"], "2025-11-25T00:00:00.123Z");
     let p = &event["properties"];
     assert_eq!(p["service"], "butler");
-    assert_eq!(p["serviceVersion"], VERSION);
+    // Butler's version, never the agent's own (that is `$lib_version`).
+    assert_eq!(p["serviceVersion"], "16.0.4");
+    assert_eq!(p["$lib_version"], VERSION);
     assert_eq!(p["system_id"], ID);
     assert_eq!(p["telemetry_json"]["system"]["id"], ID);
     assert!(
