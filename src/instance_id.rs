@@ -494,10 +494,17 @@ pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
 
 /// `DOCKER_HOST` (`unix://` or `tcp://`), else the default socket when it exists.
 fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
-    if let Some(h) = &roots.env.docker_host {
-        if let Some(p) = h.strip_prefix("unix://") {
+    if let Some(raw) = &roots.env.docker_host {
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(p) = raw.as_bytes().strip_prefix(b"unix://") {
+            let p = std::ffi::OsStr::from_bytes(p);
             return Some(DockerEndpoint::Unix(host::below(&roots.own, p)));
         }
+        // An address is text; one that is not UTF-8 is no address.
+        let Some(h) = raw.to_str() else {
+            tracing::debug!("DOCKER_HOST is not a unix:// path and not UTF-8; ignored");
+            return None;
+        };
         if let Some(a) = h.strip_prefix("tcp://") {
             return Some(DockerEndpoint::Tcp(a.trim_end_matches('/').to_string()));
         }

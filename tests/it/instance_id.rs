@@ -193,7 +193,7 @@ fn recreated() -> (Fake, Fake) {
 #[test]
 fn container_keeps_its_id_with_the_host_machine_id() {
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
-    let roots = Roots::from_env(fixture("docker-host-root"), &env);
+    let roots = Roots::from_env(fixture("docker-host-root"), &env).unwrap();
     let (a, b) = recreated();
     let first = derive(&roots, &a, "sense.example.com", None);
     let second = derive(&roots, &b, "sense.example.com", None);
@@ -328,7 +328,7 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     .expect("temp tree is writable");
 
     let env = MapEnv::new([("HOST_PROC", "/host/proc"), ("HOST_SYS", "/host/sys")]);
-    let roots = Roots::from_env(&root, &env);
+    let roots = Roots::from_env(&root, &env).unwrap();
     let (a, b) = recreated();
     let first = derive(&roots, &a, "sense.example.com", None);
     assert_eq!(
@@ -356,12 +356,23 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     // HOST_ROOT alone gives both mounts.
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
     assert_eq!(
-        derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None).id,
+        derive(
+            &Roots::from_env(&root, &env).unwrap(),
+            &a,
+            "sense.example.com",
+            None
+        )
+        .id,
         expected
     );
     // Only one of the two: not used.
     let env = MapEnv::new([("HOST_PROC", "/host/proc")]);
-    let one = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    let one = derive(
+        &Roots::from_env(&root, &env).unwrap(),
+        &a,
+        "sense.example.com",
+        None,
+    );
     assert_ne!(one.method, instance_id::METHOD_HOST_NETWORK);
     assert!(
         one.inputs[0].contains("host network: host /proc and /sys not both mounted"),
@@ -373,7 +384,12 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     let fib_text = std::fs::read(&fib).expect("written above");
     std::fs::remove_file(&fib).expect("temp tree is writable");
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
-    let no_fib = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    let no_fib = derive(
+        &Roots::from_env(&root, &env).unwrap(),
+        &a,
+        "sense.example.com",
+        None,
+    );
     assert_ne!(no_fib.method, instance_id::METHOD_HOST_NETWORK);
     assert!(
         no_fib.inputs[0].contains("fib_trie unreadable"),
@@ -384,7 +400,12 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     // A host MAC file that is not a MAC: the next anchor, with the reason.
     std::fs::write(hs.join("address"), "garbage\n").expect("temp tree is writable");
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
-    let bad = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    let bad = derive(
+        &Roots::from_env(&root, &env).unwrap(),
+        &a,
+        "sense.example.com",
+        None,
+    );
     assert_ne!(bad.method, instance_id::METHOD_HOST_NETWORK);
     assert!(bad.inputs[0].contains("no MAC address"), "{:?}", bad.inputs);
     let _ = std::fs::remove_dir_all(root);
@@ -393,7 +414,7 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
 #[test]
 fn container_keeps_its_id_with_the_engine_id() {
     let env = MapEnv::new([("DOCKER_HOST", "unix:///var/run/docker.sock")]);
-    let roots = Roots::from_env(fixture("docker-cgroup-v1"), &env);
+    let roots = Roots::from_env(fixture("docker-cgroup-v1"), &env).unwrap();
     let (mut a, mut b) = recreated();
     a.engine = Ok("6Q6H:K2MO:FE4F:TIGP".into());
     b.engine = a.engine.clone();

@@ -27,3 +27,4 @@ mod robust_network;
 mod sink;
 mod sink_limits;
 mod standalone;
+mod unreadable_env;
