@@ -19,7 +19,7 @@ fn load_config(cli: &Cli, env: &dyn Env) -> Result<LoadedConfig, ConfigError> {
     config::load(source, env)
 }
 
-/// Logs to stderr (stdout carries command output).
+/// Logs to stderr (stdout carries command output) through the non-blocking writer.
 /// `BUTLER_LOG_FORMAT=json` gives one JSON object per line; the level comes from
 /// `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`. A log variable that cannot be read is a
 /// configuration failure.

@@ -1,5 +1,5 @@
 //! Logging: the user's filter, with dependencies kept quiet so that nothing identifying reaches
-//! a log.
+//! a log, written through a writer that never blocks (see [`crate::output`]).
 //!
 //! The HTTP and TLS stacks under the Docker and PostHog requests (hyper, hyper-util, reqwest,
 //! rustls, h2 …) log connection details at `debug` and `trace`: they stay at `warn` unless a
@@ -139,11 +139,11 @@ impl Settings {
     }
 }
 
-/// Installs the process's logger: stderr, text or JSON, filtered by [`filter`]. Colour codes
-/// only for a person at a terminal.
+/// Installs the process's logger: stderr through the non-blocking [`crate::output`] writer,
+/// text or JSON, filtered by [`filter`]. Colour codes only for a person at a terminal.
 pub fn init(settings: &Settings) {
     use std::io::IsTerminal;
-    let writer = std::io::stderr;
+    let writer = crate::output::Stderr;
     let ansi = std::io::stderr().is_terminal();
     // A closed or failing stderr drops log lines (the writer never fails a write).
     let layer = tracing_subscriber::fmt::layer()

@@ -1,12 +1,16 @@
 //! `butler-agent`: parse the command line, set up logging, run, report a failure once, exit
 //! with its code.
 
-use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
-use butler_agent::{app, cli::Cli, config::Env, config::ProcessEnv};
+use butler_agent::{app, cli::Cli, config::Env, config::ProcessEnv, output};
+
+/// How long the process waits, at exit, for queued log lines to be written: a log pipe that
+/// nobody reads must not hold up a stop.
+const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() {
     let cli = Cli::parse();
@@ -17,10 +21,11 @@ fn main() {
         Err(failure) => {
             if !failure.is_quiet() {
                 // A closed or failing stderr loses the line, never the exit code.
-                let _ = writeln!(std::io::stderr(), "butler-agent: {failure}");
+                output::eprint_line(&format!("butler-agent: {failure}\n"));
             }
             failure.exit_code()
         }
     };
+    output::flush(EXIT_FLUSH);
     std::process::exit(code);
 }

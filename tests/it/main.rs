@@ -26,5 +26,6 @@ mod robust_limits;
 mod robust_network;
 mod sink;
 mod sink_limits;
+mod stalled_pipes;
 mod standalone;
 mod unreadable_env;
