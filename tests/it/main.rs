@@ -8,6 +8,7 @@ mod robust_support;
 mod bounded_reads;
 mod cli;
 mod closed_pipes;
+mod config_watch;
 mod delivery;
 mod health;
 mod health_run;
