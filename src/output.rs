@@ -67,10 +67,15 @@ impl Lines {
     /// Queues `line` (which should end in a newline) without waiting; false when it was
     /// dropped because the queue is full.
     pub fn write_line(&self, line: &[u8]) -> bool {
+        self.write_owned(line.to_vec())
+    }
+
+    /// [`Lines::write_line`] for a line the caller owns (no copy).
+    pub fn write_owned(&self, line: Vec<u8>) -> bool {
         let len = line.len();
         let before = self.state.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let fits = before == 0 || before + len <= QUEUE_BYTES;
-        let sent = fits && self.tx.try_send(Message::Line(line.to_vec())).is_ok();
+        let sent = fits && self.tx.try_send(Message::Line(line)).is_ok();
         if !sent {
             self.state.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.state.dropped.fetch_add(1, Ordering::AcqRel);

@@ -65,7 +65,7 @@ impl Shared {
             // the sink; see `crate::output`.
             match crate::output::stdout() {
                 Some(out) => {
-                    out.write_line(format!("{line}\n").as_bytes());
+                    out.write_owned(format!("{line}\n").into_bytes());
                 }
                 None => tracing::warn!("sink: no stdout writer; event not printed"),
             }

@@ -192,6 +192,7 @@ impl Runner {
         &mut self,
         inputs: &Inputs,
         shutdown: impl Future<Output = ()>,
+        asked: bool,
     ) -> bool {
         tokio::pin!(shutdown);
         if self.still_working() {
@@ -211,7 +212,7 @@ impl Runner {
             .await
         {
             Waited::Done(loaded) => {
-                self.apply(loaded, true);
+                self.apply(loaded, asked);
                 true
             }
             Waited::TimedOut => {

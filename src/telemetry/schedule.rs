@@ -77,7 +77,10 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
                             tracing::info!("the config file changed: re-reading it");
                         }
                     }
-                    let reloaded = runner.reload_now(&inputs, shutdown.as_mut()).await;
+                    // SIGHUP asks: its outcome is always logged. A change of the file is
+                    // logged as a cycle's re-read is (what changed; an error once).
+                    let asked = why == Reread::Signal;
+                    let reloaded = runner.reload_now(&inputs, shutdown.as_mut(), asked).await;
                     readiness.set_config_valid(runner.config_loads());
                     if !reloaded {
                         return;

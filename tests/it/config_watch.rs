@@ -67,7 +67,7 @@ fn readyz_follows_a_file_rewritten_in_place() {
         );
         eprintln!("round {round}: 503 after {broke:?}, 200 after {fixed:?}");
     }
-    // Through the re-read that SIGHUP also does: the change is named in the log.
+    // Through the re-read that SIGHUP also does; it warns about the broken file.
     agent.wait_log(
         "the config file changed: re-reading it",
         Duration::from_secs(1),
@@ -108,9 +108,17 @@ fn readyz_follows_a_configmap_update() {
     let fixed = readyz_turns(&agent, 200);
     assert!(fixed.is_some(), "still 503 after a fixed ConfigMap update");
     eprintln!("ConfigMap: 503 after {broke:?}, 200 after {fixed:?}");
-    // A new version with the same text is re-read and changes nothing.
-    kubelet_update(&volume, "00_03_00.4", VALID);
-    agent.wait_log("config re-read: nothing changed", FOLLOW_BOUND);
+    // A new version with a changed setting is re-read and the change named.
+    kubelet_update(
+        &volume,
+        "00_03_00.4",
+        &VALID.replace("interval: 2h", "interval: 3h"),
+    );
+    agent.wait_log(
+        "config re-read: changed Butler.butlerAgent.interval",
+        FOLLOW_BOUND,
+    );
+    assert_eq!(readyz_turns(&agent, 200).map(|_| ()), Some(()));
     assert!(agent.panics().is_empty());
     assert_eq!(agent.stop(Duration::from_secs(10)), Some(0));
 }
