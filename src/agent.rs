@@ -35,6 +35,9 @@ pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Resu
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
+    // The file's version as loaded (just read, so this stat is quick): a change during
+    // start-up is seen by the watcher as a change.
+    let loaded_version = config.source.path().map(file_version);
     let mut signals = Signals::install()?;
     // SIGHUP re-reads the config; installed now so that one during start-up is kept for the
     // schedule instead of stopping the agent.
@@ -94,18 +97,19 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     }
 
     // The file's changes reach the scheduler as SIGHUP does; one waiting covers any more.
-    let hangups = match config.source.path() {
-        Some(path) => {
+    let hangups = match (config.source.path(), loaded_version) {
+        (Some(path), Some(version)) => {
             let (changed, changes) = tokio::sync::mpsc::channel(1);
             tokio::spawn(watch_config(
                 path.to_path_buf(),
+                version,
                 WATCH_EVERY,
                 changed,
                 stop_token.wait(),
             ));
             hangups.watch(changes)
         }
-        None => hangups,
+        _ => hangups,
     };
     let scheduler = tokio::spawn(schedule::run(
         schedule::ScheduleContext {
@@ -164,10 +168,12 @@ pub(crate) fn file_version(path: &Path) -> FileVersion {
 }
 
 /// Looks at the config file every `every` and sends on `changed` when its version differs
-/// from the last one seen, until `stop` completes. The `stat` runs on the blocking pool (a
-/// hung network mount stalls only this watcher).
+/// from the last one seen (at first `loaded`, the version that was loaded), until `stop`
+/// completes. The `stat` runs on the blocking pool (a hung network mount stalls only this
+/// watcher).
 async fn watch_config(
     path: PathBuf,
+    loaded: FileVersion,
     every: Duration,
     changed: tokio::sync::mpsc::Sender<()>,
     stop: impl Future<Output = ()>,
@@ -177,10 +183,7 @@ async fn watch_config(
         let path = path.clone();
         tokio::task::spawn_blocking(move || file_version(&path))
     };
-    let mut last = tokio::select! {
-        v = look(&path) => match v { Ok(v) => v, Err(_) => return },
-        () = stop.as_mut() => return,
-    };
+    let mut last = loaded;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -346,7 +349,13 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let (stop, token) = crate::shutdown::stop_channel();
         let every = Duration::from_secs(2);
-        let watcher = tokio::spawn(watch_config(path.clone(), every, tx, token.wait()));
+        let watcher = tokio::spawn(watch_config(
+            path.clone(),
+            file_version(&path),
+            every,
+            tx,
+            token.wait(),
+        ));
         // Paused time moves only while every task waits; the stat runs on a real thread.
         let settle = || async {
             for _ in 0..20 {
@@ -366,6 +375,27 @@ mod tests {
             .await
             .expect("the watcher stops")
             .unwrap();
+    }
+
+    /// The file changed between its load and the watcher's start: that is a change too.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_during_start_up_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "Butler: {}\n").unwrap();
+        let loaded = file_version(&path);
+        std::fs::write(&path, "Butler:\n  anonTelemetry: false\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let (_stop, token) = crate::shutdown::stop_channel();
+        tokio::spawn(watch_config(
+            path,
+            loaded,
+            Duration::from_secs(2),
+            tx,
+            token.wait(),
+        ));
+        let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(()));
     }
 
     #[tokio::test]
