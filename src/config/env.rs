@@ -120,4 +120,58 @@ mod tests {
         assert!(!is_blank(OsStr::from_bytes(b"\xff")));
         assert!(is_blank(OsStr::new(" \t")));
     }
+
+    /// The readers of the settings: a path keeps its bytes, text that is not UTF-8 is an
+    /// error naming its variable, never the default.
+    #[test]
+    fn settings_take_paths_as_bytes_and_refuse_unreadable_text() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::path::Path;
+
+        use crate::config::{AgentSettings, ConfigSource, choose_source};
+
+        let env = MapEnv::default()
+            .with_bytes("BUTLER_STATE_DIR", b"/data/st\xe4te")
+            .with_bytes("BUTLER_CA_FILE", b"/etc/ca-\xe9.pem")
+            .with_bytes("BUTLER_TELEMETRY_AUDIT_LOG", b"/log/a\xff.jsonl");
+        let s = AgentSettings::resolve(None, &env).unwrap();
+        let bytes =
+            |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().as_os_str().as_bytes().to_vec();
+        assert_eq!(bytes(&s.state_dir), b"/data/st\xe4te");
+        assert_eq!(bytes(&s.ca_file), b"/etc/ca-\xe9.pem");
+        assert_eq!(bytes(&s.audit_log), b"/log/a\xff.jsonl");
+
+        for var in [
+            "BUTLER_POSTHOG_HOST",
+            "BUTLER_POSTHOG_KEY",
+            "BUTLER_TELEMETRY_INTERVAL",
+            "BUTLER_GEOIP_DISABLE",
+            "BUTLER_HEALTH_PORT",
+            "BUTLER_SHUTDOWN_GRACE",
+        ] {
+            let env = MapEnv::default().with_bytes(var, b"\xff");
+            let err = AgentSettings::resolve(None, &env).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains("UTF-8"), "{var}: {err}");
+        }
+
+        let env = MapEnv::default().with_bytes("BUTLER_CONFIG", b"/etc/b\xfctler.yaml");
+        assert_eq!(
+            choose_source(None, &env, Path::new("/nonexistent")),
+            ConfigSource::EnvVar(OsStr::from_bytes(b"/etc/b\xfctler.yaml").into())
+        );
+        let cwd = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cwd.path().join("config")).unwrap();
+        std::fs::write(
+            cwd.path()
+                .join("config")
+                .join(OsStr::from_bytes(b"pr\xf6d.yaml")),
+            "Butler: {}\n",
+        )
+        .unwrap();
+        let env = MapEnv::default().with_bytes("NODE_ENV", b"pr\xf6d");
+        assert_eq!(
+            choose_source(None, &env, cwd.path()),
+            ConfigSource::NodeEnv(Path::new("config").join(OsStr::from_bytes(b"pr\xf6d.yaml")))
+        );
+    }
 }
