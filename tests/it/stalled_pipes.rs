@@ -147,6 +147,7 @@ fn the_agent_keeps_answering_and_stops_with_its_stderr_never_read() {
         );
     }
     let took = sigterm_and_wait(&mut child);
+    eprintln!("agent, stderr full after {sent} requests: stopped in {took:?}");
     assert!(
         took.is_some(),
         "SIGTERM did not stop the agent within {STOP_BOUND:?}"
@@ -267,6 +268,7 @@ fn the_sink_keeps_accepting_and_stops_with_its_stdout_never_read() {
         let status = answer.and_then(|a| common::status_code(&a));
         assert_eq!(status, Ok(200), "event {i} after {:?}", started.elapsed());
     }
+    let accepted = started.elapsed();
     assert!(pipe_full(child.id(), 1), "stdout is full");
     assert!(answers(addr, "/health").is_ok(), "the sink answers");
     // Read stdout again: the lines that did not fit are reported on stderr.
@@ -281,6 +283,7 @@ fn the_sink_keeps_accepting_and_stops_with_its_stdout_never_read() {
             .contains("not printed: standard output was not being read")
     });
     let stopped = sigterm_and_wait(&mut child);
+    eprintln!("sink, stdout unread: 2500 events accepted in {accepted:?}, stopped in {stopped:?}");
     assert!(reported, "no report:\n{}", log.lock().unwrap());
     assert!(
         stopped.is_some(),
