@@ -7,15 +7,18 @@
 //! 3. Gather host facts and the instance ID on the blocking pool: they read files and may be
 //!    slow on odd hosts, and must not stall the health server.
 //! 4. Release the readiness latch, log the start-up banner (Butler's lines), start the
-//!    telemetry scheduler.
+//!    telemetry scheduler and the config file's watcher (every [`WATCH_EVERY`], a change
+//!    re-reads the file as SIGHUP does, so `/readyz` follows a file that breaks or is fixed,
+//!    a Kubernetes ConfigMap update included).
 //! 5. Wait for a stop signal; then stop accepting, let health requests in flight finish, give
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
 //! It runs on the runtime of [`crate::shutdown::block_on_serving`].
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +36,9 @@ pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Resu
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
+    // The file's version as loaded (just read, so this stat is quick): a change during
+    // start-up is seen by the watcher as a change.
+    let loaded_version = config.source.path().map(file_version);
     let mut signals = Signals::install()?;
     // SIGHUP re-reads the config; installed now so that one during start-up is kept for the
     // schedule instead of stopping the agent.
@@ -127,6 +133,21 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
         tracing::info!("{line}");
     }
 
+    // The file's changes reach the scheduler as SIGHUP does; one waiting covers any more.
+    let hangups = match (config.source.path(), loaded_version) {
+        (Some(path), Some(version)) => {
+            let (changed, changes) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(watch_config(
+                path.to_path_buf(),
+                version,
+                WATCH_EVERY,
+                changed,
+                stop_token.wait(),
+            ));
+            hangups.watch(changes)
+        }
+        _ => hangups,
+    };
     let scheduler = tokio::spawn(schedule::run(
         schedule::ScheduleContext {
             initial: config.clone(),
@@ -148,6 +169,75 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     stop.stop();
     drain(health_task, Some(scheduler), grace, signals.recv()).await;
     Ok(())
+}
+
+/// How often the config file is looked at for a change: a `stat`, no read, unless it changed.
+pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// One version of the config file, as `stat` sees it through every symbolic link: a rewrite
+/// changes its size or times, kubelet's swap of the `..data` link (a ConfigMap update)
+/// changes the file reached, and a file that goes away or comes back changes the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileVersion {
+    File {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime: (i64, i64),
+        ctime: (i64, i64),
+    },
+    Unreadable(std::io::ErrorKind),
+}
+
+/// The version of the file at `path` now.
+pub(crate) fn file_version(path: &Path) -> FileVersion {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => FileVersion::File {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        },
+        Err(e) => FileVersion::Unreadable(e.kind()),
+    }
+}
+
+/// Looks at the config file every `every` and sends on `changed` when its version differs
+/// from the last one seen (at first `loaded`, the version that was loaded), until `stop`
+/// completes. The `stat` runs on the blocking pool (a hung network mount stalls only this
+/// watcher).
+async fn watch_config(
+    path: PathBuf,
+    loaded: FileVersion,
+    every: Duration,
+    changed: tokio::sync::mpsc::Sender<()>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let look = |path: &PathBuf| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || file_version(&path))
+    };
+    let mut last = loaded;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let now = tokio::select! {
+            _ = tick.tick() => tokio::select! {
+                v = look(&path) => match v { Ok(v) => v, Err(_) => return },
+                () = stop.as_mut() => return,
+            },
+            () = stop.as_mut() => return,
+        };
+        if now != last {
+            last = now;
+            // Full: a change is already waiting to be read, which covers this one too.
+            let _ = changed.try_send(());
+        }
+    }
 }
 
 /// Waits for the health server and the scheduler to end, at most `grace`, or until
@@ -252,6 +342,99 @@ mod tests {
         )
         .await
         .expect("drain returns once the grace is over, not when the task ends");
+    }
+
+    /// kubelet's ConfigMap layout and update: `config.yaml -> ..data/config.yaml`,
+    /// `..data -> ..<timestamp>`; an update writes a new timestamped directory, points
+    /// `..data_tmp` at it and renames that over `..data`.
+    #[test]
+    fn a_configmap_swap_and_a_rewrite_are_new_versions_and_nothing_else_is() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_01_01")).unwrap();
+        std::fs::write(d.join("..2026_01_01/config.yaml"), "Butler: {}\n").unwrap();
+        symlink("..2026_01_01", d.join("..data")).unwrap();
+        symlink("..data/config.yaml", d.join("config.yaml")).unwrap();
+        let path = d.join("config.yaml");
+        let first = file_version(&path);
+        assert!(matches!(first, FileVersion::File { .. }));
+        assert_eq!(file_version(&path), first, "unchanged");
+
+        // The same text, so only the file reached tells the versions apart.
+        std::fs::create_dir(d.join("..2026_01_02")).unwrap();
+        std::fs::write(d.join("..2026_01_02/config.yaml"), "Butler: {}\n").unwrap();
+        symlink("..2026_01_02", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        std::fs::remove_dir_all(d.join("..2026_01_01")).unwrap();
+        let second = file_version(&path);
+        assert!(matches!(second, FileVersion::File { .. }));
+        assert_ne!(second, first, "the swap is seen");
+
+        std::fs::write(d.join("..2026_01_02/config.yaml"), "Butler:\n  x: 1\n").unwrap();
+        assert_ne!(file_version(&path), second, "a rewrite is seen");
+        std::fs::remove_dir_all(d.join("..2026_01_02")).unwrap();
+        assert_eq!(
+            file_version(&path),
+            FileVersion::Unreadable(std::io::ErrorKind::NotFound)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_sends_once_per_change_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "Butler: {}\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let (stop, token) = crate::shutdown::stop_channel();
+        let every = Duration::from_secs(2);
+        let watcher = tokio::spawn(watch_config(
+            path.clone(),
+            file_version(&path),
+            every,
+            tx,
+            token.wait(),
+        ));
+        // Paused time moves only while every task waits; the stat runs on a real thread.
+        let settle = || async {
+            for _ in 0..20 {
+                tokio::time::sleep(every).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert!(rx.try_recv().is_err(), "no change, no message");
+        std::fs::write(&path, "Butler:\n  anonTelemetry: false\n").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(()), "the change is seen");
+        settle().await;
+        assert!(rx.try_recv().is_err(), "once");
+        stop.stop();
+        tokio::time::timeout(Duration::from_secs(60), watcher)
+            .await
+            .expect("the watcher stops")
+            .unwrap();
+    }
+
+    /// The file changed between its load and the watcher's start: that is a change too.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_during_start_up_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "Butler: {}\n").unwrap();
+        let loaded = file_version(&path);
+        std::fs::write(&path, "Butler:\n  anonTelemetry: false\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let (_stop, token) = crate::shutdown::stop_channel();
+        tokio::spawn(watch_config(
+            path,
+            loaded,
+            Duration::from_secs(2),
+            tx,
+            token.wait(),
+        ));
+        let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(()));
     }
 
     #[tokio::test]

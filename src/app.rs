@@ -21,11 +21,21 @@ fn load_config(cli: &Cli, env: &dyn Env) -> Result<LoadedConfig, ConfigError> {
     config::load(source, env)
 }
 
+/// Logs to stderr (stdout carries command output) through the non-blocking writer.
+/// `BUTLER_LOG_FORMAT=json` gives one JSON object per line; the level comes from
+/// `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`. A log variable that cannot be read is a
+/// configuration failure.
+pub fn init_logging(env: &dyn Env) -> Result<(), Failure> {
+    let settings = crate::logging::Settings::from_env(env)?;
+    crate::logging::init(&settings);
+    Ok(())
+}
+
 /// Runs the command. `env` is shared because `run` hands it to the long-running scheduler.
 pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
     let env = shared.as_ref();
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
-    let roots = Roots::from_env(&cli.root, env);
+    let roots = Roots::from_env(&cli.root, env)?;
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;

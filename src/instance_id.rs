@@ -178,14 +178,15 @@ pub fn derive_with(
         Ok(h) => {
             let (system_uuid, uuid_input) = system_uuid(roots);
             let fib = roots.proc.join("1/net/fib_trie");
+            let label = interface_label(&h.name);
             let ipv4_input = if h.ipv4.is_empty() {
                 format!(
-                    "IPv4 address of the host's default interface (none in {}: empty)",
+                    "IPv4 address of the host's default interface {label} (none in {}: empty)",
                     fib.display()
                 )
             } else {
                 format!(
-                    "IPv4 address of the host's default interface (local address in {})",
+                    "IPv4 address of the host's default interface {label} (local address in {})",
                     fib.display()
                 )
             };
@@ -199,8 +200,9 @@ pub fn derive_with(
                 method: METHOD_HOST_NETWORK.into(),
                 inputs: vec![
                     format!(
-                        "MAC address of the host's default interface (default route in {}; \
+                        "MAC address of the host's default interface {} (default route in {}; \
                          address from {}/class/net/<interface>/address)",
+                        interface_label(&h.name),
                         roots.proc.join("1/net/route").display(),
                         roots.sys.display()
                     ),
@@ -412,15 +414,16 @@ fn butler(
     let addrs = iface.and_then(|i| sys.interface(&i.name).map(|a| (i, a)));
     if let Some((i, a)) = addrs {
         let ipv4 = a.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
+        let label = interface_label(&i.name);
         let inputs = vec![
             format!(
-                "MAC address of the default interface ({}; address from the kernel)",
+                "MAC address of the default interface {label} ({}; address from the kernel)",
                 i.rule
             ),
             if ipv4.is_empty() {
-                "IPv4 address of the default interface (none: empty)".to_string()
+                format!("IPv4 address of the default interface {label} (none: empty)")
             } else {
-                "IPv4 address of the default interface (from the kernel)".to_string()
+                format!("IPv4 address of the default interface {label} (from the kernel)")
             },
             qrs_input,
             uuid_input,
@@ -469,6 +472,33 @@ fn butler(
     }
 }
 
+/// The interface's name as `id --explain` shows it (`eth0`): an interface is named, its
+/// addresses never. A name that could carry an address or an identifier is not shown: one
+/// with a run of 8 or more hex digits (systemd's MAC-based `enx0123456789ab`, Docker's
+/// `br-<network ID>`), one that looks like an IPv4 address part (digits around a dot, beyond
+/// a VLAN suffix such as `eth0.100`), or one with characters outside `[A-Za-z0-9._@-]`.
+pub(crate) fn interface_label(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    let longest_hex = name
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    let dotted_numbers = name
+        .split('.')
+        .filter(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    if plain && longest_hex < 8 && dotted_numbers < 2 {
+        name.to_string()
+    } else {
+        "<name not shown: it could carry an address>".to_string()
+    }
+}
+
 /// systeminformation's `cleanDefaults`: firmware placeholders count as empty.
 fn clean_default(s: &str) -> String {
     let l = s.to_ascii_lowercase();
@@ -494,10 +524,17 @@ pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
 
 /// `DOCKER_HOST` (`unix://` or `tcp://`), else the default socket when it exists.
 fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
-    if let Some(h) = &roots.env.docker_host {
-        if let Some(p) = h.strip_prefix("unix://") {
+    if let Some(raw) = &roots.env.docker_host {
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(p) = raw.as_bytes().strip_prefix(b"unix://") {
+            let p = std::ffi::OsStr::from_bytes(p);
             return Some(DockerEndpoint::Unix(host::below(&roots.own, p)));
         }
+        // An address is text; one that is not UTF-8 is no address.
+        let Some(h) = raw.to_str() else {
+            tracing::debug!("DOCKER_HOST is not a unix:// path and not UTF-8; ignored");
+            return None;
+        };
         if let Some(a) = h.strip_prefix("tcp://") {
             return Some(DockerEndpoint::Tcp(a.trim_end_matches('/').to_string()));
         }
@@ -605,6 +642,49 @@ fn warn_unstable_once(tried: &[String]) {
             tried.join("; ")
         );
     });
+}
+
+#[cfg(test)]
+mod interface_label_tests {
+    use super::interface_label;
+
+    #[test]
+    fn common_names_are_shown() {
+        for name in [
+            "eth0",
+            "ens3",
+            "enp0s31f6",
+            "wlp2s0",
+            "eth0.100",
+            "bond0",
+            "docker0",
+            "vlan@eth0",
+        ] {
+            assert_eq!(interface_label(name), name);
+        }
+    }
+
+    #[test]
+    fn names_that_could_carry_an_address_are_not() {
+        for name in [
+            "enx0123456789ab",
+            "enxa0cec8d1e2f3",
+            "br-3f2a1b4c5d6e",
+            "10.1.2.3",
+            "br10.1.2",
+            "eth\u{1b}[31m",
+            "name with space",
+            "",
+            "abcdefghijklmnopq",
+        ] {
+            let shown = interface_label(name);
+            assert!(
+                !shown.contains(name) || name.is_empty(),
+                "{name:?}: {shown}"
+            );
+            assert!(shown.contains("not shown"), "{name:?}: {shown}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
 //! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
+//! - [`output`]: log lines and the sink's events, written without ever blocking.
 
 pub(crate) mod agent;
 pub mod app;
@@ -31,6 +32,7 @@ pub mod health;
 pub mod host;
 pub mod instance_id;
 pub mod logging;
+pub mod output;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

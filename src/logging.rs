@@ -1,5 +1,5 @@
-//! The log filter: the user's directives, with dependencies kept quiet so that nothing
-//! identifying reaches a log.
+//! Logging: the user's filter, with dependencies kept quiet so that nothing identifying reaches
+//! a log, written through a writer that never blocks (see [`crate::output`]).
 //!
 //! The HTTP and TLS stacks under the Docker and PostHog requests (hyper, hyper-util, reqwest,
 //! rustls, h2 …) log connection details at `debug` and `trace`: they stay at `warn` unless a
@@ -7,8 +7,21 @@
 //! logs the engine's whole `/info` answer at `debug` — the engine ID (an anchor of the instance
 //! ID), the Docker host name, its directories and proxies — so its `debug` and `trace` are
 //! never enabled, whatever the directive says: it stays at `info` at most.
+//!
+//! That last rule is not a rewrite of the user's directives (`EnvFilter`'s grammar has numeric
+//! levels, target prefixes, span and field filters: a rewrite misses some). It is a second
+//! filter, [`cap`], that every event must also pass, and that looks only at the event's own
+//! target and level: no directive reaches it.
 
+use tracing::level_filters::LevelFilter;
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, FilterFn};
+use tracing_subscriber::layer::{Filter, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{ConfigError, Env};
 
 /// Targets kept at `warn` unless a directive names them.
 pub(crate) const QUIET_TARGETS: &[&str] = &[
@@ -25,13 +38,38 @@ pub(crate) const QUIET_TARGETS: &[&str] = &[
     "bollard",
 ];
 
-/// Targets whose `debug` and `trace` can carry an identifying value: capped at `info`.
-pub(crate) const NEVER_VERBOSE: &[&str] = &["bollard"];
+/// Crates whose `debug` and `trace` can carry an identifying value, with the most verbose
+/// level they may ever log at, whatever the directives say.
+pub(crate) const CAPS: &[(&str, Level)] = &[("bollard", Level::INFO)];
 
 /// The level used without a directive.
 pub(crate) const DEFAULT_LEVEL: &str = "info";
 
-/// The directives actually used for the user's (`BUTLER_LOG_LEVEL`, else `RUST_LOG`).
+/// The most verbose level an event of `target` may have, if it is capped: the crate itself
+/// and every module below it (`bollard`, `bollard::docker`), not a crate that merely shares
+/// the prefix (`bollardx`).
+pub(crate) fn cap_of(target: &str) -> Option<Level> {
+    CAPS.iter().find_map(|(krate, level)| {
+        let below = target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
+        below.then_some(*level)
+    })
+}
+
+/// Whether an event or span passes the caps. Pure: it sees only the metadata (for a `log`
+/// record, tracing-log hands the filter the record's own target).
+pub(crate) fn within_caps(meta: &Metadata<'_>) -> bool {
+    // `Level`'s order: ERROR < WARN < INFO < DEBUG < TRACE is "more verbose is greater".
+    cap_of(meta.target()).is_none_or(|cap| *meta.level() <= cap)
+}
+
+/// The hard filter: [`within_caps`], whatever the user's directives.
+pub(crate) fn cap<S>() -> impl Filter<S> + Clone + use<S> {
+    FilterFn::new(within_caps).with_max_level_hint(LevelFilter::TRACE)
+}
+
+/// The user's directives (`BUTLER_LOG_LEVEL`, else `RUST_LOG`), with the quiet targets added.
 /// Pure, so the rules are unit-tested; [`env_filter`] builds the filter from it.
 pub(crate) fn directives(user: Option<&str>) -> String {
     let user = user.map(str::trim).filter(|u| !u.is_empty());
@@ -42,27 +80,15 @@ pub(crate) fn directives(user: Option<&str>) -> String {
         if d.is_empty() {
             continue;
         }
-        let (target, level) = match d.rsplit_once('=') {
-            Some((t, l)) => (t, Some(l)),
-            // `hyper` alone means every level of `hyper`; `debug` alone is a global level.
-            None if is_level(d) => ("", Some(d)),
-            None => (d, None),
-        };
-        // A span filter without a target would reach into any crate's events, past the caps
-        // below; the agent has no spans of its own, so such a directive is dropped.
+        // A span or field filter without a target would reach into any crate's events, past
+        // the quiet defaults below; the agent has no spans of its own, so it is dropped.
         if d.starts_with('[') {
             continue;
         }
-        let target = target.split('[').next().unwrap_or_default();
-        let krate = target.split("::").next().unwrap_or_default();
+        let target = d.rsplit_once('=').map_or(d, |(t, _)| t);
+        let krate = target.split(['[', ':']).next().unwrap_or_default();
         if let Some(q) = QUIET_TARGETS.iter().find(|q| **q == krate) {
             named.push(q);
-        }
-        if NEVER_VERBOSE.contains(&krate)
-            && level.is_none_or(|l| matches!(l.to_ascii_lowercase().as_str(), "debug" | "trace"))
-        {
-            out.push(format!("{target}=info"));
-            continue;
         }
         out.push(d.to_string());
     }
@@ -74,86 +100,73 @@ pub(crate) fn directives(user: Option<&str>) -> String {
     out.join(",")
 }
 
-fn is_level(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        "off" | "error" | "warn" | "info" | "debug" | "trace"
-    ) || s.parse::<u8>().is_ok()
-}
-
 /// The filter for the user's directives; an invalid directive falls back to the default level
-/// (with dependencies still kept quiet).
+/// (with dependencies still kept quiet). The caps apply on top: see [`filter`].
 pub fn env_filter(user: Option<&str>) -> EnvFilter {
     EnvFilter::try_new(directives(user))
         .unwrap_or_else(|_| EnvFilter::new(directives(Some(DEFAULT_LEVEL))))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The whole filter: the user's directives and the caps, both of which an event must pass.
+pub fn filter<S>(user: Option<&str>) -> impl Filter<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    env_filter(user).and(cap())
+}
 
-    #[test]
-    fn dependencies_are_quiet_by_default() {
-        for user in [
-            None,
-            Some(""),
-            Some("debug"),
-            Some("trace"),
-            Some("butler_agent=trace"),
-        ] {
-            let d = directives(user);
-            for q in QUIET_TARGETS {
-                assert!(d.contains(&format!("{q}=warn")), "{user:?}: {d}");
-            }
-        }
-        assert!(directives(None).starts_with("info,"));
-    }
+/// The log settings, read from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `BUTLER_LOG_LEVEL`, else `RUST_LOG`.
+    pub directives: Option<String>,
+    /// `BUTLER_LOG_FORMAT=json`.
+    pub json: bool,
+}
 
-    #[test]
-    fn an_explicit_directive_enables_a_dependency() {
-        let d = directives(Some("info,reqwest=debug,hyper_util::client=trace"));
-        assert!(
-            d.contains("reqwest=debug") && !d.contains("reqwest=warn"),
-            "{d}"
-        );
-        assert!(d.contains("hyper_util::client=trace"), "{d}");
-        assert!(!d.contains("hyper_util=warn"), "{d}");
-        // Others stay quiet.
-        assert!(d.contains("rustls=warn"), "{d}");
-    }
-
-    #[test]
-    fn bollard_never_logs_debug() {
-        for user in [
-            "bollard=debug",
-            "bollard=trace",
-            "bollard",
-            "trace,bollard::docker=TRACE",
-            "bollard[request]=debug",
-        ] {
-            let d = directives(Some(user));
-            for directive in d.split(',').filter(|x| x.starts_with("bollard")) {
-                let level = directive.rsplit('=').next().unwrap().to_ascii_lowercase();
-                assert!(level != "debug" && level != "trace", "{user}: {d}");
-            }
-            assert!(d.contains("=info"), "{user}: {d}");
-            EnvFilter::try_new(&d).unwrap_or_else(|e| panic!("{user}: {d}: {e}"));
-        }
-        // A quieter level is kept.
-        assert!(directives(Some("bollard=error")).contains("bollard=error"));
-    }
-
-    #[test]
-    fn span_filters_without_a_target_are_dropped() {
-        let d = directives(Some("[request]=trace,info"));
-        assert!(!d.contains("[request]"), "{d}");
-        assert!(d.contains("bollard=warn"), "{d}");
-        assert!(directives(Some("butler_agent[x]=debug")).contains("butler_agent[x]=debug"));
-    }
-
-    #[test]
-    fn bad_directives_fall_back() {
-        let _ = env_filter(Some("=,=,[[["));
-        let _ = env_filter(Some("nonsense=loud"));
+impl Settings {
+    /// Reads the settings; a variable that is set but not valid UTF-8 is an error naming it
+    /// (a filter read as "unset" would log at a level nobody asked for).
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let directives = match env.var("BUTLER_LOG_LEVEL")? {
+            Some(v) => Some(v),
+            None => env.var("RUST_LOG")?,
+        };
+        let json = env
+            .var("BUTLER_LOG_FORMAT")?
+            .is_some_and(|f| f.eq_ignore_ascii_case("json"));
+        Ok(Settings { directives, json })
     }
 }
+
+/// Installs the process's logger: stderr through the non-blocking [`crate::output`] writer,
+/// text or JSON, filtered by [`filter`]. Colour codes only for a person at a terminal.
+pub fn init(settings: &Settings) {
+    use std::io::IsTerminal;
+    let writer = crate::output::Stderr;
+    let ansi = std::io::stderr().is_terminal();
+    // A closed or failing stderr drops log lines (the writer never fails a write).
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .log_internal_errors(false)
+        .with_ansi(ansi);
+    let registry = tracing_subscriber::registry();
+    let result = if settings.json {
+        registry
+            .with(
+                layer
+                    .json()
+                    .with_filter(filter(settings.directives.as_deref())),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(layer.with_filter(filter(settings.directives.as_deref())))
+            .try_init()
+    };
+    // Only a second call fails; the first logger stays.
+    let _ = result;
+}
+
+#[cfg(test)]
+mod tests;

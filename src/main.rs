@@ -1,44 +1,31 @@
 //! `butler-agent`: parse the command line, set up logging, run, report a failure once, exit
 //! with its code.
 
-use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
-use butler_agent::{app, cli::Cli, config::ProcessEnv};
+use butler_agent::{app, cli::Cli, config::Env, config::ProcessEnv, output};
+
+/// How long the process waits, at exit, for queued log lines to be written: a log pipe that
+/// nobody reads must not hold up a stop.
+const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing();
-    let env: std::sync::Arc<dyn butler_agent::config::Env> = std::sync::Arc::new(ProcessEnv);
-    if let Err(failure) = app::dispatch(cli, &env) {
-        if !failure.is_quiet() {
-            // A closed or failing stderr loses the line, never the exit code.
-            let _ = writeln!(std::io::stderr(), "butler-agent: {failure}");
+    let env: Arc<dyn Env> = Arc::new(ProcessEnv);
+    let result = app::init_logging(env.as_ref()).and_then(|()| app::dispatch(cli, &env));
+    let code = match result {
+        Ok(()) => 0,
+        Err(failure) => {
+            if !failure.is_quiet() {
+                // A closed or failing stderr loses the line, never the exit code.
+                output::eprint_line(&format!("butler-agent: {failure}\n"));
+            }
+            failure.exit_code()
         }
-        std::process::exit(failure.exit_code());
-    }
-}
-
-/// Logs go to stderr (stdout carries command output). `BUTLER_LOG_FORMAT=json` gives one JSON
-/// object per line; the level comes from `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`.
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let user = std::env::var("BUTLER_LOG_LEVEL")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok());
-    let filter = butler_agent::logging::env_filter(user.as_deref());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // A closed or failing stderr drops log lines; the default would report the failed
-        // write on that same stderr, which panics.
-        .log_internal_errors(false)
-        // Colour codes only for a person at a terminal, not in `docker logs` or log shippers.
-        .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var("BUTLER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    };
+    output::flush(EXIT_FLUSH);
+    std::process::exit(code);
 }

@@ -303,16 +303,18 @@ pub(crate) fn choose_source(flag: Option<&Path>, env: &dyn Env, cwd: &Path) -> C
     if let Some(p) = flag {
         return ConfigSource::Flag(p.to_path_buf());
     }
-    if let Some(p) = env.var("BUTLER_CONFIG").filter(|p| !p.is_empty()) {
+    // Paths are bytes: a file name need not be UTF-8 (and an unreadable one must not be
+    // mistaken for "unset", which would lose the file's opt-out).
+    if let Some(p) = env.var_os("BUTLER_CONFIG").filter(|p| !p.is_empty()) {
         return ConfigSource::EnvVar(PathBuf::from(p));
     }
-    let node_env = env
-        .var("NODE_ENV")
+    let mut file = env
+        .var_os("NODE_ENV")
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "production".to_string());
-    let candidate = cwd.join("config").join(format!("{node_env}.yaml"));
-    if candidate.is_file() {
-        return ConfigSource::NodeEnv(PathBuf::from("config").join(format!("{node_env}.yaml")));
+        .unwrap_or_else(|| "production".into());
+    file.push(".yaml");
+    if cwd.join("config").join(&file).is_file() {
+        return ConfigSource::NodeEnv(PathBuf::from("config").join(file));
     }
     ConfigSource::Defaults
 }

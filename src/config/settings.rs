@@ -285,7 +285,7 @@ impl AgentSettings {
     fn validate(mut self, env: &dyn Env) -> Result<Self, ConfigError> {
         let bad = |key: &str, var: &'static str, msg: String| {
             let key = Some(format!("Butler.{}.{key} ({var})", super::AGENT_KEY));
-            if env.var(var).is_some_and(|v| !v.trim().is_empty()) {
+            if env.var_os(var).is_some_and(|v| !super::env::is_blank(&v)) {
                 ConfigError {
                     key,
                     ..ConfigError::env(var, msg)
@@ -446,15 +446,17 @@ fn env_or<T>(
     default: T,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
-    match env.var(var).filter(|v| !v.trim().is_empty()) {
+    match env.var(var)?.filter(|v| !v.trim().is_empty()) {
         Some(v) => parse(&v).map_err(|m| ConfigError::env(var, m)),
         None => Ok(file.unwrap_or(default)),
     }
 }
 
+/// A path setting: the variable's bytes as they are (a path need not be UTF-8), else the
+/// file's.
 fn env_opt(env: &dyn Env, var: &str, file: Option<PathBuf>) -> Option<PathBuf> {
-    env.var(var)
-        .filter(|v| !v.trim().is_empty())
+    env.var_os(var)
+        .filter(|v| !super::env::is_blank(v))
         .map(PathBuf::from)
         .or(file)
 }

@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::Env;
+use crate::config::{ConfigError, Env};
 pub use syscalls::{CpuidVm, Interface, RealSyscalls, Syscalls};
 
 /// The host-mount variables (gopsutil/Telegraf convention).
@@ -81,8 +81,8 @@ pub(crate) struct HostEnv {
     pub(crate) container_var: Option<String>,
     /// `KUBERNETES_SERVICE_HOST` is set (kubelet injects it into every pod).
     pub(crate) kubernetes_service_host: bool,
-    /// `DOCKER_HOST`, for the engine ID.
-    pub(crate) docker_host: Option<String>,
+    /// `DOCKER_HOST`, for the engine ID: bytes, as a `unix://` path need not be UTF-8.
+    pub(crate) docker_host: Option<std::ffi::OsString>,
     /// Whether to ask the CPU (CPUID) about a hypervisor.
     pub(crate) cpuid: bool,
 }
@@ -124,9 +124,13 @@ impl Roots {
     /// `--root DIR` plus the environment: `HOST_ETC`/`HOST_PROC`/`HOST_SYS` win over
     /// `HOST_ROOT`, which wins over `DIR`. Host paths are taken below `DIR`, so with the default
     /// `/` they mean what they say, and a fixture tree can hold a mounted "host" too.
-    pub fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Self {
+    ///
+    /// Paths are taken as bytes (they need not be UTF-8); the agent's own text settings
+    /// (`BUTLER_CONTAINER_RUNTIME`, `BUTLER_HOST_NO_CPUID`) that are not valid UTF-8 are an
+    /// error naming the variable.
+    pub fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Result<Self, ConfigError> {
         let mut roots = Roots::at(root.as_ref());
-        let set = |k: &str| env.var(k).filter(|v| !v.trim().is_empty());
+        let set = |k: &str| env.var_os(k).filter(|v| !crate::config::env::is_blank(v));
         let host_root = set(HOST_ROOT).map(|p| below(&roots.own, &p));
         let pick = |var: &'static str, sub: &str| match (set(var), &host_root) {
             (Some(p), _) => Some((below(&roots.own, &p), Origin::HostVar(var))),
@@ -142,16 +146,20 @@ impl Roots {
         if let Some((p, o)) = pick(HOST_SYS, "sys") {
             (roots.sys, roots.sys_origin) = (p, o);
         }
+        let no_cpuid = env.var(NO_CPUID)?.filter(|v| !v.trim().is_empty());
         roots.env = HostEnv {
-            container_override: env.var(CONTAINER_OVERRIDE),
-            container_var: env.var("container"),
+            container_override: env.var(CONTAINER_OVERRIDE)?,
+            // The container manager's variable, not a setting of the agent's: read as well as
+            // it can be.
+            container_var: env
+                .var_os("container")
+                .map(|v| v.to_string_lossy().into_owned()),
             kubernetes_service_host: set("KUBERNETES_SERVICE_HOST").is_some(),
             docker_host: set("DOCKER_HOST"),
             cpuid: roots.env.cpuid
-                && set(NO_CPUID)
-                    .is_none_or(|v| crate::config::settings::parse_bool(&v) != Ok(true)),
+                && no_cpuid.is_none_or(|v| crate::config::settings::parse_bool(&v) != Ok(true)),
         };
-        roots
+        Ok(roots)
     }
 
     /// A path in the agent's own view, e.g. `own_path("/run/.containerenv")`.
@@ -161,9 +169,9 @@ impl Roots {
 }
 
 /// `abs` taken below `root` (`/x/y` under `/fix` is `/fix/x/y`); `..` cannot climb out.
-pub(crate) fn below(root: &Path, abs: &str) -> PathBuf {
+pub(crate) fn below(root: &Path, abs: impl AsRef<Path>) -> PathBuf {
     let mut out = root.to_path_buf();
-    for c in Path::new(abs).components() {
+    for c in abs.as_ref().components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::ParentDir => {
@@ -369,7 +377,7 @@ mod tests {
     #[test]
     fn host_vars_win_over_host_root_and_stay_below_root() {
         let env = MapEnv::new([("HOST_ROOT", "/host"), ("HOST_PROC", "/hostproc")]);
-        let r = Roots::from_env("/fix", &env);
+        let r = Roots::from_env("/fix", &env).unwrap();
         assert_eq!(r.own, Path::new("/fix"));
         assert_eq!(r.etc, Path::new("/fix/host/etc"));
         assert_eq!(r.etc_origin, Origin::HostRoot);
@@ -381,12 +389,32 @@ mod tests {
 
     #[test]
     fn no_variables_means_everything_below_root() {
-        let r = Roots::from_env("/", &MapEnv::default());
+        let r = Roots::from_env("/", &MapEnv::default()).unwrap();
         assert_eq!(r.etc, Path::new("/etc"));
         assert_eq!(r.etc_origin, Origin::Root);
         assert!(r.env.cpuid);
-        let off = Roots::from_env("/", &MapEnv::new([(NO_CPUID, "1")]));
+        let off = Roots::from_env("/", &MapEnv::new([(NO_CPUID, "1")])).unwrap();
         assert!(!off.env.cpuid);
+    }
+
+    #[test]
+    fn host_paths_are_bytes_and_own_text_settings_must_be_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let env = MapEnv::default()
+            .with_bytes(HOST_ETC, b"/h\xe9/etc")
+            .with_bytes("DOCKER_HOST", b"unix:///r\xff/docker.sock")
+            .with_bytes("container", b"lx\xff");
+        let r = Roots::from_env("/fix", &env).unwrap();
+        assert_eq!(r.etc.as_os_str().as_bytes(), b"/fix/h\xe9/etc");
+        assert_eq!(
+            r.env.docker_host.as_deref().map(|h| h.as_bytes()),
+            Some(&b"unix:///r\xff/docker.sock"[..])
+        );
+        for var in [CONTAINER_OVERRIDE, NO_CPUID] {
+            let env = MapEnv::default().with_bytes(var, b"\xff");
+            let err = Roots::from_env("/", &env).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ fn read_resolved(base: &Path, path: &Path) -> Option<String> {
         match std::fs::read_link(&p) {
             Ok(target) => {
                 p = if target.is_absolute() {
-                    super::below(base, &target.to_string_lossy())
+                    super::below(base, &target)
                 } else {
                     p.parent().unwrap_or(base).join(target)
                 };

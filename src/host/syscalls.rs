@@ -188,8 +188,11 @@ async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, String> {
     let secs = DOCKER_TIMEOUT.as_secs().max(1);
     let docker = match endpoint {
         DockerEndpoint::Unix(p) => {
-            let p = p.to_string_lossy();
-            Docker::connect_with_unix(&p, secs, API_DEFAULT_VERSION)
+            // bollard takes the path as text: one that is not UTF-8 is not guessed at.
+            let p = p
+                .to_str()
+                .ok_or_else(|| format!("{endpoint}: the socket path is not UTF-8"))?;
+            Docker::connect_with_unix(p, secs, API_DEFAULT_VERSION)
         }
         DockerEndpoint::Tcp(a) => {
             Docker::connect_with_http(&format!("http://{a}"), secs, API_DEFAULT_VERSION)

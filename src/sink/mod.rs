@@ -61,9 +61,14 @@ impl Shared {
         let line = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.output.stdout {
-            let mut out = std::io::stdout().lock();
-            // A closed stdout (e.g. `| head`) must not stop the sink.
-            let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+            // Never waits: a stdout nobody reads (or a closed one, `| head`) must not stop
+            // the sink; see `crate::output`.
+            match crate::output::stdout() {
+                Some(out) => {
+                    out.write_owned(format!("{line}\n").into_bytes());
+                }
+                None => tracing::warn!("sink: no stdout writer; event not printed"),
+            }
         }
         if let Some(path) = &self.output.file {
             let r = crate::files::append_existing(path).and_then(|mut f| writeln!(f, "{line}"));

@@ -198,6 +198,7 @@ impl Runner {
         &mut self,
         inputs: &Inputs,
         shutdown: impl Future<Output = ()>,
+        asked: bool,
     ) -> bool {
         tokio::pin!(shutdown);
         if self.still_working() {
@@ -217,7 +218,7 @@ impl Runner {
             .await
         {
             Waited::Done(loaded) => {
-                self.apply(loaded, true);
+                self.apply(loaded, asked);
                 true
             }
             Waited::TimedOut => {

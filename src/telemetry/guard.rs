@@ -196,8 +196,8 @@ impl Known {
             read(&roots.proc.join("sys/kernel/hostname")),
         );
         k.push(own_name, read(&roots.own.join("etc/hostname")));
-        if let Some(h) = env.var("HOSTNAME") {
-            k.push(Kind::HostName, h);
+        if let Some(h) = env.var_os("HOSTNAME") {
+            k.push(Kind::HostName, h.to_string_lossy().into_owned());
         }
 
         for file in [

@@ -45,12 +45,18 @@ impl Decision {
     }
 }
 
-/// `DO_NOT_TRACK` is set to something that means "yes".
+/// `DO_NOT_TRACK` is set to something that means "yes": any value but empty, `0` or `false`,
+/// including one that is not valid UTF-8 (it is none of those three, and an opt-out that
+/// cannot be read must never turn telemetry on).
 fn do_not_track(env: &dyn Env) -> bool {
-    env.var("DO_NOT_TRACK").is_some_and(|v| {
-        let v = v.trim().to_ascii_lowercase();
-        !(v.is_empty() || v == "0" || v == "false")
-    })
+    env.var_os("DO_NOT_TRACK")
+        .is_some_and(|v| match v.to_str() {
+            Some(v) => {
+                let v = v.trim().to_ascii_lowercase();
+                !(v.is_empty() || v == "0" || v == "false")
+            }
+            None => true,
+        })
 }
 
 /// Decides. A malformed `BUTLER_ANON_TELEMETRY` is a configuration error: guessing either way
@@ -63,7 +69,7 @@ pub(crate) fn decide(env: &dyn Env, config_value: Option<bool>) -> Result<Decisi
         });
     }
     if let Some(v) = env
-        .var("BUTLER_ANON_TELEMETRY")
+        .var("BUTLER_ANON_TELEMETRY")?
         .filter(|v| !v.trim().is_empty())
     {
         let enabled = parse_bool(&v).map_err(|m| ConfigError::env("BUTLER_ANON_TELEMETRY", m))?;
@@ -139,6 +145,30 @@ mod tests {
         let err = decide(&env, Some(true)).unwrap_err();
         assert!(err.to_string().contains("BUTLER_ANON_TELEMETRY"), "{err}");
         assert!(err.to_string().contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_do_not_track_opts_out() {
+        for raw in [&b"\xff"[..], b"1\xe9", b"fals\xe9", b"\xc3"] {
+            let env = MapEnv::default()
+                .with_bytes("DO_NOT_TRACK", raw)
+                .with_bytes("BUTLER_ANON_TELEMETRY", b"true");
+            let d = decide(&env, Some(true)).unwrap();
+            assert_eq!((d.enabled, d.decided_by), (false, DecidedBy::DoNotTrack));
+        }
+    }
+
+    #[test]
+    fn an_unreadable_butler_anon_telemetry_is_an_error_never_on() {
+        for cfg in [None, Some(true), Some(false)] {
+            let env = MapEnv::default().with_bytes("BUTLER_ANON_TELEMETRY", b"fals\xe9");
+            let err = decide(&env, cfg).unwrap_err().to_string();
+            assert!(err.contains("BUTLER_ANON_TELEMETRY"), "{err}");
+            assert!(err.contains("UTF-8"), "{err}");
+        }
+        // DO_NOT_TRACK still wins: the opt-out needs no other variable to be readable.
+        let env = MapEnv::new([("DO_NOT_TRACK", "1")]).with_bytes("BUTLER_ANON_TELEMETRY", b"\xff");
+        assert!(!decide(&env, None).unwrap().enabled);
     }
 
     #[test]

@@ -68,9 +68,19 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => break,
                 _ = shutdown.as_mut() => return,
-                _ = hangups.recv() => {
-                    tracing::info!("SIGHUP received: re-reading the config");
-                    let reloaded = runner.reload_now(&inputs, shutdown.as_mut()).await;
+                why = hangups.recv() => {
+                    match why {
+                        Reread::Signal => {
+                            tracing::info!("SIGHUP received: re-reading the config");
+                        }
+                        Reread::FileChanged => {
+                            tracing::info!("the config file changed: re-reading it");
+                        }
+                    }
+                    // SIGHUP asks: its outcome is always logged. A change of the file is
+                    // logged as a cycle's re-read is (what changed; an error once).
+                    let asked = why == Reread::Signal;
+                    let reloaded = runner.reload_now(&inputs, shutdown.as_mut(), asked).await;
                     readiness.set_config_valid(runner.config_loads());
                     if !reloaded {
                         return;
@@ -115,11 +125,21 @@ pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
     interval.saturating_add(offset)
 }
 
+/// Why the config is re-read out of turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reread {
+    /// SIGHUP.
+    Signal,
+    /// The config file's watcher saw it change (see `crate::agent`).
+    FileChanged,
+}
+
 /// SIGHUP deliveries, installed at start so that a SIGHUP never stops the agent (its default
-/// action would).
+/// action would), and the config file's changes once [`Hangups::watch`] is given them.
 pub struct Hangups {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
+    changes: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 impl Hangups {
@@ -130,11 +150,12 @@ impl Hangups {
             use tokio::signal::unix::{SignalKind, signal};
             Ok(Hangups {
                 signal: Some(signal(SignalKind::hangup())?),
+                changes: None,
             })
         }
         #[cfg(not(unix))]
         {
-            Ok(Hangups {})
+            Ok(Hangups { changes: None })
         }
     }
 
@@ -143,18 +164,42 @@ impl Hangups {
         Hangups {
             #[cfg(unix)]
             signal: None,
+            changes: None,
         }
     }
 
-    /// Waits for the next SIGHUP; never completes without a handler.
-    pub(crate) async fn recv(&mut self) {
+    /// Also re-read when `changes` yields (the config file changed).
+    pub(crate) fn watch(mut self, changes: tokio::sync::mpsc::Receiver<()>) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Waits for the next SIGHUP or change; never completes without either.
+    pub(crate) async fn recv(&mut self) -> Reread {
         #[cfg(unix)]
-        if let Some(s) = &mut self.signal {
-            if s.recv().await.is_some() {
-                return;
+        let sighup = &mut self.signal;
+        let changes = &mut self.changes;
+        let signal = async {
+            #[cfg(unix)]
+            if let Some(s) = sighup {
+                if s.recv().await.is_some() {
+                    return;
+                }
             }
+            std::future::pending::<()>().await;
+        };
+        let changed = async {
+            if let Some(c) = changes {
+                if c.recv().await.is_some() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = signal => Reread::Signal,
+            () = changed => Reread::FileChanged,
         }
-        std::future::pending::<()>().await;
     }
 }
 

@@ -193,7 +193,7 @@ fn recreated() -> (Fake, Fake) {
 #[test]
 fn container_keeps_its_id_with_the_host_machine_id() {
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
-    let roots = Roots::from_env(fixture("docker-host-root"), &env);
+    let roots = Roots::from_env(fixture("docker-host-root"), &env).unwrap();
     let (a, b) = recreated();
     let first = derive(&roots, &a, "sense.example.com", None);
     let second = derive(&roots, &b, "sense.example.com", None);
@@ -328,7 +328,7 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     .expect("temp tree is writable");
 
     let env = MapEnv::new([("HOST_PROC", "/host/proc"), ("HOST_SYS", "/host/sys")]);
-    let roots = Roots::from_env(&root, &env);
+    let roots = Roots::from_env(&root, &env).unwrap();
     let (a, b) = recreated();
     let first = derive(&roots, &a, "sense.example.com", None);
     assert_eq!(
@@ -350,18 +350,31 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
         "survives re-creation"
     );
     let text = first.inputs.join("\n");
-    for value in ["b8:ca", "192.168", "enp3s0", "4c4c4544"] {
+    for value in ["b8:ca", "192.168", "4c4c4544"] {
         assert!(!text.contains(value), "{value} in the explanation: {text}");
     }
+    // The interface is named (issue 19), its addresses never.
+    assert!(text.contains("default interface enp3s0 ("), "{text}");
     // HOST_ROOT alone gives both mounts.
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
     assert_eq!(
-        derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None).id,
+        derive(
+            &Roots::from_env(&root, &env).unwrap(),
+            &a,
+            "sense.example.com",
+            None
+        )
+        .id,
         expected
     );
     // Only one of the two: not used.
     let env = MapEnv::new([("HOST_PROC", "/host/proc")]);
-    let one = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    let one = derive(
+        &Roots::from_env(&root, &env).unwrap(),
+        &a,
+        "sense.example.com",
+        None,
+    );
     assert_ne!(one.method, instance_id::METHOD_HOST_NETWORK);
     assert!(
         one.inputs[0].contains("host network: host /proc and /sys not both mounted"),
@@ -373,7 +386,12 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     let fib_text = std::fs::read(&fib).expect("written above");
     std::fs::remove_file(&fib).expect("temp tree is writable");
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
-    let no_fib = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    let no_fib = derive(
+        &Roots::from_env(&root, &env).unwrap(),
+        &a,
+        "sense.example.com",
+        None,
+    );
     assert_ne!(no_fib.method, instance_id::METHOD_HOST_NETWORK);
     assert!(
         no_fib.inputs[0].contains("fib_trie unreadable"),
@@ -384,7 +402,12 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
     // A host MAC file that is not a MAC: the next anchor, with the reason.
     std::fs::write(hs.join("address"), "garbage\n").expect("temp tree is writable");
     let env = MapEnv::new([("HOST_ROOT", "/host")]);
-    let bad = derive(&Roots::from_env(&root, &env), &a, "sense.example.com", None);
+    let bad = derive(
+        &Roots::from_env(&root, &env).unwrap(),
+        &a,
+        "sense.example.com",
+        None,
+    );
     assert_ne!(bad.method, instance_id::METHOD_HOST_NETWORK);
     assert!(bad.inputs[0].contains("no MAC address"), "{:?}", bad.inputs);
     let _ = std::fs::remove_dir_all(root);
@@ -393,7 +416,7 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
 #[test]
 fn container_keeps_its_id_with_the_engine_id() {
     let env = MapEnv::new([("DOCKER_HOST", "unix:///var/run/docker.sock")]);
-    let roots = Roots::from_env(fixture("docker-cgroup-v1"), &env);
+    let roots = Roots::from_env(fixture("docker-cgroup-v1"), &env).unwrap();
     let (mut a, mut b) = recreated();
     a.engine = Ok("6Q6H:K2MO:FE4F:TIGP".into());
     b.engine = a.engine.clone();
@@ -493,4 +516,77 @@ fn real_engine_id_matches_docker_info() {
         .docker_engine_id(&DockerEndpoint::Unix(sock.to_path_buf()))
         .expect("the engine answers /info");
     assert_eq!(got, expected);
+}
+
+/// A tree whose host network (HOST_PROC, HOST_SYS) has its default route on `iface`.
+fn host_network_tree(iface: &str, tag: &str) -> PathBuf {
+    let root = copy_tree(&fixture("docker-fuse-overlayfs"), tag);
+    let hp = root.join("host/proc/1/net");
+    std::fs::create_dir_all(&hp).expect("temp tree is writable");
+    std::fs::write(
+        hp.join("route"),
+        format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             {iface}\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             {iface}\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+        ),
+    )
+    .expect("temp tree is writable");
+    std::fs::write(
+        hp.join("fib_trie"),
+        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+         \x20    +-- 192.168.0.0/24 2 0 2\n           |-- 192.168.0.0\n              /24 link UNICAST\n\
+         \x20          |-- 192.168.0.17\n              /32 host LOCAL\n",
+    )
+    .expect("temp tree is writable");
+    let hs = root.join("host/sys/class/net").join(iface);
+    std::fs::create_dir_all(&hs).expect("temp tree is writable");
+    std::fs::write(hs.join("address"), "B8:CA:3A:6E:1F:20\n").expect("temp tree is writable");
+    root
+}
+
+/// `id --explain` names the interface it read (issue 19), never its addresses; a name that
+/// carries the MAC (systemd's `enx…`) is not shown either.
+#[test]
+fn explain_names_the_interface_never_its_addresses() {
+    for (n, (iface, shown)) in [("enp3s0", true), ("enxb8ca3a6e1f20", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let root = host_network_tree(iface, &format!("explain-{n}"));
+        let out = crate::common::agent(crate::common::Telemetry::Off)
+            .arg("--root")
+            .arg(&root)
+            .env("HOST_PROC", "/host/proc")
+            .env("HOST_SYS", "/host/sys")
+            .args(["id", "--explain"])
+            .output()
+            .expect("the binary runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.contains(&format!(
+                "method: {}",
+                instance_id::METHOD_HOST_NETWORK.to_lowercase()
+            )),
+            "{text}"
+        );
+        if shown {
+            assert!(
+                text.contains("mac address of the host's default interface enp3s0 ("),
+                "{text}"
+            );
+            assert!(
+                text.contains("ipv4 address of the host's default interface enp3s0 ("),
+                "{text}"
+            );
+        } else {
+            assert!(!text.contains(iface), "{text}");
+            assert!(text.contains("not shown"), "{text}");
+        }
+        for value in ["b8:ca:3a:6e:1f:20", "b8ca3a6e1f20", "192.168.0.17"] {
+            assert!(!text.contains(value), "{value} in:\n{text}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

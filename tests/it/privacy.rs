@@ -395,3 +395,37 @@ fn docker_host_credentials_are_never_logged() {
         }
     }
 }
+
+/// The filter grammar's other ways to name bollard (numeric levels, a `:` or a prefix of the
+/// name, span and field filters, bare levels): its `debug` line with the engine's answer is
+/// never printed (issue 19). The unit tests in `src/logging` go through the grammar; these
+/// are the shapes seen to get through before, on the real binary and the real bollard.
+#[test]
+fn no_log_directive_lets_bollard_print_the_engines_answer() {
+    let s = setup();
+    for level in [
+        "bollard=4",
+        "bollard=5",
+        "bollard:=debug",
+        "bollard::=trace",
+        "info,bollard=5",
+        "bol=trace",
+        "b=5",
+        "5",
+        "bollard[{x}]=trace",
+        "bollard[]=5",
+        "[{x}]=trace",
+        "trace,bollard::docker=5",
+    ] {
+        let before = s.docker_hits.load(Ordering::SeqCst);
+        let out = command(&s, level, &["id", "--explain"])
+            .output()
+            .expect("the binary runs");
+        assert!(out.status.success(), "{level}: {out:?}");
+        assert_clean(level, &out);
+        assert!(
+            s.docker_hits.load(Ordering::SeqCst) > before,
+            "{level}: the fake engine was asked"
+        );
+    }
+}

@@ -101,7 +101,7 @@ fn check_facts(root: &Path) {
     }
     // The ID is derived from the same strange files (container identity, boot ID, host mounts).
     let env = butler_agent::config::MapEnv::new([("HOST_ROOT", "/")]);
-    for roots in [Roots::at(root), Roots::from_env(root, &env)] {
+    for roots in [Roots::at(root), Roots::from_env(root, &env).unwrap()] {
         let id = butler_agent::instance_id::derive_with(
             &roots,
             &facts,

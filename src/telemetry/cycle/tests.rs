@@ -294,7 +294,11 @@ async fn reload_now_takes_the_new_file() {
     let mut runner = Runner::new(config::load(ConfigSource::Flag(file.clone()), &env).unwrap());
     std::fs::write(&file, "Butler:\n  butlerAgent:\n    interval: 3h\n").unwrap();
     let inputs = inputs(&env, &Roots::at("/nonexistent"));
-    assert!(runner.reload_now(&inputs, std::future::pending()).await);
+    assert!(
+        runner
+            .reload_now(&inputs, std::future::pending(), true)
+            .await
+    );
     assert_eq!(runner.config.agent.interval, Duration::from_secs(3 * 3600));
 }
 
