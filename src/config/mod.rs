@@ -278,7 +278,7 @@ fn check_butler_reachable(
     ));
     Err(
         if env
-            .var("BUTLER_REQUIRE_BUTLER")
+            .var("BUTLER_REQUIRE_BUTLER")?
             .is_some_and(|v| !v.trim().is_empty())
         {
             ConfigError {
