@@ -372,7 +372,7 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> An
             if let Some(ms) = handled.sent_at_ms {
                 tracing::debug!(sent_at_ms = ms, "sink: the sender's clock at sending");
             }
-            for a in handled.events {
+            for a in handled.events() {
                 tracing::info!(
                     event = a.event.get("event").and_then(serde_json::Value::as_str).unwrap_or(""),
                     uuid = a.event.get("uuid").and_then(serde_json::Value::as_str).unwrap_or(""),

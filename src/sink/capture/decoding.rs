@@ -189,36 +189,96 @@ pub(super) fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Capture
 /// `decompress_lz64_to_string` (`rust/capture/src/payload/decompression.rs`): lz-string's
 /// `compressToBase64` format, as old posthog-js versions send it, capped at `limit` UTF-16
 /// units while decoding (`rust/common/compression/src/lz64.rs`), then at `limit` UTF-8 bytes.
+/// The units are kept as they come in CESU-8 (UTF-8 with each surrogate on its own, 1 to 3
+/// bytes a unit, where a `Vec<u16>` takes 2), then joined into UTF-8 in place: so a payload at
+/// the unit cap takes at most 1.5 times the byte cap, never the 2 + 1 times of units plus a copy.
 pub(super) fn lz64_to_string(payload: &[u8], limit: usize) -> Result<String, CaptureError> {
     let text = std::str::from_utf8(payload).unwrap_or("INVALID_UTF8");
-    let units = match lz64_decode(text, limit) {
-        Ok(units) => units,
+    let too_big = || CaptureError::TooBig("lz64 request payload size limit exceeded".into());
+    let cesu = match lz64_decode(text, limit) {
+        Ok(cesu) => cesu,
         Err(Lz64Error::TooLarge) => {
             return Err(CaptureError::TooBig(format!(
                 "Decompressed LZ64 payload would exceed {limit} bytes"
             )));
         }
+        Err(Lz64Error::TooManyBytes) => return Err(too_big()),
         Err(Lz64Error::Invalid) => {
             return Err(CaptureError::RequestDecoding(
                 "decompress_lz64: failed decompress to UTF16".into(),
             ));
         }
     };
-    let s = String::from_utf16(&units).map_err(|_| {
+    let s = cesu_to_utf8(cesu).ok_or_else(|| {
         CaptureError::RequestDecoding("decompress_lz64: failed UTF16 to UTF8 conversion".into())
     })?;
     if s.len() > limit {
-        return Err(CaptureError::TooBig(
-            "lz64 request payload size limit exceeded".into(),
-        ));
+        return Err(too_big());
     }
     Ok(s)
+}
+
+/// A UTF-16 unit as CESU-8: 1 to 3 bytes, a surrogate as the 3 bytes of its own value.
+pub(super) fn push_unit(out: &mut Vec<u8>, u: u16) {
+    match u {
+        0..0x80 => out.push(u as u8),
+        0x80..0x800 => out.extend_from_slice(&[0xC0 | (u >> 6) as u8, 0x80 | (u & 0x3F) as u8]),
+        _ => out.extend_from_slice(&[
+            0xE0 | (u >> 12) as u8,
+            0x80 | ((u >> 6) & 0x3F) as u8,
+            0x80 | (u & 0x3F) as u8,
+        ]),
+    }
+}
+
+/// The length of the unit whose first byte is `b` in [`push_unit`]'s encoding.
+fn unit_len(b: u8) -> usize {
+    match b {
+        0..0x80 => 1,
+        0xC0..0xE0 => 2,
+        _ => 3,
+    }
+}
+
+/// [`push_unit`]'s bytes as UTF-8, in place: each high surrogate followed by a low one becomes
+/// their character (6 bytes become 4); `None` for a lone surrogate, as `String::from_utf16`.
+pub(super) fn cesu_to_utf8(mut b: Vec<u8>) -> Option<String> {
+    let surrogate = |b: &[u8], i: usize| -> Option<u32> {
+        (b.len() >= i + 3 && b[i] == 0xED && b[i + 1] >= 0xA0).then(|| {
+            (u32::from(b[i] & 0x0F) << 12)
+                | (u32::from(b[i + 1] & 0x3F) << 6)
+                | u32::from(b[i + 2] & 0x3F)
+        })
+    };
+    let (mut read, mut write) = (0, 0);
+    while read < b.len() {
+        match surrogate(&b, read) {
+            Some(high @ 0xD800..0xDC00) => {
+                let low = surrogate(&b, read + 3).filter(|l| (0xDC00..0xE000).contains(l))?;
+                let c = char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))?;
+                c.encode_utf8(&mut b[write..write + 4]);
+                (read, write) = (read + 6, write + 4);
+            }
+            Some(_) => return None,
+            None => {
+                let n = unit_len(b[read]);
+                b.copy_within(read..read + n, write);
+                (read, write) = (read + n, write + n);
+            }
+        }
+    }
+    b.truncate(write);
+    b.shrink_to_fit();
+    String::from_utf8(b).ok()
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Lz64Error {
     Invalid,
+    /// More units than the limit.
     TooLarge,
+    /// More than 1.5 times the limit in bytes: more than the limit once in UTF-8.
+    TooManyBytes,
 }
 
 /// Bits of lz-string's base64 text: six per character, most significant first; characters
@@ -264,9 +324,11 @@ impl Lz64Bits<'_> {
     }
 }
 
-/// lz-string's LZW decoding, refusing output beyond `limit` UTF-16 units before producing it.
-/// Dictionary entries are ranges of the output, so memory stays proportional to the output.
-pub(super) fn lz64_decode(text: &str, limit: usize) -> Result<Vec<u16>, Lz64Error> {
+/// lz-string's LZW decoding, refusing output beyond `limit` UTF-16 units before producing it,
+/// in [`push_unit`]'s bytes, also refused beyond 1.5 × `limit` bytes (UTF-8 takes at least two
+/// thirds of them, so more cannot fit the limit once joined). Dictionary entries are ranges of
+/// the output, so memory stays proportional to the output.
+pub(super) fn lz64_decode(text: &str, limit: usize) -> Result<Vec<u8>, Lz64Error> {
     let mut chars = text
         .chars()
         .filter_map(Lz64Bits::value as fn(char) -> Option<u16>);
@@ -278,17 +340,39 @@ pub(super) fn lz64_decode(text: &str, limit: usize) -> Result<Vec<u16>, Lz64Erro
         current: first,
         mask: 1 << 5,
     };
-    let mut out: Vec<u16> = Vec::new();
-    let emit = |out: &mut Vec<u16>, start: usize, len: usize| -> Result<(), Lz64Error> {
-        if out.len() + len > limit {
+    // (start, bytes, units) in `out` (u32: the output is capped far below 4 GiB, and a
+    // dictionary of millions of entries stays small).
+    type Piece = (u32, u32, u32);
+    let n = |x: usize| x as u32;
+    let max_bytes = limit.saturating_add(limit / 2).min(u32::MAX as usize);
+    let limit = limit.min(u32::MAX as usize);
+    let mut out: Vec<u8> = Vec::new();
+    // A piece of the output appended again; `units` already out.
+    let emit = |out: &mut Vec<u8>, (start, len, count): Piece, units: usize| {
+        if units + count as usize > limit {
             return Err(Lz64Error::TooLarge);
         }
-        out.extend_from_within(start..start + len);
+        if out.len() + len as usize > max_bytes {
+            return Err(Lz64Error::TooManyBytes);
+        }
+        out.extend_from_within(start as usize..(start + len) as usize);
         Ok(())
     };
     let literal = |bits: &mut Lz64Bits, code: u32| -> Result<u16, Lz64Error> {
         let v = bits.bits(if code == 0 { 8 } else { 16 })?;
         u16::try_from(v).map_err(|_| Lz64Error::Invalid)
+    };
+    // A literal unit appended to `out`: its piece.
+    let push = |out: &mut Vec<u8>, u: u16, units: usize| -> Result<Piece, Lz64Error> {
+        if units + 1 > limit {
+            return Err(Lz64Error::TooLarge);
+        }
+        let start = out.len();
+        push_unit(out, u);
+        if out.len() > max_bytes {
+            return Err(Lz64Error::TooManyBytes);
+        }
+        Ok((n(start), n(out.len() - start), 1))
     };
     // Codes 0 and 1 introduce a literal (8 or 16 bits), 2 ends the stream; entries from 3 on.
     let unit = match bits.bits(2)? {
@@ -296,16 +380,10 @@ pub(super) fn lz64_decode(text: &str, limit: usize) -> Result<Vec<u16>, Lz64Erro
         2 => return Ok(out),
         _ => return Err(Lz64Error::Invalid),
     };
-    if limit == 0 {
-        return Err(Lz64Error::TooLarge);
-    }
-    out.push(unit);
-    // (start, len) in `out` (u32: the output is capped far below 4 Gi units, and a dictionary
-    // of millions of entries stays half the size); three placeholders keep the codes aligned.
-    let limit = limit.min(u32::MAX as usize);
-    let mut dict: Vec<(u32, u32)> = vec![(0, 0), (0, 0), (0, 0), (0, 1)];
-    let span = |start: usize, len: usize| (start as u32, len as u32);
-    let mut w = (0usize, 1usize);
+    let mut w = push(&mut out, unit, 0)?;
+    let mut total = 1usize;
+    // Three placeholders keep the codes aligned.
+    let mut dict: Vec<Piece> = vec![(0, 0, 0), (0, 0, 0), (0, 0, 0), w];
     let mut width = 3u32;
     let mut until_wider: u64 = 4;
     let count_down = |until_wider: &mut u64, width: &mut u32| {
@@ -319,42 +397,85 @@ pub(super) fn lz64_decode(text: &str, limit: usize) -> Result<Vec<u16>, Lz64Erro
         if width > 31 {
             return Err(Lz64Error::Invalid);
         }
-        let mut code = bits.bits(width)? as usize;
-        let mut fresh = None;
-        match code {
+        let code = bits.bits(width)? as usize;
+        let entry = match code {
             0 | 1 => {
                 let u = literal(&mut bits, code as u32)?;
-                dict.push(span(out.len(), 1));
-                code = dict.len() - 1;
-                fresh = Some(u);
+                let piece = push(&mut out, u, total)?;
+                total += 1;
+                dict.push(piece);
                 count_down(&mut until_wider, &mut width);
+                piece
             }
             2 => return Ok(out),
-            _ => {}
-        }
-        let entry = if let Some(u) = fresh {
-            if out.len() + 1 > limit {
-                return Err(Lz64Error::TooLarge);
+            _ => {
+                let before = out.len();
+                if let Some(&piece) = dict.get(code) {
+                    emit(&mut out, piece, total)?;
+                    total += piece.2 as usize;
+                    (n(before), piece.1, piece.2)
+                } else if code == dict.len() {
+                    // The entry being defined: w and w's first unit.
+                    let first = (w.0, n(unit_len(out[w.0 as usize])), 1);
+                    emit(&mut out, w, total)?;
+                    emit(&mut out, first, total + w.2 as usize)?;
+                    total += w.2 as usize + 1;
+                    (n(before), w.1 + first.1, w.2 + 1)
+                } else {
+                    return Err(Lz64Error::Invalid);
+                }
             }
-            out.push(u);
-            (out.len() - 1, 1)
-        } else if let Some(&(start, len)) = dict.get(code) {
-            let (start, len) = (start as usize, len as usize);
-            emit(&mut out, start, len)?;
-            (out.len() - len, len)
-        } else if code == dict.len() {
-            // The entry being defined: w and w's first unit.
-            emit(&mut out, w.0, w.1)?;
-            emit(&mut out, w.0, 1)?;
-            (out.len() - w.1 - 1, w.1 + 1)
-        } else {
-            return Err(Lz64Error::Invalid);
         };
         // w followed by the entry's first unit, which sits right after w in `out`.
-        dict.push(span(w.0, w.1 + 1));
+        let first = n(unit_len(out[entry.0 as usize]));
+        dict.push((w.0, w.1 + first, w.2 + 1));
         count_down(&mut until_wider, &mut width);
         w = entry;
     }
+}
+
+/// Standard base64 that decodes to UTF-8, decoded in the buffer's own memory (the output is
+/// shorter than the input and written behind it), so a 100 MiB payload never has a second copy.
+/// First checked, chunk by chunk, without keeping the output: `Err` gives the buffer back
+/// untouched when it is not base64 or not UTF-8 once decoded, which is when decoding it whole
+/// would fail (padding only at the very end; a character split across chunks is carried over).
+fn unwrap_base64_in_place(mut buf: Vec<u8>) -> Result<String, Vec<u8>> {
+    const CHUNK: usize = 4096; // a multiple of 4: chunks hold whole quanta
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut out = [0u8; CHUNK / 4 * 3];
+    let mut carry: Vec<u8> = Vec::with_capacity(CHUNK);
+    let chunks = buf.len().div_ceil(CHUNK);
+    for (i, chunk) in buf.chunks(CHUNK).enumerate() {
+        if i + 1 < chunks && chunk.contains(&b'=') {
+            return Err(buf);
+        }
+        let Ok(n) = engine.decode_slice(chunk, &mut out) else {
+            return Err(buf);
+        };
+        carry.extend_from_slice(&out[..n]);
+        match std::str::from_utf8(&carry) {
+            Ok(_) => carry.clear(),
+            Err(e) if e.error_len().is_none() => {
+                carry.drain(..e.valid_up_to());
+            }
+            Err(_) => return Err(buf),
+        }
+    }
+    if !carry.is_empty() {
+        return Err(buf);
+    }
+    let (mut read, mut write) = (0, 0);
+    while read < buf.len() {
+        let end = (read + CHUNK).min(buf.len());
+        let Ok(n) = engine.decode_slice(&buf[read..end], &mut out) else {
+            return Err(buf); // checked above: not reached
+        };
+        buf[write..write + n].copy_from_slice(&out[..n]);
+        (read, write) = (end, write + n);
+    }
+    buf.truncate(write);
+    buf.shrink_to_fit();
+    String::from_utf8(buf).map_err(std::string::FromUtf8Error::into_bytes)
 }
 
 /// `decompress_payload` (`rust/capture/src/payload/decompression.rs`).
@@ -365,7 +486,9 @@ pub(super) fn decompress(
     path: &str,
 ) -> Result<String, CaptureError> {
     let mut payload = if compression == Compression::Gzip || bytes.starts_with(&GZIP_MAGIC) {
-        String::from_utf8(gunzip(&bytes, limit)?)
+        let decoded = gunzip(&bytes, limit)?;
+        drop(bytes);
+        String::from_utf8(decoded)
             .map_err(|_| CaptureError::RequestDecoding("invalid gzip data".into()))?
     } else if compression == Compression::LzString {
         lz64_to_string(&bytes, limit)?
@@ -381,19 +504,13 @@ pub(super) fn decompress(
         s
     };
     if is_legacy_path(path) && looks_like_base64(payload.as_bytes(), false) {
-        // A failed unwrap keeps the payload as it was.
-        if let Ok(text) = decode_base64(payload.as_bytes()).map(String::from_utf8)
-            && let Ok(text) = text
-        {
-            if text.len() > limit {
-                return Err(CaptureError::TooBig(format!(
-                    "decompress_payload: payload size limit {limit} exceeded after post-decode \
-                     base64 unwrap: {}",
-                    text.len()
-                )));
-            }
-            payload = text;
-        }
+        // A failed unwrap keeps the payload as it was. (The decoded text is shorter than the
+        // payload, which is within the limit; capture's check after it cannot fail.)
+        payload = match unwrap_base64_in_place(payload.into_bytes()) {
+            Ok(text) => text,
+            // Given back untouched: the payload's bytes, so UTF-8.
+            Err(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+        };
     }
     Ok(payload)
 }

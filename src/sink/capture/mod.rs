@@ -34,8 +34,15 @@
 //!    without NUL. Every token problem is 401.
 //! 9. Each event (`rust/capture/src/events/analytics.rs`): a non-empty `event`, a
 //!    `distinct_id` ([`distinct_id`]), a boolean `$cookieless_mode` when present.
-//! 10. Answers (`rust/capture/src/api.rs`): `200 {"status":"Ok"}` (JSON), `204` with
+//! 10. Sending (`rust/capture/src/sinks/kafka.rs`): an event over the Kafka producer's
+//!     1,000,000-byte message limit is refused 413 (see [`validation`] for the order: the sink
+//!     checks it first, so it never decodes a larger event).
+//! 11. Answers (`rust/capture/src/api.rs`): `200 {"status":"Ok"}` (JSON), `204` with
 //!     `beacon=1`; every error is `text/plain; charset=utf-8` with capture's message.
+//!
+//! Memory: capture parses the payload into trees; the sink does not (see [`validation`]), and
+//! decodes gzip, base64 and lz-string with the cap enforced while decoding ([`decoding`]), so
+//! one request takes at most about the 100 MiB payload, whatever its shape.
 //!
 //! What capture decides from its own state (billing quotas, token drop lists, event
 //! restrictions, rate limits) is not modelled: with none configured capture answers 200, and
@@ -58,8 +65,8 @@ pub(crate) use answers::{OK_BODY, TEXT, body_too_big};
 pub(crate) use decoding::check_query;
 use decoding::{decompress, extract_payload, parse_query};
 pub(crate) use routes::{Route, route};
-use validation::{Event, RawRequest, batch_sent_at_ms, query_sent_at_ms};
-pub(crate) use validation::{distinct_id, validate_token};
+pub(crate) use validation::Scanned;
+use validation::{batch_sent_at_ms, query_sent_at_ms};
 
 /// Largest body on every event route ("the wire cap", capture's `BATCH_BODY_SIZE`, 20 MiB).
 /// Older versions set 2 MiB on the event routes and 20 MiB on `/batch` with axum's
@@ -88,13 +95,21 @@ pub(crate) struct Request<'a> {
 /// What capture accepted from one request.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Handled {
-    /// The events that pass on (after dropping `$performance_event`), as received.
-    pub(crate) events: Vec<Accepted>,
+    /// The events that pass on (after dropping `$performance_event`), read one at a time
+    /// ([`Handled::events`]); `None` when none is left.
+    pub(crate) events: Option<Scanned>,
     /// `beacon=1`: answer 204 without a body.
     pub(crate) beacon: bool,
     /// `sent_at` from the batch body or the query, as Unix milliseconds, when capture can
     /// read it (for the sink's log: how far the sender's clock is off).
     pub(crate) sent_at_ms: Option<i64>,
+}
+
+impl Handled {
+    /// The accepted events, as received, one at a time.
+    pub(crate) fn events(&self) -> impl Iterator<Item = Accepted> + '_ {
+        self.events.iter().flat_map(Scanned::events)
+    }
 }
 
 /// An accepted event: the object as received, and the values capture derives from it.
@@ -113,118 +128,14 @@ pub(crate) fn handle(req: &Request) -> Result<Handled, CaptureError> {
     }
     let (bytes, compression) = extract_payload(req, &mut query)?;
     let text = decompress(bytes, compression, PAYLOAD_LIMIT, req.path)?;
-    let parsed: RawRequest =
-        serde_json::from_str(&text).map_err(|e| CaptureError::RequestParsing(e.to_string()))?;
-    // The same text parsed untyped keeps each event exactly as it came, for printing.
-    let raw: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let mut sent_at_ms = None;
-    let (batch_token, events) = match (parsed, raw) {
-        (RawRequest::Array(events), Value::Array(raws)) => (
-            None,
-            events
-                .into_iter()
-                .zip(raws)
-                .map(|(e, r)| Event::from_raw(e, r))
-                .collect(),
-        ),
-        (RawRequest::Batch(b), Value::Object(mut o)) => {
-            sent_at_ms = batch_sent_at_ms(b.sent_at.as_deref());
-            let raws = match o.remove("batch") {
-                Some(Value::Array(a)) => a,
-                _ => Vec::new(),
-            };
-            (
-                Some(b.token),
-                b.batch
-                    .into_iter()
-                    .zip(raws)
-                    .map(|(e, r)| Event::from_raw(e, r))
-                    .collect(),
-            )
-        }
-        (RawRequest::One(e), raw) => (None, vec![Event::from_raw(*e, raw)]),
-        (RawRequest::Engage(e), raw) => {
-            if !req.path.starts_with("/engage") {
-                return Err(CaptureError::RequestHydration(
-                    "non-engage request missing event name attribute".into(),
-                ));
-            }
-            // capture turns a nameless update on /engage into `$identify`.
-            let mut raw = match raw {
-                Value::Object(o) => o,
-                _ => Map::new(),
-            };
-            raw.insert("event".into(), Value::String("$identify".into()));
-            let e = *e;
-            (
-                None,
-                vec![Event {
-                    token: e.token,
-                    name: "$identify".into(),
-                    distinct_id: e.distinct_id,
-                    properties: e.properties,
-                    raw,
-                }],
-            )
-        }
-        _ => (None, Vec::new()),
-    };
-    let mut events: Vec<Event> = events;
-    if events.is_empty() {
-        return Err(CaptureError::EmptyBatch);
-    }
-    events.retain(|e| e.name != "$performance_event");
-    if events.is_empty() {
-        // capture drops these silently and answers 200.
-        return Ok(Handled {
-            events: Vec::new(),
-            beacon: false,
-            sent_at_ms,
-        });
-    }
-
-    // `extract_and_verify_token` (`rust/capture/src/utils.rs`).
-    let token = match batch_token {
-        Some(t) => t,
-        None if events.len() == 1 => events[0].token().ok_or(CaptureError::NoToken)?,
-        None => {
-            let mut distinct: Vec<String> = Vec::new();
-            for t in events.iter().filter_map(Event::token) {
-                if !distinct.contains(&t) {
-                    distinct.push(t);
-                }
-            }
-            match distinct.len() {
-                0 => return Err(CaptureError::NoToken),
-                1 => distinct.remove(0),
-                _ => return Err(CaptureError::MultipleTokens),
-            }
-        }
-    };
-    let token = validate_token(&token)?.to_string();
-
-    // `process_single_event` (`rust/capture/src/events/analytics.rs`), in order, per event.
-    let mut accepted = Vec::with_capacity(events.len());
-    for e in events {
-        if e.name.is_empty() {
-            return Err(CaptureError::MissingEventName);
-        }
-        let id = distinct_id(e.distinct_id.as_ref(), &e.properties)
-            .ok_or(CaptureError::MissingDistinctId)?;
-        match e.properties.get("$cookieless_mode") {
-            None | Some(Value::Bool(_)) => {}
-            Some(_) => return Err(CaptureError::InvalidCookielessMode),
-        }
-        accepted.push(Accepted {
-            event: e.raw,
-            token: token.clone(),
-            distinct_id: id,
-        });
-    }
+    let events = validation::scan(text, req.path)?;
+    let sent_at_ms = events
+        .as_ref()
+        .and_then(|e| batch_sent_at_ms(e.sent_at.as_deref()));
     Ok(Handled {
-        events: accepted,
-        beacon: query.beacon,
+        beacon: events.is_some() && query.beacon,
         sent_at_ms: sent_at_ms.or(query_sent_at_ms(query.sent_at)),
+        events,
     })
 }
 
@@ -241,5 +152,5 @@ pub fn accept(body: &[u8], limit: usize) -> Result<Vec<Accepted>, CaptureError> 
         body,
         ..Request::default()
     })
-    .map(|h| h.events)
+    .map(|h| h.events.iter().flat_map(Scanned::events).collect())
 }

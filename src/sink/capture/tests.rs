@@ -6,6 +6,7 @@ use base64::Engine as _;
 
 use super::decoding::*;
 use super::routes::*;
+use super::validation::EVENT_LIMIT;
 use super::*;
 
 const KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
@@ -318,7 +319,7 @@ fn lz64() {
         body: form.as_bytes(),
         ..Request::default()
     };
-    assert_eq!(handle(&r).unwrap().events.len(), 1);
+    assert_eq!(handle(&r).unwrap().events().count(), 1);
     let r = Request {
         content_type: None,
         body: b"{}",
@@ -336,7 +337,7 @@ fn lz64() {
 fn engage_only_on_engage() {
     let body = br#"{"$token":"k","$distinct_id":"d","$set":{"a":1}}"#;
     let h = handle(&req("/engage/", None, None, body)).unwrap();
-    assert_eq!(h.events[0].event["event"], "$identify");
+    assert_eq!(h.events().next().unwrap().event["event"], "$identify");
     assert_eq!(
         handle(&req("/e/", None, None, body)),
         Err(CaptureError::RequestHydration(
@@ -402,5 +403,129 @@ fn routes() {
     assert_eq!(
         route("POST", "/_liveness"),
         Route::MethodNotAllowed("GET,HEAD")
+    );
+}
+
+#[test]
+fn legacy_base64_is_unwrapped_in_place_or_kept() {
+    let json = format!(r#"{{"api_key":"{KEY}","event":"é","distinct_id":"d"}}"#);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&json);
+    let twice = base64::engine::general_purpose::STANDARD.encode(&b64);
+    assert_eq!(
+        decompress(twice.into_bytes(), Compression::Unsupported, 1 << 20, "/e/"),
+        Ok(b64.clone())
+    );
+    // Longer than one chunk, a character split across chunks.
+    let long = "é".repeat(5000);
+    let b = base64::engine::general_purpose::STANDARD.encode(&long);
+    assert_eq!(
+        decompress(b.into_bytes(), Compression::Unsupported, 1 << 20, "/e/"),
+        Ok(long)
+    );
+    // Not UTF-8 once decoded, padding in the middle, or not base64: kept as it was.
+    let not_text = base64::engine::general_purpose::STANDARD.encode([0xff; 3000]);
+    let mut padded = base64::engine::general_purpose::STANDARD.encode("ab");
+    padded.push_str(&"AAAA".repeat(2000));
+    for kept in [not_text, padded, "abc!".repeat(10)] {
+        assert_eq!(
+            decompress(
+                kept.clone().into_bytes(),
+                Compression::Unsupported,
+                1 << 20,
+                "/e/"
+            ),
+            Ok(kept)
+        );
+    }
+}
+
+#[test]
+fn lz64_surrogates_join_or_fail() {
+    let mut cesu = Vec::new();
+    for u in "a😀é".encode_utf16() {
+        push_unit(&mut cesu, u);
+    }
+    assert_eq!(cesu.len(), 1 + 6 + 2);
+    assert_eq!(cesu_to_utf8(cesu).as_deref(), Some("a😀é"));
+    for lone in [&[0xD83Du16][..], &[0xDE00], &[0xD83D, 0x61]] {
+        let mut cesu = Vec::new();
+        for u in lone {
+            push_unit(&mut cesu, *u);
+        }
+        assert_eq!(cesu_to_utf8(cesu), None, "{lone:x?}");
+    }
+}
+
+/// An event over capture's Kafka limit is refused before its fields are read; the limit is
+/// on the event as one line, so whitespace around its tokens does not count.
+#[test]
+fn events_over_the_kafka_limit_are_refused() {
+    let event = |pad: usize, spaces: usize| {
+        format!(
+            r#"{{"api_key":"{KEY}","event":"e","distinct_id":"d",{}"properties":{{"p":"{}"}}}}"#,
+            " ".repeat(spaces),
+            "x".repeat(pad)
+        )
+    };
+    let base = event(0, 0).len();
+    assert_eq!(ok(&event(EVENT_LIMIT - base, 0)).len(), 1);
+    assert_eq!(ok(&event(EVENT_LIMIT - base, 5_000_000)).len(), 1);
+    let over = err(&event(EVENT_LIMIT - base + 1, 0));
+    assert_eq!(
+        (over.status(), over.to_string()),
+        (
+            413,
+            "maximum event size exceeded: Event rejected by kafka during send".into()
+        )
+    );
+    // In an array or a batch too, and before the other events' problems.
+    let small = format!(r#"{{"event":"e","distinct_id":"d","api_key":"{KEY}"}}"#);
+    let big = event(EVENT_LIMIT, 0);
+    assert_eq!(err(&format!("[{small},{big}]")), over);
+    assert_eq!(
+        err(&format!(
+            r#"{{"api_key":"k","batch":[{big},{{"event":""}}]}}"#
+        )),
+        over
+    );
+    // A `$performance_event` is dropped, never sent: no limit.
+    let perf = format!(
+        r#"{{"event":"$performance_event","p":"{}"}}"#,
+        "x".repeat(EVENT_LIMIT)
+    );
+    assert_eq!(ok(&format!("[{small},{perf}]")).len(), 1);
+}
+
+/// A payload of millions of values is checked without a tree of it: the answers are capture's.
+#[test]
+fn many_small_values_and_events() {
+    let zeros = format!(
+        r#"{{"api_key":"{KEY}","event":"e","distinct_id":"d","properties":{{"z":[{}0]}}}}"#,
+        "0,".repeat(400_000)
+    );
+    assert_eq!(ok(&zeros).len(), 1);
+    let one = r#"{"event":"e","distinct_id":"d","token":"t"},"#;
+    let many = format!("[{}{}]", one.repeat(200_000), &one[..one.len() - 1]);
+    let accepted = accept(many.as_bytes(), WIRE_LIMIT).unwrap();
+    assert_eq!(accepted.len(), 200_001);
+    assert_eq!(accepted[200_000].token, "t");
+    // The last event's problem is still found.
+    let bad = format!(
+        "[{}{}]",
+        one.repeat(200_000),
+        r#"{"event":"e","token":"t"}"#
+    );
+    assert_eq!(err(&bad), CaptureError::MissingDistinctId);
+    // Trailing characters after a good shape, and a syntax error deep in the payload.
+    assert_eq!(
+        err(&format!("{} x", &many[..many.len()])),
+        CaptureError::RequestParsing(format!(
+            "trailing characters at line 1 column {}",
+            many.len() + 2
+        ))
+    );
+    let broken = format!("[{}{{\"event\":]", one.repeat(3));
+    assert!(
+        matches!(err(&broken), CaptureError::RequestParsing(m) if m.starts_with("expected value at line 1")),
     );
 }
