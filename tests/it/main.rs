@@ -25,5 +25,6 @@ mod robust_http;
 mod robust_limits;
 mod robust_network;
 mod sink;
+mod sink_connections;
 mod sink_limits;
 mod standalone;
