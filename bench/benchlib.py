@@ -455,11 +455,10 @@ def start_sink(agent_bin: Path, tmp: Path) -> str | None:
         if p.poll() is not None:
             stop(p)
             return None
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        # The sink's health check is capture's status route (`/health` is 404 there, as on capture).
+        if http_status(port, "/_liveness", timeout=0.5) == 200:
             return f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.02)
+        time.sleep(0.02)
     stop(p)
     return None
 

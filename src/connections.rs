@@ -9,16 +9,26 @@
 //! - keep-alive is on: a connection serves up to [`Limits::max_requests`] requests (the last
 //!   answer says `Connection: close`), and is closed once it has been waiting for its next
 //!   request for [`Limits::idle_timeout`];
-//! - no connection lives past [`Limits::connection_deadline`], whatever the client does.
+//! - no connection is kept alive past [`Limits::connection_deadline`]: every answer in its last
+//!   [`Limits::idle_timeout`] says `Connection: close`, so a client reusing it is told before
+//!   the close and never finds it closed under a request it has just sent; a request being
+//!   answered at the deadline is answered (its own limits apply), and none lives past twice
+//!   the deadline, whatever the client does.
 //!
 //! # Fair eviction
 //! When every slot is taken, a new connection makes room by closing one that is not being
 //! answered (waiting for its first request, dribbling its head, or idle between kept-alive
-//! requests): one of the source address holding the most connections, the one idle the
-//! longest. A source is only made to give up a connection for a source holding fewer, so a
-//! flood from one address evicts its own connections and never another address's probe. A
-//! request being answered is never cut; only when no open connection can be evicted is the new
-//! one closed at accept.
+//! requests), or whose request body has stopped arriving ([`STALLED`], reported through
+//! [`Progress`]): one of the source holding the most connections, the one idle the longest.
+//! Sources are grouped as an attacker holds them: an IPv4 address, an IPv6 /64 ([`group`]). A
+//! source is only made to give up a connection for a source holding fewer, so a flood from one
+//! address evicts its own connections and never another address's probe; and a connection in
+//! use is protected from other sources — one idle between kept-alive requests (closed anyway
+//! after [`Limits::idle_timeout`]), or one accepted less than [`NEW_GRACE`] ago that has not
+//! sent its head yet — so rotating addresses (each new one holding nothing) cannot take a
+//! monitor's kept-alive connection or a probe that has just connected. A request being
+//! answered is never cut; only when no open connection can be evicted is the new one closed at
+//! accept.
 //!
 //! # Stop
 //! When `shutdown` completes the listener closes at once. Connections waiting between
@@ -67,6 +77,10 @@ pub(crate) const STOP_HEAD_GRACE: Duration = Duration::from_millis(250);
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// How long the accept loop waits for an evicted connection to give its slot back.
 const EVICTION_WAIT: Duration = Duration::from_millis(100);
+/// A request body with no new bytes for this long makes its connection evictable.
+pub(crate) const STALLED: Duration = Duration::from_secs(1);
+/// A new connection is protected from other sources' eviction this long, time to send its head.
+pub(crate) const NEW_GRACE: Duration = Duration::from_secs(1);
 
 /// A server's limits; [`Limits::default`] holds the health server's values, tests shrink them.
 #[derive(Debug, Clone, Copy)]
@@ -129,7 +143,7 @@ pub(crate) async fn serve<H, Fut>(
             Ok(slot) => Some(slot),
             Err(_) => {
                 open.retain(|c| Arc::strong_count(c) > 1);
-                match evict(&open, peer.ip()) {
+                match evict(&open, peer.ip(), &limits) {
                     Some(victim) => {
                         tracing::debug!(
                             "{name}: {max} connections open, closing an idle one from {}",
@@ -148,7 +162,9 @@ pub(crate) async fn serve<H, Fut>(
             }
         };
         let Some(slot) = slot else {
-            tracing::debug!("{name}: {max} connections open, closing the one from {peer}");
+            tracing::debug!(
+                "{name}: {max} connections open, closing an idle one (its address is not logged)"
+            );
             drop(stream);
             continue;
         };
@@ -192,14 +208,21 @@ async fn connection<H, Fut>(
     let _ = stream.set_nodelay(true);
     let answering = Arc::clone(&state);
     let max_requests = limits.max_requests.max(1);
-    let service = service_fn(move |req: Request<Incoming>| {
+    // Answers from here on say `Connection: close`: a client is told before the deadline
+    // closes the connection (see the module documentation).
+    let announce_from = limits
+        .connection_deadline
+        .saturating_sub(limits.idle_timeout);
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let state = Arc::clone(&answering);
         state.busy.store(true, Ordering::Release);
         let served = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        req.extensions_mut().insert(Progress(Arc::clone(&state)));
         let answer = handler(req, peer);
         async move {
             let mut answer = answer.await;
-            if served >= max_requests {
+            state.reading.store(false, Ordering::Release);
+            if served >= max_requests || state.accepted.elapsed() >= announce_from {
                 answer
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -224,6 +247,7 @@ async fn connection<H, Fut>(
     tokio::pin!(conn);
     let deadline = tokio::time::sleep(limits.connection_deadline);
     tokio::pin!(deadline);
+    let mut past_deadline = false;
     // Fires when the connection may have been idle too long; re-armed from its idle time.
     let timer = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(timer);
@@ -237,16 +261,25 @@ async fn connection<H, Fut>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!("{name}: connection from {peer}: {e}");
+                    tracing::debug!("{name}: a connection ended: {e}");
                 }
                 return;
             }
             _ = &mut deadline => {
-                tracing::debug!("{name}: connection from {peer} reached its deadline");
-                return;
+                if past_deadline || !state.busy() {
+                    // Idle at the deadline means idle since before its last idle timeout (every
+                    // later answer said close): closing races no request.
+                    tracing::debug!("{name}: a connection reached its deadline");
+                    return;
+                }
+                // Answer the request in progress (its answer says close), then close; none
+                // lives past twice the deadline.
+                past_deadline = true;
+                conn.as_mut().graceful_shutdown();
+                deadline.as_mut().reset(later(Instant::now(), limits.connection_deadline));
             }
             _ = state.evict.notified() => {
-                if !state.busy() {
+                if !state.busy() || state.stalled() {
                     return;
                 }
                 // Chosen while idle, but a request started since: answer it, then close.
@@ -273,7 +306,7 @@ async fn connection<H, Fut>(
                     (a, b) => a.or(b).unwrap_or(now),
                 };
                 if due <= now {
-                    tracing::debug!("{name}: connection from {peer} closed while idle");
+                    tracing::debug!("{name}: a connection closed while idle");
                     return;
                 }
                 timer.as_mut().reset(due.into());
@@ -297,6 +330,11 @@ fn later(now: Instant, d: Duration) -> tokio::time::Instant {
 struct Conn {
     source: IpAddr,
     epoch: Instant,
+    accepted: Instant,
+    /// A request body is being read ([`Progress::reading`]).
+    reading: AtomicBool,
+    /// When the body last brought bytes, in milliseconds since `epoch`.
+    progress_ms: AtomicU64,
     /// From the moment a request head is complete until its answer has been handed over.
     busy: AtomicBool,
     /// When the connection last became idle (accepted, or an answer handed over), in
@@ -313,6 +351,9 @@ impl Conn {
         let c = Conn {
             source,
             epoch,
+            accepted: Instant::now(),
+            reading: AtomicBool::new(false),
+            progress_ms: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             requests: AtomicU32::new(0),
@@ -333,11 +374,43 @@ impl Conn {
         self.busy.store(false, Ordering::Release);
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Reading a request body that has brought nothing for [`STALLED`].
+    fn stalled(&self) -> bool {
+        self.reading.load(Ordering::Acquire)
+            && self
+                .now_ms()
+                .saturating_sub(self.progress_ms.load(Ordering::Relaxed))
+                >= STALLED.as_millis() as u64
+    }
+
     fn idle_since(&self) -> Instant {
         let ms = self.idle_since_ms.load(Ordering::Relaxed);
         self.epoch
             .checked_add(Duration::from_millis(ms))
             .unwrap_or(self.epoch)
+    }
+}
+
+/// A handler's view of its connection, in each request's extensions: it says when the request
+/// body is being read and when bytes arrive, so a body that stops arriving makes its
+/// connection evictable ([`STALLED`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Progress(Arc<Conn>);
+
+impl Progress {
+    /// The body is being read (`true`) or no longer (`false`).
+    pub(crate) fn reading(&self, reading: bool) {
+        self.moved();
+        self.0.reading.store(reading, Ordering::Release);
+    }
+
+    /// Body bytes arrived.
+    pub(crate) fn moved(&self) {
+        self.0.progress_ms.store(self.0.now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -377,18 +450,43 @@ impl Body for Tracked {
     }
 }
 
+/// The source an address counts for: an IPv4 address, or the /64 of an IPv6 one (what one
+/// subscriber gets; an IPv4-mapped address counts as its IPv4 address).
+pub(crate) fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// Picks the connection to close for a newcomer from `source` and tells it to close.
-fn evict(open: &[Arc<Conn>], source: IpAddr) -> Option<&Arc<Conn>> {
+fn evict<'a>(open: &'a [Arc<Conn>], source: IpAddr, limits: &Limits) -> Option<&'a Arc<Conn>> {
     let views: Vec<View> = open
         .iter()
-        .map(|c| View {
-            source: c.source,
-            evictable: !c.busy() && !c.evicting.load(Ordering::Relaxed),
-            gone: c.evicting.load(Ordering::Relaxed),
-            idle_since_ms: c.idle_since_ms.load(Ordering::Relaxed),
+        .map(|c| {
+            let gone = c.evicting.load(Ordering::Relaxed);
+            let requests = c.requests.load(Ordering::Relaxed);
+            let idle = !c.busy();
+            View {
+                source: group(c.source),
+                evictable: !gone && (idle || c.stalled()),
+                gone,
+                // In use: idle between kept-alive requests (it has answered one, and the idle
+                // timeout closes it), or just accepted and not yet sent its head.
+                protected: idle
+                    && if requests > 0 {
+                        c.idle_since().elapsed() < limits.idle_timeout
+                    } else {
+                        c.accepted.elapsed() < NEW_GRACE
+                    },
+                idle_since_ms: c.idle_since_ms.load(Ordering::Relaxed),
+            }
         })
         .collect();
-    let victim = &open[choose_victim(&views, source)?];
+    let victim = &open[choose_victim(&views, group(source))?];
     victim.evicting.store(true, Ordering::Relaxed);
     // notify_one keeps the wake-up even if the task has not been polled yet.
     victim.evict.notify_one();
@@ -398,11 +496,14 @@ fn evict(open: &[Arc<Conn>], source: IpAddr) -> Option<&Arc<Conn>> {
 /// What [`choose_victim`] needs to know about one open connection.
 #[derive(Debug, Clone, Copy)]
 struct View {
+    /// Its source's [`group`].
     source: IpAddr,
-    /// Not being answered and not already chosen.
+    /// Not being answered (or its body stalled), and not already chosen.
     evictable: bool,
     /// Already chosen to close: no longer counts for its source.
     gone: bool,
+    /// In use: only its own source may take it.
+    protected: bool,
     idle_since_ms: u64,
 }
 
@@ -410,6 +511,7 @@ struct View {
 /// connections (the newcomer's own source on a tie), idle the longest. None when no
 /// connection is evictable, or when the only candidates belong to a source that holds no more
 /// than the newcomer's source would: a source never loses a connection to one holding fewer.
+/// A protected connection is only taken by its own source.
 fn choose_victim(open: &[View], newcomer: IpAddr) -> Option<usize> {
     let mut held: HashMap<IpAddr, usize> = HashMap::new();
     for c in open.iter().filter(|c| !c.gone) {
@@ -419,7 +521,7 @@ fn choose_victim(open: &[View], newcomer: IpAddr) -> Option<usize> {
     let (index, victim) = open
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.evictable)
+        .filter(|(_, c)| c.evictable && (!c.protected || c.source == newcomer))
         .max_by_key(|(_, c)| {
             (
                 count(&c.source),
@@ -443,6 +545,7 @@ mod tests {
             source: ip(source),
             evictable,
             gone: false,
+            protected: false,
             idle_since_ms,
         }
     }
@@ -485,5 +588,28 @@ mod tests {
         let tie = vec![view(1, true, 0), view(2, true, 5)];
         assert_eq!(choose_victim(&tie, ip(2)), Some(1));
         assert_eq!(choose_victim(&tie, ip(1)), Some(0));
+    }
+
+    #[test]
+    fn sources_are_grouped_by_ipv4_address_and_ipv6_64() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(group(ip(7)), ip(7));
+        assert_eq!(group(v6("2001:db8:1:2:aaaa::1")), v6("2001:db8:1:2::"));
+        assert_eq!(group(v6("2001:db8:1:2:ffff:1:2:3")), v6("2001:db8:1:2::"));
+        assert_ne!(group(v6("2001:db8:1:3::1")), v6("2001:db8:1:2::"));
+        assert_eq!(group(v6("::ffff:127.0.0.9")), ip(9));
+    }
+
+    #[test]
+    fn a_connection_in_use_is_only_taken_by_its_own_source() {
+        // A monitor's kept-alive connection from .1, the oldest idle one; a newcomer from a
+        // source holding nothing may not take it, and with nothing else evictable is refused.
+        let mut open = vec![view(1, true, 0)];
+        open[0].protected = true;
+        assert_eq!(choose_victim(&open, ip(9)), None);
+        // Its own source may, and an unprotected connection of another source goes first.
+        assert_eq!(choose_victim(&open, ip(1)), Some(0));
+        open.push(view(2, true, 50));
+        assert_eq!(choose_victim(&open, ip(9)), Some(1));
     }
 }

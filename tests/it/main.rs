@@ -28,6 +28,7 @@ mod robust_http;
 mod robust_limits;
 mod robust_network;
 mod sink;
+mod sink_connections;
 mod sink_limits;
 mod stalled_pipes;
 mod standalone;

@@ -429,3 +429,48 @@ fn no_log_directive_lets_bollard_print_the_engines_answer() {
         );
     }
 }
+
+/// No log line names a client's address, even at `trace`: the health server (and the sink,
+/// which shares its connection handling) sees probes, monitors and strangers, and their
+/// addresses are the IPs the agent promises never to record. Each client's own port is
+/// unique to its connection, so a log line that names the client (`IP:port`) shows it.
+#[test]
+fn no_log_line_names_a_client_address() {
+    use std::net::TcpStream;
+    let mut agent = crate::robust_support::Agent::start(
+        &[],
+        &[("DO_NOT_TRACK", "1"), ("BUTLER_LOG_LEVEL", "trace")],
+        &std::env::temp_dir(),
+    );
+    let mut ports = Vec::new();
+    // Connections that are answered, idle, cut mid-request and left at the deadline.
+    for request in [
+        &b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /livez HT",
+        b"",
+    ] {
+        let mut c = TcpStream::connect(agent.health).expect("the health server accepts");
+        ports.push(c.local_addr().expect("a local address").port());
+        c.write_all(request).expect("the request is written");
+        c.set_read_timeout(Some(Duration::from_millis(300))).ok();
+        let _ = c.read(&mut [0u8; 512]);
+    }
+    // Leave the idle ones to be closed by the server, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.stop(Duration::from_secs(5)).is_some(),
+        "the agent stops"
+    );
+    let log = agent.log().join("\n");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the log is verbose: {log}"
+    );
+    for port in ports {
+        assert!(
+            !log.contains(&format!(":{port}")),
+            "a log line names the client 127.0.0.1:{port}:\n{log}"
+        );
+    }
+}

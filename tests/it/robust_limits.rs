@@ -1,6 +1,6 @@
 //! Connection limits against the real binaries: a flood from one address cannot push a slow
 //! probe from another out (fair eviction), SIGTERM is quick whatever dribbling clients hold,
-//! and `butler-agent sink` keeps its own `/health` under 1,000 idle connections. The cases
+//! and `butler-agent sink` keeps its own `/_liveness` under 1,000 idle connections. The cases
 //! load the machine, so they run one at a time, never beside each other.
 
 use crate::robust_support;
@@ -187,7 +187,7 @@ fn sigterm_with_64_slowloris_connections_exits_at_once() {
     summary.assert_all_passed();
 }
 
-/// `butler-agent sink` under 1,000 idle connections keeps answering its own `/health`, holds
+/// `butler-agent sink` under 1,000 idle connections keeps answering its own `/_liveness`, holds
 /// a bounded number of them, and does not fill its log.
 #[test]
 fn the_sink_answers_its_health_under_1000_idle_connections() {
@@ -235,7 +235,8 @@ fn the_sink_answers_its_health_under_1000_idle_connections() {
     std::thread::sleep(Duration::from_millis(300));
     let mut answered = 0;
     for _ in 0..10 {
-        if let Ok((200, _)) = robust_support::probe(addr, Duration::from_secs(2)) {
+        if let Ok((200, _)) = robust_support::probe_path(addr, "/_liveness", Duration::from_secs(2))
+        {
             answered += 1;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -470,6 +470,7 @@ fn table() -> Vec<Row> {
     const ANALYTICS: &str = "rust/capture/src/events/analytics.rs";
     const EVENT: &str = "rust/common/types/src/event.rs";
     const EXTRACT: &str = "rust/capture/src/extractors.rs";
+    const KAFKA: &str = "rust/capture/src/sinks/kafka.rs";
     const ENDPOINT: &str = "rust/capture/src/v0_endpoint.rs";
 
     let e = ev("");
@@ -1071,19 +1072,39 @@ fn table() -> Vec<Row> {
             EXTRACT,
         ),
     ]);
-    // Under the cap on an event route (the old 2 MiB event-route cap is gone).
-    let padded = ev(&format!(
-        r#","properties":{{"pad":"{}"}}"#,
-        "a".repeat(4 * 1024 * 1024)
-    ));
+    // Under the cap on an event route (the old 2 MiB event-route cap is gone): 4 MiB of events,
+    // each under the Kafka producer's 1,000,000-byte message limit.
+    let pad = |n: usize| ev(&format!(r#","properties":{{"pad":"{}"}}"#, "a".repeat(n)));
+    let batch = format!("[{}]", vec![pad(999_000); 4].join(","));
     rows.push(row(
-        "4 MiB event",
-        post("/i/v0/e/", &padded),
+        "4 MiB of events",
+        post("/i/v0/e/", &batch),
         200,
         JSON,
         OK,
         EXTRACT,
     ));
+    // One event over the Kafka producer's message limit (KAFKA_PRODUCER_MESSAGE_MAX_BYTES,
+    // 1,000,000 by default in rust/capture/src/config.rs) is refused when capture sends it.
+    let one_over = pad(1_000_000 - pad(0).len() + 1);
+    rows.extend([
+        row(
+            "event at the Kafka limit",
+            post("/i/v0/e/", &pad(1_000_000 - pad(0).len())),
+            200,
+            JSON,
+            OK,
+            KAFKA,
+        ),
+        row(
+            "event over the Kafka limit",
+            post("/batch/", &format!("[{},{one_over}]", ev(""))),
+            413,
+            TEXT,
+            "maximum event size exceeded: Event rejected by kafka during send",
+            KAFKA,
+        ),
+    ]);
     rows
 }
 
@@ -1121,7 +1142,8 @@ fn sink_answers_every_request_as_capture_does() {
 }
 
 /// CORS as capture's layer does it: the origin mirrored, credentials allowed, preflights
-/// answered with the methods; HEAD like GET without the body; the sink's own `/health`.
+/// answered with the methods; HEAD like GET without the body; `/_liveness` (the sink's health
+/// check), and `/health`, which is not capture's: 404.
 #[test]
 fn sink_cors_head_and_health() {
     let sink = start_sink(None);
@@ -1192,11 +1214,13 @@ fn sink_cors_head_and_health() {
     let head = exchange(a, &request("HEAD", "/", &[], b""));
     assert_eq!((head.status, head.body.len()), (200, 0));
     assert_eq!(head.header("content-length"), Some("7"));
-    let health = exchange(a, &request("GET", "/health", &[], b""));
+    let health = exchange(a, &request("GET", "/_liveness", &[], b""));
     assert_eq!(
         (health.status, health.body.as_slice()),
         (200, &b"capture"[..])
     );
+    let not_capture = exchange(a, &request("GET", "/health", &[], b""));
+    assert_eq!((not_capture.status, not_capture.body.len()), (404, 0));
 }
 
 /// A small gzip body that inflates past capture's limit is refused after inflating no more

@@ -270,7 +270,7 @@ fn the_sink_keeps_accepting_and_stops_with_its_stdout_never_read() {
     }
     let accepted = started.elapsed();
     assert!(pipe_full(child.id(), 1), "stdout is full");
-    assert!(answers(addr, "/health").is_ok(), "the sink answers");
+    assert_eq!(answers(addr, "/_liveness"), Ok(200), "the sink answers");
     // Read stdout again: the lines that did not fit are reported on stderr.
     std::thread::spawn(move || {
         let mut stdout = stdout;

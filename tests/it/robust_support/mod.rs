@@ -223,13 +223,20 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 
 /// One `GET /health` as a probe sends it: the status and how long the answer took.
 pub(crate) fn probe(addr: SocketAddr, limit: Duration) -> Result<(u16, Duration), String> {
+    probe_path(addr, "/health", limit)
+}
+
+/// One `GET path` as a probe sends it: the status and how long the answer took.
+pub(crate) fn probe_path(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, Duration), String> {
     let started = Instant::now();
-    let answer = common::http_exchange(
-        addr,
-        b"GET /health HTTP/1.1\r\nHost: probe\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n",
-        false,
-        limit,
-    )?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: probe\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n"
+    );
+    let answer = common::http_exchange(addr, request.as_bytes(), false, limit)?;
     let took = started.elapsed();
     Ok((common::status_code(&answer)?, took))
 }

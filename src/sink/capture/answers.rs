@@ -1,0 +1,105 @@
+//! capture's answers: its refusals, their statuses and words (`rust/capture/src/api.rs`).
+
+use super::WIRE_LIMIT;
+
+/// `text/plain; charset=utf-8`: what axum gives capture's `(StatusCode, String)` errors.
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
+/// capture's success body (`CaptureResponse { status: Ok }`, `rust/capture/src/api.rs`).
+pub(crate) const OK_BODY: &str = r#"{"status":"Ok"}"#;
+
+/// Why a request is refused: capture's `CaptureError` variants that a request alone can cause
+/// (`rust/capture/src/api.rs`). `Display` is capture's message, word for word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureError {
+    RequestDecoding(String),
+    RequestParsing(String),
+    RequestHydration(String),
+    EmptyBatch,
+    EmptyPayload,
+    MissingEventName,
+    MissingDistinctId,
+    InvalidCookielessMode,
+    NoToken,
+    MultipleTokens,
+    InvalidToken(&'static str),
+    TooBig(String),
+    /// axum's `Query` extractor refusing the query string (before capture's handler runs).
+    Query(String),
+    /// The body did not arrive in time (`rust/capture/src/extractors.rs`): 408.
+    BodyReadTimeout,
+    /// capture cannot take the request now; retry later: 503.
+    ServiceUnavailable(String),
+}
+
+impl std::fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureError::RequestDecoding(m) => write!(f, "failed to decode request: {m}"),
+            CaptureError::RequestParsing(m) => write!(f, "failed to parse request: {m}"),
+            CaptureError::RequestHydration(m) => {
+                write!(f, "failed to hydrate events from request: {m}")
+            }
+            CaptureError::EmptyBatch => f.write_str("request holds no event"),
+            CaptureError::EmptyPayload => f.write_str("request missing data payload"),
+            CaptureError::MissingEventName => {
+                f.write_str("event submitted with an empty event name")
+            }
+            CaptureError::MissingDistinctId => f.write_str("event submitted without a distinct_id"),
+            CaptureError::InvalidCookielessMode => {
+                f.write_str("event submitted with invalid cookieless mode")
+            }
+            CaptureError::NoToken => f.write_str("event submitted without an api_key"),
+            CaptureError::MultipleTokens => {
+                f.write_str("batch submitted with inconsistent api_key values")
+            }
+            CaptureError::InvalidToken(why) => write!(f, "API key is not valid: {why}"),
+            CaptureError::TooBig(m) => write!(f, "maximum event size exceeded: {m}"),
+            CaptureError::Query(m) => write!(f, "Failed to deserialize query string: {m}"),
+            CaptureError::BodyReadTimeout => f.write_str("client stopped sending data"),
+            CaptureError::ServiceUnavailable(m) => write!(f, "service unavailable: {m}"),
+        }
+    }
+}
+
+impl CaptureError {
+    /// The HTTP status capture answers with (`rust/capture/src/api.rs`): every token problem,
+    /// including two tokens in one request, is 401; an oversized payload 413; a body that does not
+    /// arrive in time 408; a request capture cannot take now 503; the rest 400.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            CaptureError::NoToken
+            | CaptureError::MultipleTokens
+            | CaptureError::InvalidToken(_) => 401,
+            CaptureError::TooBig(_) => 413,
+            CaptureError::BodyReadTimeout => 408,
+            CaptureError::ServiceUnavailable(_) => 503,
+            _ => 400,
+        }
+    }
+
+    /// A short tag for the sink's own log lines (capture's metric tags, `rust/capture/src/api.rs`).
+    pub(crate) fn tag(&self) -> &'static str {
+        match self {
+            CaptureError::RequestDecoding(_) => "req_decoding",
+            CaptureError::RequestParsing(_) => "req_parsing",
+            CaptureError::RequestHydration(_) => "req_hydration",
+            CaptureError::EmptyBatch => "empty_batch",
+            CaptureError::EmptyPayload => "empty_payload",
+            CaptureError::MissingEventName => "no_event_name",
+            CaptureError::MissingDistinctId => "no_distinct_id",
+            CaptureError::InvalidCookielessMode => "invalid_cookieless",
+            CaptureError::NoToken => "no_token",
+            CaptureError::MultipleTokens => "multiple_tokens",
+            CaptureError::InvalidToken(_) => "invalid_token",
+            CaptureError::TooBig(_) => "oversize_event",
+            CaptureError::Query(_) => "query_string",
+            CaptureError::BodyReadTimeout => "body_read_timeout",
+            CaptureError::ServiceUnavailable(_) => "service_unavailable",
+        }
+    }
+}
+
+/// capture's refusal of a body over [`WIRE_LIMIT`] (`rust/capture/src/extractors.rs`).
+pub(crate) fn body_too_big() -> CaptureError {
+    CaptureError::TooBig(format!("Request body exceeds limit of {WIRE_LIMIT} bytes"))
+}
