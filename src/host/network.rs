@@ -6,6 +6,8 @@
 //! shows the reading process's network namespace, and the interface's addresses come from the
 //! same namespace through [`Syscalls::interface`](super::Syscalls::interface).
 
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::{Roots, Syscalls, exists, read_text};
@@ -138,16 +140,20 @@ fn is_mac(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed.
-pub fn fib_local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
+/// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed, each
+/// once, loopback left out: a `|-- a.b.c.d` line followed by its `/32 host LOCAL` line. The one
+/// parser of this file (the instance ID and the privacy guard both use it); linear in the size
+/// of the table, which on a busy host holds a hundred thousand addresses.
+pub fn fib_local_addresses(fib_trie: &str) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
-    let mut current: Option<std::net::Ipv4Addr> = None;
+    let mut seen = HashSet::new();
+    let mut current: Option<Ipv4Addr> = None;
     for line in fib_trie.lines() {
         let t = line.trim();
         if let Some(addr) = t.strip_prefix("|-- ") {
             current = addr.trim().parse().ok();
         } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = current.filter(|a| !a.is_loopback() && !out.contains(a)) {
+            if let Some(a) = current.filter(|a| !a.is_loopback() && seen.insert(*a)) {
                 out.push(a);
             }
         } else if !t.starts_with('/') {
@@ -183,7 +189,7 @@ fn connected_routes(route: &str, iface: &str) -> Vec<(u32, u32)> {
 }
 
 /// The interface's IPv4: the first local address inside one of its connected routes.
-pub fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<std::net::Ipv4Addr> {
+pub fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<Ipv4Addr> {
     let nets = connected_routes(route, iface);
     fib_local_addresses(fib_trie).into_iter().find(|a| {
         let a = u32::from(*a);
@@ -223,6 +229,19 @@ mod tests {
             interface_ipv4("garbage", "|-- x\n/32 host LOCAL", "eth0"),
             None
         );
+    }
+
+    #[test]
+    fn local_addresses_each_once_in_order() {
+        let fib = "|-- 1.2.3.4\n/32 host LOCAL\n|-- 5.6.7.8\n/32 host LOCAL\n\
+                   |-- 1.2.3.4\n/32 host LOCAL\n|-- 127.0.0.1\n/32 host LOCAL\n";
+        assert_eq!(
+            fib_local_addresses(fib),
+            vec![Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8)]
+        );
+        assert!(fib_local_addresses("/32 host LOCAL\n|-- x\n").is_empty());
+        // An address line not directly followed by its kind does not count.
+        assert!(fib_local_addresses("|-- 1.2.3.4\n+-- 1.0.0.0/8\n/32 host LOCAL\n").is_empty());
     }
 
     #[test]

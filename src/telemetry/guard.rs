@@ -274,7 +274,7 @@ impl Known {
             roots.proc.join("1"),
             roots.own.join("proc"),
         ] {
-            for ip in parse_fib_trie_local(&read(&proc.join("net/fib_trie"))) {
+            for ip in host::network::fib_local_addresses(&read(&proc.join("net/fib_trie"))) {
                 k.push_ipv4(ip);
             }
             for ip in parse_if_inet6(&read(&proc.join("net/if_inet6"))) {
@@ -620,25 +620,6 @@ pub(crate) fn parse_mac(text: &str) -> Option<String> {
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
     (well_formed && parts.iter().any(|p| *p != "00")).then_some(t)
-}
-
-/// The local IPv4 addresses in `/proc/net/fib_trie`: a `|-- a.b.c.d` line followed by a
-/// `/32 host LOCAL` line.
-pub(crate) fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut last: Option<Ipv4Addr> = None;
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(ip) = t.strip_prefix("|-- ") {
-            last = ip.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL")
-            && let Some(ip) = last
-            && !out.contains(&ip)
-        {
-            out.push(ip);
-        }
-    }
-    out
 }
 
 /// The IPv6 addresses in `/proc/net/if_inet6` (first field: 32 hex digits).

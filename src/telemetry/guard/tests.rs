@@ -248,11 +248,6 @@ fn parsers() {
     assert_eq!(parse_mac("garbage"), None);
     assert_eq!(parse_mac(""), None);
     assert_eq!(
-        parse_fib_trie_local("|-- 1.2.3.4\n/32 host LOCAL\n"),
-        vec![Ipv4Addr::new(1, 2, 3, 4)]
-    );
-    assert!(parse_fib_trie_local("/32 host LOCAL\n|-- x\n").is_empty());
-    assert_eq!(
         parse_if_inet6("20010db8000000000000000000000001 02 40 00 80 eth0\nshort 1\n"),
         vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]
     );
