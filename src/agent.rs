@@ -196,7 +196,7 @@ fn banner(
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
     let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
-    crate::instance_id::mem_total_bytes(&meminfo)
+    crate::host::identifying::mem_total_bytes(&meminfo)
 }
 
 #[cfg(test)]

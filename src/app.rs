@@ -27,7 +27,7 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
-            print(&preview(&cfg, &roots, env, args.compact)?)
+            print(&preview(&cfg, &roots, args.compact)?)
         }
         Command::Telemetry(TelemetryCommand::Status(args)) => {
             let cfg = load_config(&cli, env)?;
@@ -44,12 +44,16 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
         Command::Id(args) => {
             let cfg = load_config(&cli, env)?;
             let facts = host::detect_with(&roots, &RealSyscalls);
-            let id = crate::instance_id::derive_with(
+            let derived = crate::instance_id::derive_with(
                 &roots,
                 &facts,
                 telemetry::id_config(&cfg),
                 &RealSyscalls,
             );
+            for w in &derived.warnings {
+                tracing::warn!("{w}");
+            }
+            let id = derived.id;
             let mut text = format!("{}\n", id.id);
             if args.explain {
                 text += &format!("method: {}\n", id.method);
@@ -90,22 +94,19 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
     r.expect("serializing plain data to JSON cannot fail")
 }
 
-fn preview(
-    cfg: &LoadedConfig,
-    roots: &Roots,
-    env: &dyn Env,
-    compact: bool,
-) -> Result<String, Failure> {
+fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<String, Failure> {
     let snapshot = telemetry::gather(cfg, roots, &RealSyscalls);
     for w in &snapshot.features.warnings {
+        tracing::warn!("{w}");
+    }
+    for w in &snapshot.id_warnings {
         tracing::warn!("{w}");
     }
     let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
     // The guard sees the bytes a send would serialize; the body is printed either way.
     let text = serde_json::to_string(&body).unwrap_or_default();
-    if let Err(finding) =
-        telemetry::guard::inspect(&text, cfg, roots, env, &RealSyscalls, &snapshot.host)
-    {
+    let known = telemetry::guard::Known::from(&snapshot, cfg);
+    if let Err(finding) = telemetry::guard::check(&text, &known) {
         eprintln!(
             "butler-agent: a send would be refused: the privacy guard found {} in this event",
             finding.kind
@@ -170,7 +171,11 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
         return Ok(format!("not sent: telemetry is {}\n", decision.explain()));
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
-    let body = cycle::prepare(cfg, roots, env, &RealSyscalls)?;
+    let prepared = cycle::prepare(cfg, roots, &RealSyscalls);
+    for w in &prepared.id_warnings {
+        tracing::warn!("{w}");
+    }
+    let body = prepared.body?;
     sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
     let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;

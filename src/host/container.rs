@@ -436,9 +436,12 @@ mod volume_tests {
 /// per-container bind mounts (`.../containers/<id>/hostname`), and the root file system's upper
 /// layer (one per container). All survive a restart and change with re-creation. Values stay in
 /// the process: the instance ID hashes them.
-pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
+pub(crate) fn own_identity(
+    cgroup: Option<&str>,
+    mountinfo: Option<&str>,
+) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if let Some(path) = read_text(&roots.own_path("/proc/self/cgroup")).and_then(|t| {
+    if let Some(path) = cgroup.and_then(|t| {
         t.lines()
             .filter_map(|l| l.splitn(3, ':').nth(2))
             .find(|p| !p.is_empty() && *p != "/")
@@ -446,7 +449,7 @@ pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
     }) {
         out.push(("cgroup path in /proc/self/cgroup", path));
     }
-    if let Some(text) = read_text(&roots.own_path("/proc/self/mountinfo")) {
+    if let Some(text) = mountinfo {
         // Sorted: a runtime may order these mounts differently on each start.
         let mut binds: Vec<&str> = text
             .lines()
@@ -467,7 +470,7 @@ pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
                 binds.join("\n"),
             ));
         }
-        if let Some(upper) = root_mount(&text).and_then(|m| {
+        if let Some(upper) = root_mount(text).and_then(|m| {
             m.super_options
                 .split(',')
                 .find_map(|o| o.strip_prefix("upperdir="))
@@ -781,25 +784,16 @@ mod identity_tests {
 
     #[test]
     fn identity_ignores_mount_order_and_names_sources_only() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let write = |text: &str| {
-            let p = dir.path().join("proc/self");
-            std::fs::create_dir_all(&p).expect("mkdir");
-            std::fs::write(p.join("mountinfo"), text).expect("write");
-            std::fs::write(p.join("cgroup"), "1:cpu:/libpod_parent/libpod-abc\n0::/\n")
-                .expect("write");
-        };
+        let cgroup = Some("1:cpu:/libpod_parent/libpod-abc\n0::/\n");
         let hosts = "5 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hosts /etc/hosts rw - ext4 /dev/vda rw";
         let name = "6 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hostname /etc/hostname rw - ext4 /dev/vda rw";
         let root = "1 0 0:40 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/var/lib/containers/storage/overlay/abc/diff,workdir=/w";
-        write(&format!("{root}\n{hosts}\n{name}\n"));
-        let a = own_identity(&Roots::at(dir.path()));
-        write(&format!("{root}\n{name}\n{hosts}\n"));
-        let b = own_identity(&Roots::at(dir.path()));
+        let a = own_identity(cgroup, Some(&format!("{root}\n{hosts}\n{name}\n")));
+        let b = own_identity(cgroup, Some(&format!("{root}\n{name}\n{hosts}\n")));
         assert_eq!(a, b, "a restart may reorder the mounts");
         let sources: Vec<&str> = a.iter().map(|(s, _)| *s).collect();
         assert_eq!(sources.len(), 3, "{sources:?}");
         assert!(sources.iter().all(|s| !s.contains("abc")));
-        assert!(own_identity(&Roots::at("/nonexistent/root")).is_empty());
+        assert!(own_identity(None, None).is_empty());
     }
 }

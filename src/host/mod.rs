@@ -15,6 +15,7 @@
 //! Kubernetes and WSL), [`network`] (default route and its interface), [`machine_id`].
 
 pub mod container;
+pub(crate) mod identifying;
 pub(crate) mod machine_id;
 pub mod network;
 pub mod os;
@@ -85,6 +86,8 @@ pub(crate) struct HostEnv {
     pub(crate) docker_host: Option<String>,
     /// Whether to ask the CPU (CPUID) about a hypervisor.
     pub(crate) cpuid: bool,
+    /// `HOSTNAME` (the privacy guard looks for it).
+    pub(crate) hostname: Option<String>,
 }
 
 /// Where host files are read from. `own` is the agent's own view (container detection);
@@ -147,6 +150,7 @@ impl Roots {
             container_var: env.var("container"),
             kubernetes_service_host: set("KUBERNETES_SERVICE_HOST").is_some(),
             docker_host: set("DOCKER_HOST"),
+            hostname: env.var("HOSTNAME"),
             cpuid: roots.env.cpuid
                 && set(NO_CPUID)
                     .is_none_or(|v| crate::config::settings::parse_bool(&v) != Ok(true)),

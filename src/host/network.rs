@@ -102,20 +102,26 @@ impl std::fmt::Display for HostNetError {
     }
 }
 
-/// Reads the host's default interface through the host mounts (see [`HostIface`]).
-pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNetError> {
+/// The host's default interface (see [`HostIface`]) from the host's tables as
+/// [`Identifying`](super::identifying::Identifying) read them: the route table and `fib_trie` of
+/// the host's init, and the MACs below the host's `/sys` (raw, by interface name).
+pub(crate) fn host_default_interface(
+    roots: &Roots,
+    routes: Option<&str>,
+    fib: Option<&str>,
+    mac_file: impl Fn(&str) -> Option<String>,
+) -> Result<HostIface, HostNetError> {
     if !roots.proc_origin.is_host_mount() || !roots.sys_origin.is_host_mount() {
         return Err(HostNetError::NotMounted);
     }
-    let route_path = roots.proc.join("1/net/route");
-    let routes = read_text(&route_path).unwrap_or_default();
-    let name = parse_default_route(&routes)
+    let routes = routes.unwrap_or_default();
+    let name = parse_default_route(routes)
         .filter(|n| !n.contains('/') && n != "..")
-        .ok_or_else(|| HostNetError::NoRoute(route_path.display().to_string()))?;
-    let mac_path = roots.sys.join("class/net").join(&name).join("address");
-    let mac = super::read_trimmed(&mac_path)
-        .map(|m| m.to_ascii_lowercase())
-        .filter(|m| is_mac(m))
+        .ok_or_else(|| {
+            HostNetError::NoRoute(roots.proc.join("1/net/route").display().to_string())
+        })?;
+    let mac = mac_file(&name)
+        .and_then(|text| parse_mac(&text))
         .ok_or_else(|| {
             HostNetError::NoMac(format!(
                 "{}/class/net/<interface>/address",
@@ -123,21 +129,26 @@ pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNet
             ))
         })?;
     // Unreadable is not "no address": Butler would see one, so this anchor is not used then.
-    let fib_path = roots.proc.join("1/net/fib_trie");
-    let fib = read_text(&fib_path)
-        .ok_or_else(|| HostNetError::Unreadable(fib_path.display().to_string()))?;
-    let ipv4 = interface_ipv4(&routes, &fib, &name)
+    let fib = fib.ok_or_else(|| {
+        HostNetError::Unreadable(roots.proc.join("1/net/fib_trie").display().to_string())
+    })?;
+    let ipv4 = interface_ipv4(routes, fib, &name)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     Ok(HostIface { name, mac, ipv4 })
 }
 
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
+/// A MAC address as `/sys/class/net/*/address` writes it (six pairs of hex digits, colon
+/// separated), lowercase; `None` for anything else. The one MAC rule: the instance ID takes what
+/// it accepts, the privacy guard looks for what it accepts.
+pub(crate) fn parse_mac(text: &str) -> Option<String> {
+    let t = text.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = t.split(':').collect();
+    let well_formed = parts.len() == 6
         && parts
             .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    well_formed.then_some(t)
 }
 
 /// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed, each
@@ -246,10 +257,14 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert!(is_mac("02:42:ac:11:00:02"));
-        assert!(!is_mac("02:42:ac:11:00"));
-        assert!(!is_mac(""));
-        assert!(!is_mac("zz:42:ac:11:00:02"));
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:02\n").as_deref(),
+            Some("02:42:ac:11:00:02")
+        );
+        assert_eq!(parse_mac("02:42:ac:11:00"), None);
+        assert_eq!(parse_mac(""), None);
+        assert_eq!(parse_mac("garbage"), None);
+        assert_eq!(parse_mac("zz:42:ac:11:00:02"), None);
     }
 
     const HEADER: &str =

@@ -271,11 +271,13 @@ mod tests {
 }
 
 /// Syscalls with fixed answers for unit tests: no hypervisor, the given interfaces (the first
-/// one is the "first external"), PID 4242, no Docker engine.
+/// one is the "first external"), PID 4242, the given Docker engine ID (none by default).
 #[cfg(test)]
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FakeSyscalls {
     pub(crate) interfaces: Vec<(String, Interface)>,
+    /// The Docker engine's answer; none answers when unset.
+    pub(crate) engine_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -296,6 +298,8 @@ impl Syscalls for FakeSyscalls {
         4242
     }
     fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        Err(EngineIdError::Failed("no engine in unit tests".into()))
+        self.engine_id
+            .clone()
+            .ok_or_else(|| EngineIdError::Failed("no engine in unit tests".into()))
     }
 }

@@ -22,20 +22,23 @@
 //!
 //! [`prepare`] and [`record`] are shared with `telemetry send`.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::mem::Discriminant;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::guard::{self, Finding};
+use super::guard::{self, Finding, Known};
 use super::retry::{Attempt, GiveUpReason, RetryPolicy, Streak, StreakLog};
 use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
 use super::{audit, optout, state};
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
 use crate::host::{Roots, Syscalls};
+use crate::instance_id::Warning;
 
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
 /// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
@@ -120,6 +123,8 @@ pub struct Runner {
     in_flight: Arc<()>,
     /// Whether the current stretch of skipped cycles has been logged.
     skip_logged: bool,
+    /// The kinds of instance-ID warning already logged: each is said once per process.
+    id_warned: HashSet<Discriminant<Warning>>,
 }
 
 /// How waiting for off-thread work ended.
@@ -141,6 +146,7 @@ impl Runner {
             refusal: None,
             in_flight: Arc::new(()),
             skip_logged: false,
+            id_warned: HashSet::new(),
         }
     }
 
@@ -338,14 +344,13 @@ impl Runner {
         let settings = self.config.agent.clone();
         let destination = sender::capture_url(&settings.posthog_host);
         let prepared = {
-            let (config, roots, env, sys) = (
+            let (config, roots, sys) = (
                 self.config.clone(),
                 inputs.roots.clone(),
-                Arc::clone(&inputs.env),
                 Arc::clone(&inputs.sys),
             );
             self.off_thread(deadline, shutdown.as_mut(), move || {
-                prepare(&config, &roots, &*env, &*sys)
+                prepare(&config, &roots, &*sys)
             })
             .await
         };
@@ -354,7 +359,12 @@ impl Runner {
             Waited::TimedOut => return self.abandoned(inputs.limit, "building the event"),
             Waited::Stopped => return CycleOutcome::Stopped,
         };
-        let body = match prepared {
+        for w in prepared.id_warnings {
+            if self.id_warned.insert(std::mem::discriminant(&w)) {
+                tracing::warn!("{w}");
+            }
+        }
+        let body = match prepared.body {
             Ok(body) => body,
             Err(PrepareError::Refused(finding)) => {
                 if self.refusal.as_ref() != Some(&finding.kind) {
@@ -559,21 +569,32 @@ impl std::fmt::Display for PrepareError {
 
 impl std::error::Error for PrepareError {}
 
-/// Builds the event, serializes it once, and runs the privacy guard on those exact bytes.
-pub fn prepare(
-    cfg: &LoadedConfig,
-    roots: &Roots,
-    env: &dyn Env,
-    sys: &dyn Syscalls,
-) -> Result<Bytes, PrepareError> {
+/// What [`prepare`] made: the body (or why there is none), and what the ID's derivation asks
+/// the caller to tell the user (logged by the caller, once).
+#[derive(Debug)]
+pub struct Prepared {
+    pub body: Result<Bytes, PrepareError>,
+    pub id_warnings: Vec<Warning>,
+}
+
+/// Gathers the snapshot, builds the event, serializes it once, and runs the privacy guard on
+/// those exact bytes against what the snapshot read.
+pub fn prepare(cfg: &LoadedConfig, roots: &Roots, sys: &dyn Syscalls) -> Prepared {
     let snapshot = super::gather(cfg, roots, sys);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    let event = super::event(cfg, &snapshot, SystemTime::now()).map_err(PrepareError::NoRandom)?;
-    let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
-    guard::inspect(&text, cfg, roots, env, sys, &snapshot.host).map_err(PrepareError::Refused)?;
-    Ok(Bytes::from(text))
+    let body = super::event(cfg, &snapshot, SystemTime::now())
+        .map_err(PrepareError::NoRandom)
+        .and_then(|event| {
+            let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
+            guard::check(&text, &Known::from(&snapshot, cfg)).map_err(PrepareError::Refused)?;
+            Ok(Bytes::from(text))
+        });
+    Prepared {
+        body,
+        id_warnings: snapshot.id_warnings,
+    }
 }
 
 /// Writes the audit lines for every try whose body may have left, and the state file.

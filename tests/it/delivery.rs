@@ -258,7 +258,8 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env, &*FakeSys::plain())
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*FakeSys::plain())
+        .body
         .expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let before = sender::sent_at_millis(std::time::SystemTime::now());
@@ -330,7 +331,9 @@ async fn delivers_to_the_sink() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &env, &*FakeSys::plain()).unwrap();
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*FakeSys::plain())
+        .body
+        .unwrap();
     let d = deliver_to_body(&cfg, &body).await;
     assert!(d.delivered(), "{d:?}");
     let got = events.recv().await.unwrap();
@@ -655,7 +658,9 @@ fn prepare_uses_the_syscalls_it_is_given() {
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")]);
     let cfg = config(&env);
     let id_of = |sys: &FakeSys| {
-        let body = cycle::prepare(&cfg, &roots, &env, sys).expect("event passes the guard");
+        let body = cycle::prepare(&cfg, &roots, sys)
+            .body
+            .expect("event passes the guard");
         let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
         event["distinct_id"].as_str().unwrap().to_string()
     };
@@ -669,6 +674,6 @@ fn prepare_uses_the_syscalls_it_is_given() {
         IdConfig::default(),
         &*a,
     );
-    assert_eq!(from_a, expected.id);
+    assert_eq!(from_a, expected.id.id);
     assert_ne!(from_a, id_of(&b), "other addresses, other ID");
 }

@@ -122,6 +122,7 @@ fn derive(roots: &Roots, sys: &Fake, qrs: &str, state: Option<&Path>) -> Instanc
         },
         sys,
     )
+    .id
 }
 
 #[test]

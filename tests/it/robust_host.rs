@@ -107,7 +107,8 @@ fn check_facts(root: &Path) {
             &facts,
             butler_agent::instance_id::IdConfig::default(),
             &NoSyscalls,
-        );
+        )
+        .id;
         assert!(
             id.id.len() == 64 && id.id.bytes().all(|b| b.is_ascii_hexdigit()),
             "{id:?}"
