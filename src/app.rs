@@ -102,7 +102,7 @@ fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<String, F
     for w in &snapshot.id_warnings {
         tracing::warn!("{w}");
     }
-    let body = telemetry::event(cfg, &snapshot, SystemTime::now()).map_err(Failure::NoRandom)?;
+    let body = telemetry::event(cfg, &snapshot, SystemTime::now())?;
     // The guard sees the bytes a send would serialize; the body is printed either way.
     let text = serde_json::to_string(&body).unwrap_or_default();
     let known = telemetry::guard::Known::from(&snapshot, cfg);

@@ -39,8 +39,8 @@ pub enum Failure {
     /// Gathering host facts at start-up ended abnormally.
     #[error("gathering host facts failed: {0}")]
     Gather(String),
-    #[error("no random source for the event's UUID: {0}")]
-    NoRandom(getrandom::Error),
+    #[error(transparent)]
+    NoRandom(#[from] NoRandom),
     /// No event could be built, or the privacy guard refused it.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
@@ -56,6 +56,15 @@ pub enum Failure {
     /// Standard output could not be written. A closed pipe (`| head`) is not reported.
     #[error("cannot write to standard output: {0}")]
     Output(io::Error),
+}
+
+/// The operating system gave no random bytes (no `getrandom` syscall, no `/dev/urandom`).
+#[derive(Debug, thiserror::Error)]
+#[error("no random source for {what}: {cause}")]
+pub struct NoRandom {
+    /// What the bytes were for.
+    pub(crate) what: &'static str,
+    pub(crate) cause: getrandom::Error,
 }
 
 /// Exit code for configuration and usage errors (`EX_USAGE` from sysexits.h).

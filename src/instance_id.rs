@@ -28,12 +28,13 @@
 //!
 //! Raw inputs stay in this module: [`InstanceId::inputs`] names them and their sources only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::error::NoRandom;
 use crate::files;
 use crate::host::identifying::{BOOT_ID, Identifying};
 use crate::host::syscalls::{DockerEndpoint, EngineIdError};
@@ -220,8 +221,13 @@ struct Found {
     warnings: Vec<Warning>,
 }
 
-/// One anchor of a container's ID: the ID, or why it did not apply (sources, never values).
-type AnchorFn = fn(&Context<'_>, &mut Found) -> Result<InstanceId, String>;
+/// One anchor of a container's ID: the ID, or why it did not apply.
+type AnchorFn = fn(&Context<'_>, &mut Found) -> Result<InstanceId, NotApplied>;
+
+/// Why an anchor did not apply: sources and reasons, never values (`id --explain` shows it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotApplied(String);
 
 /// A container's anchors, best first: the first that applies makes the ID.
 const CONTAINER_ANCHORS: &[AnchorFn] = &[host_network, host_machine_id, engine_id, state_secret];
@@ -297,7 +303,7 @@ fn derive_in(ctx: &Context<'_>, found: &mut Found) -> InstanceId {
     for anchor in CONTAINER_ANCHORS {
         match anchor(ctx, found) {
             Ok(id) => return id,
-            Err(why) => tried.push(why),
+            Err(why) => tried.push(why.to_string()),
         }
     }
     found.warnings.push(Warning::Unstable(tried.clone()));
@@ -305,12 +311,12 @@ fn derive_in(ctx: &Context<'_>, found: &mut Found) -> InstanceId {
 }
 
 /// Butler's algorithm on the host's default interface, read through the host's mounts.
-fn host_network(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, String> {
+fn host_network(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, NotApplied> {
     let h = ctx
         .seen
         .host_iface
         .as_ref()
-        .map_err(|e| format!("host network: {e}"))?;
+        .map_err(|e| NotApplied(format!("host network: {e}")))?;
     let (system_uuid, uuid_input) = system_uuid(ctx);
     let roots = ctx.roots;
     let fib = roots.proc.join("1/net/fib_trie");
@@ -348,17 +354,19 @@ fn host_network(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, String> 
 }
 
 /// The host's machine-id, only through a host mount of `/etc`.
-fn host_machine_id(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, String> {
+fn host_machine_id(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, NotApplied> {
     let roots = ctx.roots;
     if !roots.etc_origin.is_host_mount() {
-        return Err("host /etc not mounted (HOST_ETC or HOST_ROOT unset)".into());
+        return Err(NotApplied(
+            "host /etc not mounted (HOST_ETC or HOST_ROOT unset)".into(),
+        ));
     }
     let m = ctx.seen.machine_id.as_ref().ok_or_else(|| {
-        format!(
+        NotApplied(format!(
             "no valid machine-id below {} ({})",
             roots.etc.display(),
             roots.etc_origin
-        )
+        ))
     })?;
     Ok(InstanceId {
         id: container_id(&Anchor::HostMachineId(m.value.clone()), ctx.qrs),
@@ -375,13 +383,13 @@ fn host_machine_id(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, Strin
 }
 
 /// The Docker engine's ID, when a socket answers.
-fn engine_id(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, String> {
+fn engine_id(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, NotApplied> {
     let Some(ep) = docker_endpoint(ctx.roots) else {
-        return Err(if ctx.roots.env.docker_host.is_some() {
+        return Err(NotApplied(if ctx.roots.env.docker_host.is_some() {
             "DOCKER_HOST has an unsupported scheme (only unix:// and tcp:// are asked)".into()
         } else {
             "no Docker socket (DOCKER_HOST unset, /var/run/docker.sock absent)".into()
-        });
+        }));
     };
     match ctx.sys.docker_engine_id(&ep) {
         Ok(engine) => {
@@ -394,19 +402,25 @@ fn engine_id(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, String>
         }
         Err(e @ EngineIdError::Denied { .. }) => {
             found.warnings.push(Warning::EngineDenied(e.to_string()));
-            Err(format!("Docker engine at {ep} did not give its ID: {e}"))
+            Err(NotApplied(format!(
+                "Docker engine at {ep} did not give its ID: {e}"
+            )))
         }
         Err(e) => {
             tracing::debug!("Docker engine ID unavailable: {e}");
-            Err(format!("Docker engine at {ep} did not give its ID"))
+            Err(NotApplied(format!(
+                "Docker engine at {ep} did not give its ID"
+            )))
         }
     }
 }
 
 /// A random secret kept in the state directory.
-fn state_secret(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, String> {
+fn state_secret(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, NotApplied> {
     let dir = ctx.state_dir.ok_or_else(|| {
-        "no state directory (BUTLER_STATE_DIR / Butler.butlerAgent.stateDir unset)".to_string()
+        NotApplied(
+            "no state directory (BUTLER_STATE_DIR / Butler.butlerAgent.stateDir unset)".into(),
+        )
     })?;
     match keep_secret(dir) {
         Ok(secret) => {
@@ -442,7 +456,10 @@ fn state_secret(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, Stri
                 }
                 None => e.to_string(),
             };
-            Err(format!("state directory {} unusable: {why}", dir.display()))
+            Err(NotApplied(format!(
+                "state directory {} unusable: {why}",
+                dir.display()
+            )))
         }
     }
 }
@@ -642,20 +659,43 @@ fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
 /// private temporary file to the final name, which fails when the name exists; winner and
 /// losers alike then read the file back, so agents racing on one directory agree
 /// ([`files::create_once`]).
-pub(crate) fn keep_secret(dir: &Path) -> Result<String, String> {
+pub(crate) fn keep_secret(dir: &Path) -> Result<String, SecretError> {
     let path = dir.join(SECRET_FILE);
     if let Some(s) = read_secret(&path)? {
         return Ok(s);
     }
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(|cause| NoRandom {
+        what: "the instance secret",
+        cause,
+    })?;
     let candidate = format!("{}\n", hex::encode(bytes));
-    files::create_once(&path, candidate.as_bytes())
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    read_secret(&path)?.ok_or_else(|| format!("{} vanished after creation", path.display()))
+    files::create_once(&path, candidate.as_bytes()).map_err(|cause| SecretError::Create {
+        path: path.clone(),
+        cause,
+    })?;
+    read_secret(&path)?.ok_or(SecretError::Vanished(path))
 }
 
-fn read_secret(path: &Path) -> Result<Option<String>, String> {
+/// Why the state directory's secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretError {
+    #[error("{} is not 64 hex digits; remove it to have a new secret made", .0.display())]
+    Malformed(PathBuf),
+    #[error("cannot read {0}")]
+    Unreadable(files::ReadError),
+    #[error("cannot create {}: {cause}", path.display())]
+    Create {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{} vanished after creation", .0.display())]
+    Vanished(PathBuf),
+    #[error(transparent)]
+    NoRandom(#[from] NoRandom),
+}
+
+fn read_secret(path: &Path) -> Result<Option<String>, SecretError> {
     match files::read_own(path, files::SECRET_LIMIT) {
         Ok(bytes) => {
             let s = String::from_utf8_lossy(&bytes);
@@ -663,14 +703,11 @@ fn read_secret(path: &Path) -> Result<Option<String>, String> {
             if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(Some(s.to_ascii_lowercase()))
             } else {
-                Err(format!(
-                    "{} is not 64 hex digits; remove it to have a new secret made",
-                    path.display()
-                ))
+                Err(SecretError::Malformed(path.to_path_buf()))
             }
         }
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(format!("cannot read {e}")),
+        Err(e) => Err(SecretError::Unreadable(e)),
     }
 }
 
@@ -723,7 +760,8 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
         std::fs::write(dir.join(SECRET_FILE), "garbage").expect("a temp dir is writable");
-        assert!(keep_secret(&dir).unwrap_err().contains("not 64 hex digits"));
+        let err = keep_secret(&dir).unwrap_err().to_string();
+        assert!(err.contains("not 64 hex digits"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

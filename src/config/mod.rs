@@ -93,7 +93,13 @@ impl fmt::Display for Origin {
 }
 
 /// A configuration problem: one clear message; a configuration failure for the command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid configuration in {origin}{}{}: {message}{}",
+    .location.map(|(line, col)| format!(" at line {line}, column {col}")).unwrap_or_default(),
+    .key.as_ref().map(|key| format!(", key {key}")).unwrap_or_default(),
+    .hint.as_ref().map(|hint| format!(" ({hint})")).unwrap_or_default()
+)]
 pub struct ConfigError {
     /// The file, or the environment variable, that holds the bad value.
     pub(crate) origin: Origin,
@@ -106,25 +112,6 @@ pub struct ConfigError {
     /// How to fix it.
     pub(crate) hint: Option<String>,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration in {}", self.origin)?;
-        if let Some((line, col)) = self.location {
-            write!(f, " at line {line}, column {col}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ", key {key}")?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn file(origin: &str, message: impl Into<String>) -> Self {

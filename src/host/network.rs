@@ -81,25 +81,16 @@ pub(crate) struct HostIface {
 }
 
 /// Why the host's network could not be read (sources only, never values).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HostNetError {
+    #[error("host /proc and /sys not both mounted (HOST_PROC and HOST_SYS, or HOST_ROOT)")]
     NotMounted,
+    #[error("no IPv4 default route in {0}")]
     NoRoute(String),
+    #[error("no MAC address in {0}")]
     NoMac(String),
+    #[error("{0} unreadable")]
     Unreadable(String),
-}
-
-impl std::fmt::Display for HostNetError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostNetError::NotMounted => f.write_str(
-                "host /proc and /sys not both mounted (HOST_PROC and HOST_SYS, or HOST_ROOT)",
-            ),
-            HostNetError::NoRoute(p) => write!(f, "no IPv4 default route in {p}"),
-            HostNetError::NoMac(p) => write!(f, "no MAC address in {p}"),
-            HostNetError::Unreadable(p) => write!(f, "{p} unreadable"),
-        }
-    }
 }
 
 /// The host's default interface (see [`HostIface`]) from the host's tables as

@@ -43,30 +43,28 @@ impl std::fmt::Display for DockerEndpoint {
 }
 
 /// Why the Docker engine gave no ID.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineIdError {
     /// The socket exists but refuses this user (it lacks the socket's group).
+    #[error(
+        "{} refuses this user (permission denied): add the socket's group, \
+         `docker run --group-add {gid}` (find it with `stat -c %g {}` on the host)",
+        socket.display(),
+        socket.display()
+    )]
     Denied {
         socket: std::path::PathBuf,
         gid: u32,
     },
-    /// Anything else: absent, not answering, no ID in the answer.
+    /// The endpoint could not be reached.
+    #[error("cannot connect to {endpoint}: {cause}")]
+    Unreachable {
+        endpoint: DockerEndpoint,
+        cause: String,
+    },
+    /// Anything else: not answering, no ID in the answer.
+    #[error("{0}")]
     Failed(String),
-}
-
-impl std::fmt::Display for EngineIdError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EngineIdError::Denied { socket, gid } => write!(
-                f,
-                "{} refuses this user (permission denied): add the socket's group, \
-                 `docker run --group-add {gid}` (find it with `stat -c %g {}` on the host)",
-                socket.display(),
-                socket.display()
-            ),
-            EngineIdError::Failed(e) => f.write_str(e),
-        }
-    }
 }
 
 /// Syscall-backed facts. Every method answers "don't know" with `None`/`Err`, never panics.
@@ -153,9 +151,10 @@ impl Syscalls for RealSyscalls {
                         gid,
                     });
                 }
-                return Err(EngineIdError::Failed(format!(
-                    "cannot connect to {endpoint}: {e}"
-                )));
+                return Err(EngineIdError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    cause: e.to_string(),
+                });
             }
         }
         let endpoint = endpoint.clone();
@@ -167,23 +166,26 @@ impl Syscalls for RealSyscalls {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| format!("no runtime for the engine query: {e}"))?;
+                    .map_err(|e| {
+                        EngineIdError::Failed(format!("no runtime for the engine query: {e}"))
+                    })?;
                 rt.block_on(async {
                     tokio::time::timeout(DOCKER_TIMEOUT, engine_id(&endpoint))
                         .await
                         .map_err(|_| {
-                            format!("{endpoint} did not answer within {DOCKER_TIMEOUT:?}")
+                            EngineIdError::Failed(format!(
+                                "{endpoint} did not answer within {DOCKER_TIMEOUT:?}"
+                            ))
                         })?
                 })
             })
             .map_err(|e| EngineIdError::Failed(format!("cannot start the engine query: {e}")))?
             .join()
             .map_err(|_| EngineIdError::Failed("the engine query failed unexpectedly".into()))?
-            .map_err(EngineIdError::Failed)
     }
 }
 
-async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, String> {
+async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, EngineIdError> {
     use bollard::{API_DEFAULT_VERSION, Docker};
     let secs = DOCKER_TIMEOUT.as_secs().max(1);
     let docker = match endpoint {
@@ -195,14 +197,17 @@ async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, String> {
             Docker::connect_with_http(&format!("http://{a}"), secs, API_DEFAULT_VERSION)
         }
     }
-    .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    .map_err(|e| EngineIdError::Unreachable {
+        endpoint: endpoint.clone(),
+        cause: e.to_string(),
+    })?;
     let info = docker
         .info()
         .await
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(|e| EngineIdError::Failed(format!("{endpoint}: {e}")))?;
     info.id
         .filter(|id| !id.trim().is_empty())
-        .ok_or_else(|| format!("{endpoint} reported no engine ID"))
+        .ok_or_else(|| EngineIdError::Failed(format!("{endpoint} reported no engine ID")))
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase, as Node formats MACs.
@@ -276,8 +281,21 @@ mod tests {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FakeSyscalls {
     pub(crate) interfaces: Vec<(String, Interface)>,
-    /// The Docker engine's answer; none answers when unset.
-    pub(crate) engine_id: Option<String>,
+    /// How the Docker engine answers.
+    pub(crate) engine: FakeEngine,
+}
+
+/// How a [`FakeSyscalls`]' Docker engine answers.
+#[cfg(test)]
+#[derive(Debug, Default, Clone)]
+pub(crate) enum FakeEngine {
+    /// No engine answers.
+    #[default]
+    Absent,
+    /// The engine gives this ID.
+    Id(String),
+    /// The query panics (a bug in the cycle's work).
+    Panics,
 }
 
 #[cfg(test)]
@@ -298,8 +316,10 @@ impl Syscalls for FakeSyscalls {
         4242
     }
     fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        self.engine_id
-            .clone()
-            .ok_or_else(|| EngineIdError::Failed("no engine in unit tests".into()))
+        match &self.engine {
+            FakeEngine::Absent => Err(EngineIdError::Failed("no engine in unit tests".into())),
+            FakeEngine::Id(id) => Ok(id.clone()),
+            FakeEngine::Panics => panic!("the fake engine query panics"),
+        }
     }
 }

@@ -37,6 +37,7 @@ use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
 use super::{audit, optout, state};
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
+use crate::error::NoRandom;
 use crate::host::{Roots, Syscalls};
 use crate::instance_id::Warning;
 
@@ -92,6 +93,8 @@ pub enum CycleOutcome {
     Refused(guard::Kind),
     /// The cycle's work did not finish within its time limit; it was abandoned.
     Abandoned,
+    /// The cycle's work panicked (a bug); the cycle ended, the agent goes on.
+    Panicked,
     /// The previous cycle's abandoned work is still running; this cycle did nothing.
     Skipped,
     /// A stop was requested while the cycle's work was running.
@@ -131,6 +134,7 @@ pub struct Runner {
 enum Waited<R> {
     Done(R),
     TimedOut,
+    Panicked,
     Stopped,
 }
 
@@ -181,11 +185,9 @@ impl Runner {
         tokio::select! {
             joined = tokio::time::timeout_at(deadline, handle) => match joined {
                 Ok(Ok(r)) => Waited::Done(r),
-                Ok(Err(e)) => {
-                    // A panic in the cycle's work ends that cycle, never the agent.
-                    tracing::error!("telemetry: the cycle's work failed: {e}");
-                    Waited::TimedOut
-                }
+                // A panic in the cycle's work ends that cycle, never the agent. (Work on the
+                // blocking pool is never cancelled, so a join error is a panic.)
+                Ok(Err(_)) => Waited::Panicked,
                 Err(_) => Waited::TimedOut,
             },
             _ = shutdown => Waited::Stopped,
@@ -225,6 +227,13 @@ impl Runner {
                     "telemetry: re-reading the config did not finish within {}; keeping the \
                      current one",
                     humantime::format_duration(inputs.limit)
+                );
+                true
+            }
+            Waited::Panicked => {
+                tracing::error!(
+                    "telemetry: re-reading the config panicked (a bug: the panic message is \
+                     above); keeping the current one"
                 );
                 true
             }
@@ -334,6 +343,7 @@ impl Runner {
         {
             Waited::Done(loaded) => self.apply(loaded, false),
             Waited::TimedOut => return self.abandoned(inputs.limit, "re-reading the config"),
+            Waited::Panicked => return panicked("re-reading the config"),
             Waited::Stopped => return CycleOutcome::Stopped,
         }
         if !self.enabled(&*inputs.env) {
@@ -357,6 +367,7 @@ impl Runner {
         let prepared = match prepared {
             Waited::Done(p) => p,
             Waited::TimedOut => return self.abandoned(inputs.limit, "building the event"),
+            Waited::Panicked => return panicked("building the event"),
             Waited::Stopped => return CycleOutcome::Stopped,
         };
         for w in prepared.id_warnings {
@@ -383,7 +394,7 @@ impl Runner {
                 return CycleOutcome::Refused(finding.kind);
             }
             Err(PrepareError::NoRandom(e)) => {
-                let text = format!("no random source for the event's UUID: {e}");
+                let text = e.to_string();
                 tracing::warn!("telemetry: {text}");
                 save_state(&settings, "error", None, text.clone(), 0, &destination);
                 return CycleOutcome::Error(text);
@@ -443,6 +454,16 @@ fn after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
+/// A cycle whose work panicked: said as such (the panic hook has printed the message), never
+/// as a time-out.
+fn panicked(step: &str) -> CycleOutcome {
+    tracing::error!(
+        "telemetry: cycle abandoned: {step} panicked (a bug: the panic message is above); the \
+         health endpoint is not affected, the next cycle tries again"
+    );
+    CycleOutcome::Panicked
 }
 
 impl Runner {
@@ -552,22 +573,13 @@ fn give_up_words(d: &Delivery) -> String {
 }
 
 /// Why no body could be prepared.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    #[error("{0}; nothing was sent")]
     Refused(Finding),
-    NoRandom(getrandom::Error),
+    #[error(transparent)]
+    NoRandom(#[from] NoRandom),
 }
-
-impl std::fmt::Display for PrepareError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PrepareError::Refused(finding) => write!(f, "{finding}; nothing was sent"),
-            PrepareError::NoRandom(e) => write!(f, "no random source for the event's UUID: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for PrepareError {}
 
 /// What [`prepare`] made: the body (or why there is none), and what the ID's derivation asks
 /// the caller to tell the user (logged by the caller, once).
@@ -585,7 +597,7 @@ pub fn prepare(cfg: &LoadedConfig, roots: &Roots, sys: &dyn Syscalls) -> Prepare
         tracing::warn!("{w}");
     }
     let body = super::event(cfg, &snapshot, SystemTime::now())
-        .map_err(PrepareError::NoRandom)
+        .map_err(PrepareError::from)
         .and_then(|event| {
             let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
             guard::check(&text, &Known::from(&snapshot, cfg)).map_err(PrepareError::Refused)?;

@@ -112,22 +112,11 @@ pub(crate) struct Known {
 }
 
 /// The guard's verdict when it refuses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("privacy guard refused to send: the event contains {kind}")]
 pub struct Finding {
     pub(crate) kind: Kind,
 }
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "privacy guard refused to send: the event contains {}",
-            self.kind
-        )
-    }
-}
-
-impl std::error::Error for Finding {}
 
 impl Known {
     pub(crate) fn push(&mut self, kind: Kind, value: impl Into<String>) {

@@ -70,7 +70,7 @@ pub(crate) fn event(
     config: &LoadedConfig,
     snapshot: &Snapshot,
     now: SystemTime,
-) -> Result<Value, getrandom::Error> {
+) -> Result<Value, crate::error::NoRandom> {
     let uuid = payload::new_uuid(now)?;
     Ok(payload::build(
         payload::EventInput {

@@ -52,16 +52,9 @@ pub trait Transport {
 }
 
 /// Why the HTTP client could not be built (a setting, not the network).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct SetupError(pub String);
-
-impl std::fmt::Display for SetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SetupError {}
 
 /// The real transport: reqwest over rustls, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
 /// (reqwest reads them), extra roots from the CA file setting.

@@ -297,3 +297,63 @@ async fn reload_now_takes_the_new_file() {
     assert!(runner.reload_now(&inputs, std::future::pending()).await);
     assert_eq!(runner.config.agent.interval, Duration::from_secs(3 * 3600));
 }
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A panic in the cycle's work ends that cycle at once and is reported as a panic, not as work
+/// that did not finish within the time limit; the next cycle runs.
+#[tokio::test]
+async fn a_panic_in_the_cycle_is_reported_as_a_panic() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let mut roots = Roots::at(dir.path());
+    // In a container, no host mounts: the engine is asked, and its fake query panics.
+    roots.env.container_override = Some("docker".into());
+    roots.env.docker_host = Some("tcp://127.0.0.1:1".into());
+    let env = MapEnv::default();
+    let mut runner = Runner::new(defaults(&env));
+    let inputs = Inputs {
+        sys: Arc::new(crate::host::syscalls::FakeSyscalls {
+            engine: crate::host::syscalls::FakeEngine::Panics,
+            ..Default::default()
+        }),
+        ..inputs(&env, &roots)
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let outcome = runner
+            .cycle(
+                &inputs,
+                std::future::pending(),
+                |_| -> Result<Down<'_>, _> { panic!("a panicked cycle builds no client") },
+            )
+            .await;
+        assert_eq!(outcome, CycleOutcome::Panicked);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reported at once"
+    );
+    assert!(!runner.still_working());
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("building the event panicked"), "{text}");
+    assert!(!text.contains("did not finish"), "{text}");
+}

@@ -556,7 +556,7 @@ fn knows_the_engine_id_the_id_read() {
     roots.env.container_override = Some("docker".into());
     roots.env.docker_host = Some("tcp://127.0.0.1:1".into());
     let sys = FakeSyscalls {
-        engine_id: Some(ENGINE.into()),
+        engine: crate::host::syscalls::FakeEngine::Id(ENGINE.into()),
         ..FakeSyscalls::default()
     };
     let snapshot = telemetry::gather(&cfg, &roots, &sys);
