@@ -12,7 +12,7 @@
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
-//! It runs on the runtime of [`crate::shutdown::block_on_serving`].
+//! It runs on the runtime of [`crate::runtime::block_on_serving`].
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,19 +23,20 @@ use crate::config::{Env, LoadedConfig};
 use crate::error::Failure;
 use crate::health::{self, Limits, Readiness};
 use crate::host::{RealSyscalls, Roots};
-use crate::shutdown::{self, Signals};
+use crate::shutdown;
+use crate::signals::{Hangups, Signals};
 use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
 /// Runs the agent until a stop signal.
 pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
-    shutdown::block_on_serving(agent(config, env, roots))
+    crate::runtime::block_on_serving(agent(config, env, roots))
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
     let mut signals = Signals::install()?;
     // SIGHUP re-reads the config; installed now so that one during start-up is kept for the
     // schedule instead of stopping the agent.
-    let hangups = schedule::Hangups::install().map_err(Failure::Signals)?;
+    let hangups = Hangups::install()?;
     let decision = optout::decide(env.as_ref(), config.butler.anon_telemetry)?;
     if decision.enabled {
         telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;

@@ -9,7 +9,7 @@ use crate::cli::{Cli, Command, TelemetryCommand};
 use crate::config::{self, ConfigError, Env, LoadedConfig};
 use crate::error::Failure;
 use crate::host::{self, RealSyscalls, Roots};
-use crate::shutdown;
+use crate::runtime;
 use crate::telemetry::{self, optout};
 
 /// Loads the configuration the command line and environment point at.
@@ -178,7 +178,7 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
     let body = prepared.body?;
     sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
-    let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
+    let tried = runtime::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
     let delivery = sender::Delivery {
         sent: if tried.body_may_have_left {
             vec![(SystemTime::now(), tried.attempt.clone())]

@@ -12,7 +12,9 @@
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
 //! - [`connections`]: the connection limits the health server and the sink share.
 //! - [`agent`]: the long-running agent (`butler-agent run`) and its start-up banner.
-//! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
+//! - [`runtime`]: the tokio runtimes and the one "now plus a duration" on their clock.
+//! - [`signals`]: SIGTERM and SIGINT (stop), SIGHUP (re-read the config), installed together.
+//! - [`shutdown`]: the stop token every server and loop takes.
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
 //! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
@@ -28,6 +30,8 @@ pub mod health;
 pub mod host;
 pub mod instance_id;
 pub mod logging;
+pub(crate) mod runtime;
 pub mod shutdown;
+pub mod signals;
 pub mod sink;
 pub mod telemetry;

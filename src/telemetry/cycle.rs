@@ -40,6 +40,7 @@ use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
 use crate::error::NoRandom;
 use crate::host::{Roots, Syscalls};
 use crate::instance_id::Warning;
+use crate::runtime;
 
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
 /// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
@@ -209,7 +210,7 @@ impl Runner {
             );
             return true;
         }
-        let deadline = after(inputs.limit);
+        let deadline = runtime::after(inputs.limit);
         let source = self.config.source.clone();
         let env = Arc::clone(&inputs.env);
         match self
@@ -332,7 +333,7 @@ impl Runner {
             return CycleOutcome::Skipped;
         }
         self.skip_logged = false;
-        let deadline = after(inputs.limit);
+        let deadline = runtime::after(inputs.limit);
         let source = self.config.source.clone();
         let env = Arc::clone(&inputs.env);
         match self
@@ -447,13 +448,6 @@ impl Runner {
             interrupted: delivery.interrupted,
         }
     }
-}
-
-/// Now plus `d`, or a time too far ahead to ever come when that does not fit.
-fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 /// A cycle whose work panicked: said as such (the panic hook has printed the message), never

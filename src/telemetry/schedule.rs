@@ -14,6 +14,8 @@ use super::sender::{self, HttpTransport};
 use crate::config::{Env, LoadedConfig};
 use crate::health::Readiness;
 use crate::host::{Roots, Syscalls};
+use crate::runtime;
+use crate::signals::Hangups;
 
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.
@@ -61,9 +63,7 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
     let mut pause = start_delay;
     loop {
         // The pause, during which SIGHUP re-reads the config; a stop ends it.
-        let due = tokio::time::Instant::now()
-            .checked_add(pause)
-            .unwrap_or_else(far_future);
+        let due = runtime::after(pause);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => break,
@@ -97,11 +97,6 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// A time so far ahead it never comes (about 30 years), for a pause too long to add.
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
-}
-
 /// `interval` plus a random offset of up to [`JITTER_FRACTION`]; `unit` is in `[0, 1)`.
 /// Saturates instead of overflowing, whatever the interval.
 pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
@@ -113,49 +108,6 @@ pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
     let offset = Duration::try_from_secs_f64(interval.as_secs_f64() * JITTER_FRACTION * unit)
         .unwrap_or(Duration::ZERO);
     interval.saturating_add(offset)
-}
-
-/// SIGHUP deliveries, installed at start so that a SIGHUP never stops the agent (its default
-/// action would).
-pub struct Hangups {
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-}
-
-impl Hangups {
-    /// Installs the SIGHUP handler. Needs a running tokio runtime with I/O enabled.
-    pub(crate) fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Hangups {
-                signal: Some(signal(SignalKind::hangup())?),
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Hangups {})
-        }
-    }
-
-    /// No SIGHUP handling (tests that drive the schedule themselves).
-    pub fn none() -> Self {
-        Hangups {
-            #[cfg(unix)]
-            signal: None,
-        }
-    }
-
-    /// Waits for the next SIGHUP; never completes without a handler.
-    pub(crate) async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(s) = &mut self.signal {
-            if s.recv().await.is_some() {
-                return;
-            }
-        }
-        std::future::pending::<()>().await;
-    }
 }
 
 #[cfg(test)]

@@ -489,7 +489,7 @@ async fn schedule_delivers_audits_and_stops() {
         initial: config(&env),
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
-        hangups: schedule::Hangups::none(),
+        hangups: butler_agent::signals::Hangups::none(),
         sys: FakeSys::plain(),
         readiness: butler_agent::health::Readiness::new(),
     };
@@ -547,7 +547,7 @@ async fn schedule_opens_no_socket_when_off() {
         initial: config(&env),
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
-        hangups: schedule::Hangups::none(),
+        hangups: butler_agent::signals::Hangups::none(),
         sys: FakeSys::plain(),
         readiness: butler_agent::health::Readiness::new(),
     };
