@@ -10,8 +10,6 @@
 //! handler is installed at the same time, so a SIGHUP never stops the agent (its default
 //! action would).
 
-use std::io;
-
 use crate::error::Failure;
 
 /// The installed handlers; [`Signals::recv`] waits for the next stop signal.
@@ -22,25 +20,23 @@ pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
 }
 
+/// Installs the handler of one signal. Needs a running tokio runtime with I/O enabled.
+#[cfg(unix)]
+fn handler(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(kind).map_err(Failure::Signals)
+}
+
 impl Signals {
     /// Installs the handlers. Needs a running tokio runtime with I/O enabled.
     pub(crate) fn install() -> Result<Self, Failure> {
-        Self::try_install().map_err(Failure::Signals)
-    }
-
-    fn try_install() -> io::Result<Self> {
         #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Signals {})
-        }
+        use tokio::signal::unix::SignalKind;
+        Ok(Signals {
+            #[cfg(unix)]
+            term: handler(SignalKind::terminate())?,
+            #[cfg(unix)]
+            int: handler(SignalKind::interrupt())?,
+        })
     }
 
     /// Waits for the next SIGTERM or SIGINT and returns its name, for the log.
@@ -72,21 +68,10 @@ pub struct Hangups {
 impl Hangups {
     /// Installs the SIGHUP handler. Needs a running tokio runtime with I/O enabled.
     pub(crate) fn install() -> Result<Self, Failure> {
-        Self::try_install().map_err(Failure::Signals)
-    }
-
-    fn try_install() -> io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Hangups {
-                signal: Some(signal(SignalKind::hangup())?),
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Hangups {})
-        }
+        Ok(Hangups {
+            #[cfg(unix)]
+            signal: Some(handler(tokio::signal::unix::SignalKind::hangup())?),
+        })
     }
 
     /// No SIGHUP handling (tests that drive the schedule themselves).

@@ -456,6 +456,17 @@ mod tests {
         }
     }
 
+    /// An empty body through `t`, up to five retries, never stopped.
+    async fn deliver_with_five_retries(t: &Scripted) -> Delivery {
+        deliver(
+            t,
+            &Bytes::new(),
+            &RetryPolicy::new(5),
+            std::future::pending(),
+        )
+        .await
+    }
+
     fn fail(status: Option<u16>) -> Attempt {
         match status {
             Some(s) => retry::classify_status(s, None),
@@ -495,13 +506,7 @@ mod tests {
     async fn rejections_are_tried_once() {
         for status in [400, 401, 403, 413] {
             let t = Scripted::new(vec![fail(Some(status))]);
-            let d = deliver(
-                &t,
-                &Bytes::new(),
-                &RetryPolicy::new(5),
-                std::future::pending(),
-            )
-            .await;
+            let d = deliver_with_five_retries(&t).await;
             assert_eq!(d.attempts, 1, "{status}");
             assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
         }
@@ -514,13 +519,7 @@ mod tests {
             retry::classify_status(503, Some(Duration::from_secs(7))),
             Attempt::Delivered { status: 200 },
         ]);
-        let d = deliver(
-            &t,
-            &Bytes::new(),
-            &RetryPolicy::new(5),
-            std::future::pending(),
-        )
-        .await;
+        let d = deliver_with_five_retries(&t).await;
         assert!(d.delivered());
         assert_eq!(d.attempts, 3);
         assert_eq!(

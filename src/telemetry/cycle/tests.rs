@@ -139,16 +139,33 @@ async fn refused_events_are_never_handed_to_the_transport() {
     assert!(!last.detail.contains("Plantedix"));
 }
 
-/// A Docker endpoint that accepts and never answers: the listener is kept, never accepted.
-fn silent_docker(dir: &std::path::Path) -> (std::os::unix::net::UnixListener, Roots) {
-    let sock = dir.join("docker.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let mut roots = Roots::at(dir);
-    // In a container (so the engine ID anchors the instance ID) without a host /etc mount.
+/// A host in a container (so the engine ID anchors the instance ID) without a host /etc mount,
+/// whose Docker endpoint accepts and never answers (the listener is kept, never accepted), and
+/// a state directory below the same temporary directory.
+struct SilentDocker {
+    _dir: tempfile::TempDir,
+    _listener: std::os::unix::net::UnixListener,
+    roots: Roots,
+    env: MapEnv,
+}
+
+fn silent_docker() -> SilentDocker {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("docker.sock")).unwrap();
+    let mut roots = Roots::at(dir.path());
     roots.env.container_override = Some("docker".into());
     // Socket paths are read below the root.
     roots.env.docker_host = Some("unix:///docker.sock".into());
-    (listener, roots)
+    let env = MapEnv::new([(
+        "BUTLER_STATE_DIR",
+        dir.path().join("state").to_str().unwrap(),
+    )]);
+    SilentDocker {
+        _dir: dir,
+        _listener: listener,
+        roots,
+        env,
+    }
 }
 
 /// Fake syscalls except for the Docker engine, asked for real: at the silent socket of
@@ -181,17 +198,12 @@ impl Syscalls for RealEngineOnly {
 /// one is skipped while the abandoned work still runs, instead of starting more threads.
 #[tokio::test]
 async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_docker, roots) = silent_docker(dir.path());
-    let env = MapEnv::new([(
-        "BUTLER_STATE_DIR",
-        dir.path().join("state").to_str().unwrap(),
-    )]);
-    let mut runner = Runner::new(defaults(&env));
+    let docker = silent_docker();
+    let mut runner = Runner::new(defaults(&docker.env));
     let inputs = Inputs {
         limit: Duration::from_millis(300),
         sys: Arc::new(RealEngineOnly),
-        ..inputs(&env, &roots)
+        ..inputs(&docker.env, &docker.roots)
     };
     // A ticker on the same (current-thread) runtime: it must keep ticking during the cycle.
     let ticks = Arc::new(AtomicU32::new(0));
@@ -242,19 +254,14 @@ async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
 /// A stop request ends the wait for the cycle's work at once.
 #[tokio::test]
 async fn a_stop_ends_a_cycle_waiting_on_its_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_docker, roots) = silent_docker(dir.path());
-    let env = MapEnv::new([(
-        "BUTLER_STATE_DIR",
-        dir.path().join("state").to_str().unwrap(),
-    )]);
-    let mut runner = Runner::new(defaults(&env));
+    let docker = silent_docker();
+    let mut runner = Runner::new(defaults(&docker.env));
     let started = std::time::Instant::now();
     let outcome = runner
         .cycle(
             &Inputs {
                 sys: Arc::new(RealEngineOnly),
-                ..inputs(&env, &roots)
+                ..inputs(&docker.env, &docker.roots)
             },
             tokio::time::sleep(Duration::from_millis(100)),
             |_| -> Result<Down<'_>, _> { panic!("a stopped cycle builds no client") },
