@@ -21,7 +21,7 @@ pub(crate) fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Res
 }
 
 /// At most this many worker threads serve the agent's connections.
-pub const SERVING_WORKERS: usize = 2;
+pub(crate) const SERVING_WORKERS: usize = 2;
 
 /// Runs `work` on a multi-thread runtime of up to [`SERVING_WORKERS`] workers (one per CPU the
 /// process may use): the agent's runtime, whose health server may answer many kept-alive
