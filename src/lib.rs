@@ -35,3 +35,6 @@ pub mod shutdown;
 pub mod signals;
 pub mod sink;
 pub mod telemetry;
+
+#[cfg(test)]
+mod test_support;

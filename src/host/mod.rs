@@ -366,39 +366,4 @@ pub(crate) fn node_arch() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::MapEnv;
-
-    #[test]
-    fn host_vars_win_over_host_root_and_stay_below_root() {
-        let env = MapEnv::new([("HOST_ROOT", "/host"), ("HOST_PROC", "/hostproc")]);
-        let r = Roots::from_env("/fix", &env);
-        assert_eq!(r.own, Path::new("/fix"));
-        assert_eq!(r.etc, Path::new("/fix/host/etc"));
-        assert_eq!(r.etc_origin, Origin::HostRoot);
-        assert_eq!(r.proc, Path::new("/fix/hostproc"));
-        assert_eq!(r.proc_origin, Origin::HostVar(HOST_PROC));
-        assert_eq!(r.sys, Path::new("/fix/host/sys"));
-        assert!(!r.env.cpuid, "CPUID is off for a fixture root");
-    }
-
-    #[test]
-    fn no_variables_means_everything_below_root() {
-        let r = Roots::from_env("/", &MapEnv::default());
-        assert_eq!(r.etc, Path::new("/etc"));
-        assert_eq!(r.etc_origin, Origin::Root);
-        assert!(r.env.cpuid);
-        let off = Roots::from_env("/", &MapEnv::new([(NO_CPUID, "1")]));
-        assert!(!off.env.cpuid);
-    }
-
-    #[test]
-    fn below_cannot_climb_out() {
-        assert_eq!(
-            below(Path::new("/fix"), "/../../etc"),
-            Path::new("/fix/etc")
-        );
-        assert_eq!(below(Path::new("/fix"), "a/../b"), Path::new("/fix/b"));
-    }
-}
+mod tests;

@@ -84,3 +84,6 @@ pub(crate) fn event(
         now,
     ))
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,16 +11,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use butler_agent::config::{LoadedConfig, MapEnv};
-use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
-use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
-use butler_agent::instance_id::{self, IdConfig};
-use butler_agent::shutdown;
-use butler_agent::sink::{self, capture};
-use butler_agent::telemetry::cycle;
-use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
-use butler_agent::telemetry::schedule::{self, ScheduleContext};
-use butler_agent::telemetry::sender::{self, HttpTransport, Transport};
+use crate::config::{LoadedConfig, MapEnv};
+use crate::host::syscalls::{DockerEndpoint, EngineIdError};
+use crate::host::{self, CpuidVm, Interface, Roots, Syscalls};
+use crate::instance_id::{self, IdConfig};
+use crate::shutdown;
+use crate::sink::{self, capture};
+use crate::telemetry::cycle;
+use crate::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
+use crate::telemetry::schedule::{self, ScheduleContext};
+use crate::telemetry::sender::{self, HttpTransport, Transport};
 
 fn config(env: &MapEnv) -> LoadedConfig {
     LoadedConfig::defaults(env).expect("valid test settings")
@@ -303,7 +303,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let accepted = capture::accept(&seen.body, capture::WIRE_LIMIT).expect("capture accepts");
     assert_eq!(accepted.len(), 1);
     let e = &accepted[0].event;
-    assert_eq!(accepted[0].token, butler_agent::config::DEFAULT_POSTHOG_KEY);
+    assert_eq!(accepted[0].token, crate::config::DEFAULT_POSTHOG_KEY);
     assert_eq!(e["event"], "telemetry sent");
     let id = e["distinct_id"].as_str().unwrap();
     assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -489,9 +489,9 @@ async fn schedule_delivers_audits_and_stops() {
         initial: config(&env),
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
-        hangups: butler_agent::signals::Hangups::none(),
+        hangups: crate::signals::Hangups::none(),
         sys: FakeSys::plain(),
-        readiness: butler_agent::health::Readiness::new(),
+        readiness: crate::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
@@ -547,9 +547,9 @@ async fn schedule_opens_no_socket_when_off() {
         initial: config(&env),
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
-        hangups: butler_agent::signals::Hangups::none(),
+        hangups: crate::signals::Hangups::none(),
         sys: FakeSys::plain(),
-        readiness: butler_agent::health::Readiness::new(),
+        readiness: crate::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));

@@ -2,16 +2,68 @@
 //! (`tests/fixtures/instance_id/make_vectors.py`), stability, sensitivity to each input, and
 //! survival of container re-creation when an anchor is available.
 
-use crate::common::copy_dir;
+use super::*;
+
+#[test]
+fn placeholders_are_empty() {
+    assert_eq!(clean_default("default string"), "");
+    assert_eq!(
+        clean_default("4c4c4544-004a-3510-804b-b4c04f4e3432"),
+        "4c4c4544-004a-3510-804b-b4c04f4e3432"
+    );
+}
+
+#[test]
+fn racing_threads_agree_on_one_secret() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let state = dir.path().join("state");
+        let barrier = std::sync::Barrier::new(12);
+        let secrets: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        keep_secret(&state)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic").expect("a secret"))
+                .collect()
+        });
+        let on_disk = std::fs::read_to_string(state.join(SECRET_FILE)).expect("written");
+        assert!(secrets.iter().all(|s| s == on_disk.trim()), "{secrets:?}");
+        // Losers leave no temporary file behind.
+        assert_eq!(std::fs::read_dir(&state).expect("exists").count(), 1);
+    }
+}
+
+#[test]
+fn state_secret_is_made_once() {
+    let dir = std::env::temp_dir().join(format!("butler-agent-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let a = keep_secret(&dir).expect("a temp dir is writable");
+    let b = keep_secret(&dir).expect("the secret exists now");
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 64);
+    std::fs::write(dir.join(SECRET_FILE), "garbage").expect("a temp dir is writable");
+    let err = keep_secret(&dir).unwrap_err().to_string();
+    assert!(err.contains("not 64 hex digits"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+use crate::test_support::copy_dir;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use butler_agent::config::MapEnv;
-use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
-use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
-use butler_agent::instance_id::{
+use crate::config::MapEnv;
+use crate::host::syscalls::{DockerEndpoint, EngineIdError};
+use crate::host::{self, CpuidVm, Interface, Roots, Syscalls};
+use crate::instance_id::{
     self, Anchor, ButlerInputs, IdConfig, InstanceId, METHOD_BUTLER, METHOD_ENGINE_ID,
     METHOD_MACHINE_ID, METHOD_OWN_VALUES, METHOD_STATE_SECRET,
 };
@@ -463,7 +515,7 @@ fn copy_tree(from: &Path, tag: &str) -> PathBuf {
 
 #[test]
 fn real_engine_id_matches_docker_info() {
-    use butler_agent::host::RealSyscalls;
+    use crate::host::RealSyscalls;
     use std::io::Write;
     let missing = DockerEndpoint::Unix("/nonexistent/docker.sock".into());
     assert!(RealSyscalls.docker_engine_id(&missing).is_err());
