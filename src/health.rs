@@ -36,7 +36,8 @@ use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::connections;
-pub use crate::connections::{HEADER_READ_TIMEOUT, Limits, MAX_CONNECTIONS, MAX_HEADER_BYTES};
+pub(crate) use crate::connections::Limits;
+pub use crate::connections::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
@@ -51,7 +52,7 @@ pub(crate) const LISTEN_BACKLOG: u32 = 1024;
 /// config file no longer loads (the scheduler keeps the last good config meanwhile), the
 /// listener check once the server stops accepting.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<Flags>);
+pub(crate) struct Readiness(Arc<Flags>);
 
 #[derive(Debug, Default)]
 struct Flags {
@@ -72,12 +73,12 @@ pub(crate) struct Status {
 }
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Marks start-up complete: host facts and the instance ID are known.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.0.started.store(true, Ordering::Release);
     }
 
@@ -115,7 +116,7 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves health requests on `listener` until `shutdown` completes, then stops accepting,
 /// closes idle connections at once, lets answers in flight finish and returns. `/readyz` fails
 /// its listener check from the moment `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     limits: Limits,

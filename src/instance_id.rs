@@ -42,27 +42,28 @@ use crate::host::{self, HostFacts, Roots, Syscalls, network};
 
 /// The ID and how it was made (names and sources of the inputs, never their values).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceId {
+pub(crate) struct InstanceId {
     pub id: String,
     pub method: String,
     pub inputs: Vec<String>,
 }
 
 /// Method names, as `id --explain` prints them.
-pub const METHOD_BUTLER: &str = "butler-compatible";
+pub(crate) const METHOD_BUTLER: &str = "butler-compatible";
 pub(crate) const METHOD_BUTLER_FALLBACK: &str =
     "butler-compatible (no default interface: Butler's fallback)";
-pub const METHOD_HOST_NETWORK: &str = "container: the host's network (Butler's ID on this host)";
-pub const METHOD_MACHINE_ID: &str = "container: host machine-id";
-pub const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
-pub const METHOD_STATE_SECRET: &str = "container: state-directory secret";
-pub const METHOD_OWN_VALUES: &str =
+pub(crate) const METHOD_HOST_NETWORK: &str =
+    "container: the host's network (Butler's ID on this host)";
+pub(crate) const METHOD_MACHINE_ID: &str = "container: host machine-id";
+pub(crate) const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
+pub(crate) const METHOD_STATE_SECRET: &str = "container: state-directory secret";
+pub(crate) const METHOD_OWN_VALUES: &str =
     "container: own values (kept across restarts; new when the container is re-created)";
 
 /// The file in the state directory that holds the secret.
-pub const SECRET_FILE: &str = "instance-secret";
+pub(crate) const SECRET_FILE: &str = "instance-secret";
 /// Where Docker's socket usually is.
-pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+pub(crate) const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Domain separation for the container derivation: the same machine-id hashed by another
 /// program never gives this ID.
 const CONTAINER_LABEL: &str = "butler-agent instance id v1";
@@ -76,7 +77,7 @@ pub(crate) fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 
 /// Butler's inputs, as its `initHostInfo()` sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ButlerInputs {
+pub(crate) struct ButlerInputs {
     /// MAC and IPv4 (empty when none) of the default interface; `None` when there is none.
     pub interface: Option<(String, String)>,
     pub qrs_host: String,
@@ -91,7 +92,7 @@ pub struct ButlerInputs {
 }
 
 /// Butler's ID from its inputs (pure).
-pub fn butler_id(i: &ButlerInputs) -> String {
+pub(crate) fn butler_id(i: &ButlerInputs) -> String {
     if let Some((mac, ipv4)) = &i.interface {
         let message = format!("{mac}{ipv4}{}{}", i.qrs_host, i.system_uuid);
         return hmac_hex(mac.as_bytes(), message.as_bytes());
@@ -116,14 +117,14 @@ pub fn butler_id(i: &ButlerInputs) -> String {
 
 /// What anchors a container's ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Anchor {
+pub(crate) enum Anchor {
     HostMachineId(String),
     EngineId(String),
     StateSecret(String),
 }
 
 /// The container ID from its anchor (pure).
-pub fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
+pub(crate) fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
     let (kind, key) = match anchor {
         Anchor::HostMachineId(v) => ("machine-id", v),
         Anchor::EngineId(v) => ("docker-engine-id", v),
@@ -135,7 +136,7 @@ pub fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
 
 /// What the derivation reads from the configuration.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct IdConfig<'a> {
+pub(crate) struct IdConfig<'a> {
     /// `Butler.configQRS.host` (Butler cannot start without it; absent here means empty).
     pub qrs_host: Option<&'a str>,
     /// `Butler.butlerAgent.stateDir` / `BUTLER_STATE_DIR`.
@@ -145,7 +146,7 @@ pub struct IdConfig<'a> {
 /// A derivation: the ID, what it learnt beyond the host's files (for the privacy guard), and
 /// what the user should be told. The caller logs the warnings, once.
 #[derive(Debug, Clone)]
-pub struct Derivation {
+pub(crate) struct Derivation {
     pub id: InstanceId,
     /// The Docker engine's ID, when the engine was asked and answered.
     pub(crate) engine_id: Option<String>,
@@ -156,7 +157,7 @@ pub struct Derivation {
 
 /// Something about the ID the user can fix, said once by whoever logs it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Warning {
+pub(crate) enum Warning {
     /// No anchor outlives the container: what was tried.
     Unstable(Vec<String>),
     /// The Docker socket refuses this user: how to fix it.
@@ -234,7 +235,7 @@ const CONTAINER_ANCHORS: &[AnchorFn] = &[host_network, host_machine_id, engine_i
 
 /// Derives the ID (see the module doc), reading the host's identifying values first. Never
 /// fails.
-pub fn derive_with(
+pub(crate) fn derive_with(
     roots: &Roots,
     host: &HostFacts,
     cfg: IdConfig<'_>,

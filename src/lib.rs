@@ -28,11 +28,11 @@ pub(crate) mod error;
 pub(crate) mod files;
 pub mod health;
 pub mod host;
-pub mod instance_id;
+pub(crate) mod instance_id;
 pub mod logging;
 pub(crate) mod runtime;
-pub mod shutdown;
-pub mod signals;
+pub(crate) mod shutdown;
+pub(crate) mod signals;
 pub mod sink;
 pub mod telemetry;
 

@@ -15,29 +15,29 @@ pub(crate) use crate::runtime::block_on;
 pub(crate) use crate::signals::Signals;
 
 /// Creates a stop trigger and its token.
-pub fn stop_channel() -> (StopTrigger, Stop) {
+pub(crate) fn stop_channel() -> (StopTrigger, Stop) {
     let (tx, rx) = watch::channel(false);
     (StopTrigger(tx), Stop(rx))
 }
 
 /// Sets the stop flag; dropping it does not (a forgotten trigger must not stop anything).
 #[derive(Debug)]
-pub struct StopTrigger(watch::Sender<bool>);
+pub(crate) struct StopTrigger(watch::Sender<bool>);
 
 impl StopTrigger {
     /// Asks every holder of a [`Stop`] token to stop.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.0.send_replace(true);
     }
 }
 
 /// The stop token: cloned to each task, which turns it into its trigger with [`Stop::wait`].
 #[derive(Debug, Clone)]
-pub struct Stop(watch::Receiver<bool>);
+pub(crate) struct Stop(watch::Receiver<bool>);
 
 impl Stop {
     /// Completes once the stop flag is set; never if the trigger is dropped without stopping.
-    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.0.clone();
         async move {
             if rx.wait_for(|stop| *stop).await.is_err() {

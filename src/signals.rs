@@ -60,7 +60,7 @@ impl Signals {
 }
 
 /// SIGHUP deliveries, for the telemetry schedule.
-pub struct Hangups {
+pub(crate) struct Hangups {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
 }
@@ -75,7 +75,8 @@ impl Hangups {
     }
 
     /// No SIGHUP handling (tests that drive the schedule themselves).
-    pub fn none() -> Self {
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
         Hangups {
             #[cfg(unix)]
             signal: None,

@@ -1,7 +1,5 @@
 //! The environment, behind a trait so tests can feed a map instead of mutating the process.
 
-use std::collections::BTreeMap;
-
 /// Read-only access to environment variables.
 pub trait Env: Send + Sync {
     /// The variable's value, `None` when unset or not valid UTF-8.
@@ -18,12 +16,14 @@ impl Env for ProcessEnv {
     }
 }
 
-/// A fixed set of variables, for tests.
+/// A fixed set of variables, for tests (not in the shipped binary).
+#[cfg(test)]
 #[derive(Debug, Default, Clone)]
-pub struct MapEnv(pub BTreeMap<String, String>);
+pub(crate) struct MapEnv(pub(crate) std::collections::BTreeMap<String, String>);
 
+#[cfg(test)]
 impl MapEnv {
-    pub fn new<const N: usize>(pairs: [(&str, &str); N]) -> Self {
+    pub(crate) fn new<const N: usize>(pairs: [(&str, &str); N]) -> Self {
         MapEnv(
             pairs
                 .iter()
@@ -33,6 +33,7 @@ impl MapEnv {
     }
 }
 
+#[cfg(test)]
 impl Env for MapEnv {
     fn var(&self, key: &str) -> Option<String> {
         self.0.get(key).cloned()

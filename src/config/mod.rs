@@ -26,8 +26,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use env::{Env, MapEnv, ProcessEnv};
-pub use settings::{AgentSettings, DEFAULT_POSTHOG_HOST, DEFAULT_POSTHOG_KEY};
+#[cfg(test)]
+pub(crate) use env::MapEnv;
+pub use env::{Env, ProcessEnv};
+#[cfg(test)]
+pub(crate) use settings::DEFAULT_POSTHOG_KEY;
+pub use settings::{AgentFile, AgentSettings};
 
 /// The agent's own section, directly below `Butler:`. Butler's schema accepts new keys at that
 /// level but rejects extra keys inside its own sections, so a shared file keeps working for both.
@@ -202,7 +206,7 @@ pub struct LoadedConfig {
 
 impl LoadedConfig {
     /// Built-in defaults with environment overrides, as used when no file exists.
-    pub fn defaults(env: &dyn Env) -> Result<Self, ConfigError> {
+    pub(crate) fn defaults(env: &dyn Env) -> Result<Self, ConfigError> {
         Ok(LoadedConfig {
             source: ConfigSource::Defaults,
             tree: Value::Null,

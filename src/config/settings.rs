@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::{ConfigError, Env};
 
 /// PostHog's EU ingestion host, where Butler's data lives.
-pub const DEFAULT_POSTHOG_HOST: &str = "https://eu.i.posthog.com";
+pub(crate) const DEFAULT_POSTHOG_HOST: &str = "https://eu.i.posthog.com";
 /// Butler's public project key (write-only, public by PostHog's design).
-pub const DEFAULT_POSTHOG_KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
+pub(crate) const DEFAULT_POSTHOG_KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
 /// Butler sends every 12 hours.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 /// Shorter intervals would turn a snapshot into a stream.

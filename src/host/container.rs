@@ -217,7 +217,7 @@ pub(crate) fn pid_namespace(roots: &Roots) -> PidNs {
 }
 
 /// The `Name:` line of a `/proc/<pid>/status` file.
-pub fn status_name(status: &str) -> Option<String> {
+pub(crate) fn status_name(status: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Name:"))
@@ -253,12 +253,12 @@ fn is_overlay(fstype: &str) -> bool {
 }
 
 /// The root mount of a mountinfo text (the last line whose mount point is `/`).
-pub struct RootMount<'a> {
+pub(crate) struct RootMount<'a> {
     pub fstype: &'a str,
     pub super_options: &'a str,
 }
 
-pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
+pub(crate) fn root_mount(text: &str) -> Option<RootMount<'_>> {
     text.lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
@@ -278,7 +278,7 @@ pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
 /// containerd's default cgroup path `/<namespace>/<container>` (`ctr run`, nerdctl with the
 /// cgroupfs driver): the same two-part path on every hierarchy, with no systemd unit suffix.
 /// Only read outside the initial PID namespace: a host service can sit in a two-part cgroup.
-pub fn containerd_cgroup(text: &str) -> Option<String> {
+pub(crate) fn containerd_cgroup(text: &str) -> Option<String> {
     let mut paths = text
         .lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))

@@ -30,7 +30,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::Env;
-pub use syscalls::{CpuidVm, Interface, RealSyscalls, Syscalls};
+pub use syscalls::{CpuidVm, Interface};
+pub use syscalls::{RealSyscalls, Syscalls};
 
 /// The host-mount variables (gopsutil/Telegraf convention).
 pub(crate) const HOST_ROOT: &str = "HOST_ROOT";
@@ -127,7 +128,7 @@ impl Roots {
     /// `--root DIR` plus the environment: `HOST_ETC`/`HOST_PROC`/`HOST_SYS` win over
     /// `HOST_ROOT`, which wins over `DIR`. Host paths are taken below `DIR`, so with the default
     /// `/` they mean what they say, and a fixture tree can hold a mounted "host" too.
-    pub fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Self {
+    pub(crate) fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Self {
         let mut roots = Roots::at(root.as_ref());
         let set = |k: &str| env.var(k).filter(|v| !v.trim().is_empty());
         let host_root = set(HOST_ROOT).map(|p| below(&roots.own, &p));
@@ -184,7 +185,7 @@ pub(crate) fn below(root: &Path, abs: &str) -> PathBuf {
 /// The facts reported in the event and by `butler-agent host`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct HostFacts {
+pub(crate) struct HostFacts {
     pub(crate) platform: String,
     pub(crate) arch: String,
     pub distro: String,
@@ -205,7 +206,7 @@ pub struct HostFacts {
 pub(crate) const UNKNOWN: &str = "unknown";
 
 /// Detects everything with the given syscalls (tests pass fakes). Never fails.
-pub fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
+pub(crate) fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
     let mut rules = BTreeMap::new();
     let mut rule = |k: &str, r: String| {
         rules.insert(k.to_string(), r);

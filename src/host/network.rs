@@ -146,7 +146,7 @@ pub(crate) fn parse_mac(text: &str) -> Option<String> {
 /// once, loopback left out: a `|-- a.b.c.d` line followed by its `/32 host LOCAL` line. The one
 /// parser of this file (the instance ID and the privacy guard both use it); linear in the size
 /// of the table, which on a busy host holds a hundred thousand addresses.
-pub fn fib_local_addresses(fib_trie: &str) -> Vec<Ipv4Addr> {
+pub(crate) fn fib_local_addresses(fib_trie: &str) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut current: Option<Ipv4Addr> = None;
@@ -191,7 +191,7 @@ fn connected_routes(route: &str, iface: &str) -> Vec<(u32, u32)> {
 }
 
 /// The interface's IPv4: the first local address inside one of its connected routes.
-pub fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<Ipv4Addr> {
+pub(crate) fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<Ipv4Addr> {
     let nets = connected_routes(route, iface);
     fib_local_addresses(fib_trie).into_iter().find(|a| {
         let a = u32::from(*a);

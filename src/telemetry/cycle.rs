@@ -45,11 +45,11 @@ use crate::runtime;
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
 /// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
 /// bounded to 1.5 s.
-pub const CYCLE_TIME_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const CYCLE_TIME_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a cycle reads besides the config: the environment, the host files, and its time limit.
 #[derive(Clone)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     pub env: Arc<dyn Env>,
     pub roots: Roots,
     /// Interface addresses, CPUID, the Docker engine: the real ones only at the edge.
@@ -59,7 +59,7 @@ pub struct Inputs {
 
 /// The one event waiting to be delivered, if any. One slot: putting a new event drops the old.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     slot: Option<Bytes>,
 }
 
@@ -77,17 +77,15 @@ impl Outbox {
         self.slot = None;
     }
     /// 0 or 1.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.slot.is_some())
-    }
-    pub fn is_empty(&self) -> bool {
-        self.slot.is_none()
     }
 }
 
 /// What one cycle did, for tests and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CycleOutcome {
+pub(crate) enum CycleOutcome {
     /// Telemetry is off: nothing was built or sent.
     Off,
     /// The privacy guard refused the event.
@@ -113,7 +111,7 @@ pub enum CycleOutcome {
 /// The scheduler's memory between cycles. Every field is bounded: the outbox holds at most
 /// one event, the streak is two counters, the error slots one string each.
 #[derive(Debug)]
-pub struct Runner {
+pub(crate) struct Runner {
     /// The last good config.
     pub(crate) config: LoadedConfig,
     pub outbox: Outbox,
@@ -140,7 +138,7 @@ enum Waited<R> {
 }
 
 impl Runner {
-    pub fn new(config: LoadedConfig) -> Self {
+    pub(crate) fn new(config: LoadedConfig) -> Self {
         Runner {
             config,
             outbox: Outbox::default(),
@@ -311,7 +309,7 @@ impl Runner {
     /// One cycle: re-read the config, then, when telemetry is on, build, guard and deliver.
     /// `connect` builds the transport; it is only called when telemetry is on and the event
     /// passed the guard. `shutdown` is polled until it completes, never after.
-    pub async fn cycle<T, F>(
+    pub(crate) async fn cycle<T, F>(
         &mut self,
         inputs: &Inputs,
         shutdown: impl Future<Output = ()>,
@@ -580,7 +578,7 @@ pub enum PrepareError {
 #[derive(Debug)]
 pub struct Prepared {
     pub body: Result<Bytes, PrepareError>,
-    pub id_warnings: Vec<Warning>,
+    pub(crate) id_warnings: Vec<Warning>,
 }
 
 /// Gathers the snapshot, builds the event, serializes it once, and runs the privacy guard on

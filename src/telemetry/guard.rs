@@ -50,7 +50,7 @@ pub(crate) const FULL_SCAN_LEN: usize = 12;
 
 /// What kind of identifying value was found. Logged; the value never is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     HostName,
     ContainerHostName,
     MacAddress,

@@ -4,13 +4,13 @@
 pub(crate) mod audit;
 pub mod cycle;
 pub mod features;
-pub(crate) mod guard;
+pub mod guard;
 pub(crate) mod optout;
 pub(crate) mod payload;
-pub mod retry;
-pub mod schedule;
+pub(crate) mod retry;
+pub(crate) mod schedule;
 pub mod sender;
-pub mod state;
+pub(crate) mod state;
 
 use std::time::SystemTime;
 

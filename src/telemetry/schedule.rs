@@ -23,7 +23,7 @@ use crate::signals::Hangups;
 pub(crate) const JITTER_FRACTION: f64 = 0.05;
 
 /// What the scheduler needs from the `run` command.
-pub struct ScheduleContext {
+pub(crate) struct ScheduleContext {
     /// The config as loaded at start: the last good one until a cycle reads a newer one (from
     /// the same source).
     pub initial: LoadedConfig,
@@ -38,7 +38,7 @@ pub struct ScheduleContext {
 }
 
 /// Runs the schedule until `shutdown` completes.
-pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let ScheduleContext {
         initial,

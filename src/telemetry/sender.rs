@@ -41,13 +41,13 @@ pub(crate) fn user_agent() -> String {
 /// One attempt's result, plus whether the body may have left the machine (for the audit log:
 /// a refused connection sent nothing; a timeout after connecting may have sent it all).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tried {
+pub(crate) struct Tried {
     pub attempt: Attempt,
     pub(crate) body_may_have_left: bool,
 }
 
 /// Sends one body once.
-pub trait Transport {
+pub(crate) trait Transport {
     fn send(&self, body: &Bytes) -> impl Future<Output = Tried> + Send;
 }
 
@@ -59,7 +59,7 @@ pub struct SetupError(pub String);
 /// The real transport: reqwest over rustls, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
 /// (reqwest reads them), extra roots from the CA file setting.
 #[derive(Debug, Clone)]
-pub struct HttpTransport {
+pub(crate) struct HttpTransport {
     client: reqwest::Client,
     url: String,
     /// The project key, so an answer that repeats it is not logged with it.
@@ -69,7 +69,7 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
+    pub(crate) fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
         let url = capture_url(&settings.posthog_host);
         reqwest::Url::parse(&url)
             .map_err(|e| SetupError(format!("the capture URL {url} is not valid: {e}")))?;
@@ -217,7 +217,7 @@ impl Transport for HttpTransport {
 }
 
 /// `sent_at` as capture reads it from the query: Unix time in milliseconds.
-pub fn sent_at_millis(now: SystemTime) -> u128 {
+pub(crate) fn sent_at_millis(now: SystemTime) -> u128 {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0)
@@ -340,7 +340,7 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 
 /// How a delivery (first attempt plus retries) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The last attempt's result.
     pub last: Attempt,
     /// Attempts made (1 + retries).
@@ -354,7 +354,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn delivered(&self) -> bool {
+    pub(crate) fn delivered(&self) -> bool {
         matches!(self.last, Attempt::Delivered { .. })
     }
 }
@@ -370,7 +370,7 @@ pub(crate) fn random_unit() -> f64 {
 
 /// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
 /// when `shutdown` completes; an attempt in flight is finished (the caller bounds it).
-pub async fn deliver<T: Transport>(
+pub(crate) async fn deliver<T: Transport>(
     transport: &T,
     body: &Bytes,
     policy: &RetryPolicy,

@@ -18,7 +18,7 @@ pub(crate) const FILE_NAME: &str = "telemetry-state.json";
 /// What `telemetry status` shows about the last attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LastAttempt {
+pub(crate) struct LastAttempt {
     /// RFC 3339 UTC.
     pub(crate) time: String,
     /// `delivered`, `failed`, `rejected`, `refused` (privacy guard) or `error` (setup).

@@ -633,7 +633,7 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
             interrupted: false
         }
     );
-    assert!(runner.outbox.is_empty());
+    assert_eq!(runner.outbox.len(), 0);
     stop.stop();
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();

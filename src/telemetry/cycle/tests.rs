@@ -83,7 +83,7 @@ async fn off_builds_no_client_and_sends_nothing() {
             )
             .await;
         assert_eq!(outcome, CycleOutcome::Off);
-        assert!(runner.outbox.is_empty());
+        assert_eq!(runner.outbox.len(), 0);
     }
 }
 
