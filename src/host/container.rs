@@ -640,27 +640,11 @@ mod tests {
 #[cfg(test)]
 mod evidence_tests {
     use super::*;
-    use crate::host::syscalls::{DockerEndpoint, EngineIdError};
-    use crate::host::{CpuidVm, Interface};
+    use crate::host::syscalls::FakeSyscalls;
 
     /// Only the PID matters to container detection.
-    struct FakePid(u32);
-    impl Syscalls for FakePid {
-        fn cpuid(&self) -> Option<CpuidVm> {
-            None
-        }
-        fn interface(&self, _: &str) -> Option<Interface> {
-            None
-        }
-        fn first_external_interface(&self) -> Option<String> {
-            None
-        }
-        fn pid(&self) -> u32 {
-            self.0
-        }
-        fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-            Err(EngineIdError::Failed("none".into()))
-        }
+    fn fake_pid(pid: u32) -> FakeSyscalls {
+        FakeSyscalls::default().pid(pid)
     }
 
     fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -704,7 +688,7 @@ mod evidence_tests {
             ("/proc/1/status", "Name:\tsh\n"),
             ("/proc/self/mountinfo", BLOCK_ROOT),
         ]);
-        let got = detect(&Roots::at(c.path()), &FakePid(4242));
+        let got = detect(&Roots::at(c.path()), &fake_pid(4242));
         assert_eq!(
             got.runtime.as_deref(),
             Some("containerd"),
@@ -717,7 +701,7 @@ mod evidence_tests {
             ("/proc/2/status", KTHREADD),
             ("/proc/self/mountinfo", BLOCK_ROOT),
         ]);
-        assert_eq!(detect(&Roots::at(h.path()), &FakePid(4242)).runtime, None);
+        assert_eq!(detect(&Roots::at(h.path()), &fake_pid(4242)).runtime, None);
     }
 
     #[test]
@@ -726,7 +710,7 @@ mod evidence_tests {
             ("/proc/1/status", "Name:\tinit.lxc\nPPid:\t0\n"),
             ("/proc/2/status", "Name:\tsh\nPPid:\t1\n"),
         ]);
-        let got = detect(&Roots::at(c.path()), &FakePid(2));
+        let got = detect(&Roots::at(c.path()), &fake_pid(2));
         assert_eq!(got.runtime.as_deref(), Some("lxc"));
         assert!(
             got.runtime_rule.contains("PID 1 is lxc's init"),
@@ -744,7 +728,7 @@ mod evidence_tests {
             ("/proc/self/mountinfo", BLOCK_ROOT),
             ("/proc/self/cgroup", "4:memory:/init/0123abcd\n0::/\n"),
         ]);
-        let got = detect(&Roots::at(h.path()), &FakePid(77));
+        let got = detect(&Roots::at(h.path()), &fake_pid(77));
         assert_eq!(got.runtime, None);
         assert!(got.runtime_rule.contains("stale"), "{}", got.runtime_rule);
         // Each piece of evidence alone makes it count.
@@ -767,7 +751,7 @@ mod evidence_tests {
             ("overlay root", overlay),
             ("docker cgroup", cgroup),
         ] {
-            let got = detect(&Roots::at(t.path()), &FakePid(77));
+            let got = detect(&Roots::at(t.path()), &fake_pid(77));
             assert_eq!(
                 got.runtime.as_deref(),
                 Some("docker"),

@@ -275,14 +275,17 @@ mod tests {
     }
 }
 
-/// Syscalls with fixed answers for unit tests: no hypervisor, the given interfaces (the first
-/// one is the "first external"), PID 4242, the given Docker engine ID (none by default).
+/// The one fake of the syscalls for unit tests, built as each test needs it: no hypervisor, the
+/// interfaces it is given (the first is the "first external"), PID 4242 unless set, and a
+/// Docker engine that answers as set (none by default). Counts the interface look-ups; clones
+/// share the count.
 #[cfg(test)]
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FakeSyscalls {
-    pub(crate) interfaces: Vec<(String, Interface)>,
-    /// How the Docker engine answers.
-    pub(crate) engine: FakeEngine,
+    interfaces: Vec<(String, Interface)>,
+    engine: FakeEngine,
+    pid: Option<u32>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// How a [`FakeSyscalls`]' Docker engine answers.
@@ -294,8 +297,45 @@ pub(crate) enum FakeEngine {
     Absent,
     /// The engine gives this ID.
     Id(String),
+    /// The real query ([`RealSyscalls`]), e.g. at a socket the test made.
+    Real,
     /// The query panics (a bug in the cycle's work).
     Panics,
+}
+
+#[cfg(test)]
+impl FakeSyscalls {
+    /// An interface with a MAC and an IPv4 address.
+    pub(crate) fn interface(mut self, name: &str, mac: &str, ipv4: [u8; 4]) -> Self {
+        self.interfaces.push((
+            name.into(),
+            Interface {
+                mac: mac.into(),
+                ipv4: Some(ipv4.into()),
+            },
+        ));
+        self
+    }
+
+    /// A Docker engine that gives this ID.
+    pub(crate) fn engine_id(self, id: &str) -> Self {
+        self.engine(FakeEngine::Id(id.into()))
+    }
+
+    pub(crate) fn engine(mut self, engine: FakeEngine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    pub(crate) fn pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+
+    /// How many times an interface's addresses were asked for.
+    pub(crate) fn asked(&self) -> u32 {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +344,7 @@ impl Syscalls for FakeSyscalls {
         None
     }
     fn interface(&self, name: &str) -> Option<Interface> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.interfaces
             .iter()
             .find(|(n, _)| n == name)
@@ -313,12 +354,13 @@ impl Syscalls for FakeSyscalls {
         self.interfaces.first().map(|(n, _)| n.clone())
     }
     fn pid(&self) -> u32 {
-        4242
+        self.pid.unwrap_or(4242)
     }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
+    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, EngineIdError> {
         match &self.engine {
             FakeEngine::Absent => Err(EngineIdError::Failed("no engine in unit tests".into())),
             FakeEngine::Id(id) => Ok(id.clone()),
+            FakeEngine::Real => RealSyscalls.docker_engine_id(endpoint),
             FakeEngine::Panics => panic!("the fake engine query panics"),
         }
     }

@@ -56,13 +56,11 @@ fn state_secret_is_made_once() {
 
 use crate::test_support::copy_dir;
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use crate::config::MapEnv;
-use crate::host::syscalls::{DockerEndpoint, EngineIdError};
-use crate::host::{self, CpuidVm, Interface, Roots, Syscalls};
+use crate::host::syscalls::FakeSyscalls;
+use crate::host::{self, Roots};
 use crate::instance_id::{
     self, Anchor, ButlerInputs, IdConfig, InstanceId, METHOD_BUTLER, METHOD_ENGINE_ID,
     METHOD_MACHINE_ID, METHOD_OWN_VALUES, METHOD_STATE_SECRET,
@@ -121,46 +119,11 @@ fn butler_vectors_match_python() {
     }
 }
 
-/// Syscalls with fixed answers.
-#[derive(Clone)]
-struct Fake {
-    ifaces: BTreeMap<String, Interface>,
-    engine: Result<String, String>,
-}
+type Fake = FakeSyscalls;
 
-impl Fake {
-    fn with(name: &str, mac: &str, ip: [u8; 4]) -> Self {
-        let mut ifaces = BTreeMap::new();
-        ifaces.insert(
-            name.to_string(),
-            Interface {
-                mac: mac.into(),
-                ipv4: Some(Ipv4Addr::from(ip)),
-            },
-        );
-        Fake {
-            ifaces,
-            engine: Err("no engine".into()),
-        }
-    }
-}
-
-impl Syscalls for Fake {
-    fn cpuid(&self) -> Option<CpuidVm> {
-        None
-    }
-    fn interface(&self, name: &str) -> Option<Interface> {
-        self.ifaces.get(name).cloned()
-    }
-    fn first_external_interface(&self) -> Option<String> {
-        self.ifaces.keys().next().cloned()
-    }
-    fn pid(&self) -> u32 {
-        4242
-    }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        self.engine.clone().map_err(EngineIdError::Failed)
-    }
+/// Syscalls that know one interface.
+fn with(name: &str, mac: &str, ip: [u8; 4]) -> Fake {
+    FakeSyscalls::default().interface(name, mac, ip)
 }
 
 fn derive(roots: &Roots, sys: &Fake, qrs: &str, state: Option<&Path>) -> InstanceId {
@@ -180,7 +143,7 @@ fn derive(roots: &Roots, sys: &Fake, qrs: &str, state: Option<&Path>) -> Instanc
 #[test]
 fn bare_metal_uses_butlers_algorithm_on_the_default_interface() {
     let roots = Roots::at(fixture("bare-metal"));
-    let sys = Fake::with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
+    let sys = with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
     let id = derive(&roots, &sys, "sense.example.com", None);
     assert_eq!(id.method, METHOD_BUTLER);
     // The fixture's product_uuid is unreadable to non-root in real life, and absent here.
@@ -200,10 +163,10 @@ fn bare_metal_uses_butlers_algorithm_on_the_default_interface() {
 #[test]
 fn changing_any_one_input_changes_the_id() {
     let roots = Roots::at(fixture("bare-metal"));
-    let sys = Fake::with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
+    let sys = with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
     let base = derive(&roots, &sys, "sense.example.com", None).id;
-    let other_mac = Fake::with("eno1", "b8:ca:3a:6e:1f:21", [192, 168, 0, 17]);
-    let other_ip = Fake::with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 18]);
+    let other_mac = with("eno1", "b8:ca:3a:6e:1f:21", [192, 168, 0, 17]);
+    let other_ip = with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 18]);
     assert_ne!(
         base,
         derive(&roots, &other_mac, "sense.example.com", None).id
@@ -238,8 +201,8 @@ fn changing_any_one_input_changes_the_id() {
 /// A container is re-created: new MAC, new IP.
 fn recreated() -> (Fake, Fake) {
     (
-        Fake::with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]),
-        Fake::with("eth0", "02:42:ac:11:00:07", [172, 17, 0, 7]),
+        with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]),
+        with("eth0", "02:42:ac:11:00:07", [172, 17, 0, 7]),
     )
 }
 
@@ -300,7 +263,7 @@ fn recreated_tree(from: &Path, tag: &str) -> PathBuf {
 /// container identity and by the host's boot ID.
 #[test]
 fn no_two_containers_share_an_id_without_an_anchor() {
-    let same_net = Fake::with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]);
+    let same_net = with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]);
     let a = copy_tree(&fixture("docker-fuse-overlayfs"), "first");
     let b = recreated_tree(&fixture("docker-fuse-overlayfs"), "second");
     let id_a = derive(&Roots::at(&a), &same_net, "sense.example.com", None);
@@ -322,10 +285,7 @@ fn no_two_containers_share_an_id_without_an_anchor() {
     let id_c = derive(&Roots::at(&c), &same_net, "sense.example.com", None);
     assert_ne!(id_a.id, id_c.id, "one container ID, two hosts");
     // Networkless containers (ctr, podman --network none, lxc-execute) differ too.
-    let none = Fake {
-        ifaces: BTreeMap::new(),
-        engine: Err("no engine".into()),
-    };
+    let none = FakeSyscalls::default();
     let ids: Vec<String> = ["containerd-ctr", "podman-rootful", "lxc-execute"]
         .iter()
         .map(|n| derive(&Roots::at(fixture(n)), &none, "sense.example.com", None))
@@ -447,14 +407,15 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
 fn container_keeps_its_id_with_the_engine_id() {
     let env = MapEnv::new([("DOCKER_HOST", "unix:///var/run/docker.sock")]);
     let roots = Roots::from_env(fixture("docker-cgroup-v1"), &env);
-    let (mut a, mut b) = recreated();
-    a.engine = Ok("6Q6H:K2MO:FE4F:TIGP".into());
-    b.engine = a.engine.clone();
+    let (a, b) = recreated();
+    let (a, b) = (
+        a.engine_id("6Q6H:K2MO:FE4F:TIGP"),
+        b.engine_id("6Q6H:K2MO:FE4F:TIGP"),
+    );
     let first = derive(&roots, &a, "sense.example.com", None);
     assert_eq!(first.method, METHOD_ENGINE_ID);
     assert_eq!(first.id, derive(&roots, &b, "sense.example.com", None).id);
-    let mut other_host = b.clone();
-    other_host.engine = Ok("ZZZZ:K2MO:FE4F:TIGP".into());
+    let other_host = b.clone().engine_id("ZZZZ:K2MO:FE4F:TIGP");
     assert_ne!(
         first.id,
         derive(&roots, &other_host, "sense.example.com", None).id

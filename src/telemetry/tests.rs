@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::config::{LoadedConfig, MapEnv};
-use crate::host::syscalls::{DockerEndpoint, EngineIdError};
-use crate::host::{self, CpuidVm, Interface, Roots, Syscalls};
+use crate::host::syscalls::FakeSyscalls;
+use crate::host::{self, Roots};
 use crate::instance_id::{self, IdConfig};
 use crate::shutdown;
 use crate::sink::{self, capture};
@@ -46,49 +46,13 @@ fn host_tree() -> tempfile::TempDir {
     d
 }
 
-/// Syscalls with fixed answers, so these tests never read this machine's interfaces or ask
-/// its Docker socket: one interface (also the first external one), counting the times it is
-/// asked for.
-struct FakeSys {
-    name: &'static str,
-    addrs: Interface,
-    asked: AtomicU32,
+/// Syscalls that know one interface (also the first external one) and no Docker engine.
+fn fake_sys(name: &str, mac: &str, ip: [u8; 4]) -> Arc<FakeSyscalls> {
+    Arc::new(FakeSyscalls::default().interface(name, mac, ip))
 }
 
-impl FakeSys {
-    fn new(name: &'static str, mac: &str, ip: [u8; 4]) -> Arc<Self> {
-        Arc::new(FakeSys {
-            name,
-            addrs: Interface {
-                mac: mac.into(),
-                ipv4: Some(ip.into()),
-            },
-            asked: AtomicU32::new(0),
-        })
-    }
-
-    fn plain() -> Arc<Self> {
-        Self::new("eth9", "02:00:5e:10:00:01", [198, 51, 100, 9])
-    }
-}
-
-impl Syscalls for FakeSys {
-    fn cpuid(&self) -> Option<CpuidVm> {
-        None
-    }
-    fn interface(&self, name: &str) -> Option<Interface> {
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        (name == self.name).then(|| self.addrs.clone())
-    }
-    fn first_external_interface(&self) -> Option<String> {
-        Some(self.name.to_string())
-    }
-    fn pid(&self) -> u32 {
-        4242
-    }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        Err(EngineIdError::Failed("no engine in this test".into()))
-    }
+fn plain_sys() -> Arc<FakeSyscalls> {
+    fake_sys("eth9", "02:00:5e:10:00:01", [198, 51, 100, 9])
 }
 
 /// One raw HTTP request as a server saw it.
@@ -258,7 +222,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*FakeSys::plain())
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*plain_sys())
         .body
         .expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
@@ -331,7 +295,7 @@ async fn delivers_to_the_sink() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*FakeSys::plain())
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*plain_sys())
         .body
         .unwrap();
     let d = deliver_to_body(&cfg, &body).await;
@@ -490,7 +454,7 @@ async fn schedule_delivers_audits_and_stops() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
         hangups: crate::signals::Hangups::none(),
-        sys: FakeSys::plain(),
+        sys: plain_sys(),
         readiness: crate::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
@@ -548,7 +512,7 @@ async fn schedule_opens_no_socket_when_off() {
         env: Arc::new(env),
         roots: Roots::at(tree.path()),
         hangups: crate::signals::Hangups::none(),
-        sys: FakeSys::plain(),
+        sys: plain_sys(),
         readiness: crate::health::Readiness::new(),
     };
     let (stop, stop_rx) = shutdown::stop_channel();
@@ -601,7 +565,7 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let inputs = cycle::Inputs {
         env: Arc::new(env.clone()),
         roots: roots.clone(),
-        sys: FakeSys::plain(),
+        sys: plain_sys(),
         limit: cycle::CYCLE_TIME_LIMIT,
     };
     for _ in 0..5 {
@@ -657,17 +621,17 @@ fn prepare_uses_the_syscalls_it_is_given() {
     let roots = Roots::at(tree.path());
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")]);
     let cfg = config(&env);
-    let id_of = |sys: &FakeSys| {
+    let id_of = |sys: &FakeSyscalls| {
         let body = cycle::prepare(&cfg, &roots, sys)
             .body
             .expect("event passes the guard");
         let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
         event["distinct_id"].as_str().unwrap().to_string()
     };
-    let a = FakeSys::new("eth7", "02:42:ac:11:00:07", [10, 1, 2, 3]);
-    let b = FakeSys::new("eth7", "02:42:ac:11:00:08", [10, 1, 2, 4]);
+    let a = fake_sys("eth7", "02:42:ac:11:00:07", [10, 1, 2, 3]);
+    let b = fake_sys("eth7", "02:42:ac:11:00:08", [10, 1, 2, 4]);
     let from_a = id_of(&a);
-    assert!(a.asked.load(Ordering::SeqCst) > 0, "the fake was asked");
+    assert!(a.asked() > 0, "the fake was asked");
     let expected = instance_id::derive_with(
         &roots,
         &host::detect_with(&roots, &*a),

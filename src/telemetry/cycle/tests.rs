@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::config::{ConfigSource, MapEnv};
+use crate::host::syscalls::{FakeEngine, FakeSyscalls};
 use crate::telemetry::sender::Tried;
 
 /// Always fails to connect, counting calls.
@@ -29,7 +30,7 @@ fn inputs(env: &MapEnv, roots: &Roots) -> Inputs {
     Inputs {
         env: Arc::new(env.clone()),
         roots: roots.clone(),
-        sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
+        sys: Arc::new(FakeSyscalls::default()),
         limit: CYCLE_TIME_LIMIT,
     }
 }
@@ -170,27 +171,8 @@ fn silent_docker() -> SilentDocker {
 
 /// Fake syscalls except for the Docker engine, asked for real: at the silent socket of
 /// [`silent_docker`], below the test's root.
-struct RealEngineOnly;
-
-impl Syscalls for RealEngineOnly {
-    fn cpuid(&self) -> Option<crate::host::CpuidVm> {
-        None
-    }
-    fn interface(&self, _: &str) -> Option<crate::host::Interface> {
-        None
-    }
-    fn first_external_interface(&self) -> Option<String> {
-        None
-    }
-    fn pid(&self) -> u32 {
-        4242
-    }
-    fn docker_engine_id(
-        &self,
-        endpoint: &crate::host::syscalls::DockerEndpoint,
-    ) -> Result<String, crate::host::syscalls::EngineIdError> {
-        crate::host::RealSyscalls.docker_engine_id(endpoint)
-    }
+fn real_engine_only() -> Arc<FakeSyscalls> {
+    Arc::new(FakeSyscalls::default().engine(FakeEngine::Real))
 }
 
 /// The cycle's work runs off the runtime thread: while it waits on a silent Docker engine,
@@ -202,7 +184,7 @@ async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
     let mut runner = Runner::new(defaults(&docker.env));
     let inputs = Inputs {
         limit: Duration::from_millis(300),
-        sys: Arc::new(RealEngineOnly),
+        sys: real_engine_only(),
         ..inputs(&docker.env, &docker.roots)
     };
     // A ticker on the same (current-thread) runtime: it must keep ticking during the cycle.
@@ -260,7 +242,7 @@ async fn a_stop_ends_a_cycle_waiting_on_its_work() {
     let outcome = runner
         .cycle(
             &Inputs {
-                sys: Arc::new(RealEngineOnly),
+                sys: real_engine_only(),
                 ..inputs(&docker.env, &docker.roots)
             },
             tokio::time::sleep(Duration::from_millis(100)),
@@ -338,10 +320,7 @@ async fn a_panic_in_the_cycle_is_reported_as_a_panic() {
     let env = MapEnv::default();
     let mut runner = Runner::new(defaults(&env));
     let inputs = Inputs {
-        sys: Arc::new(crate::host::syscalls::FakeSyscalls {
-            engine: crate::host::syscalls::FakeEngine::Panics,
-            ..Default::default()
-        }),
+        sys: Arc::new(FakeSyscalls::default().engine(FakeEngine::Panics)),
         ..inputs(&env, &roots)
     };
     let started = std::time::Instant::now();

@@ -515,16 +515,7 @@ fn knows_the_addresses_the_syscalls_give() {
     let empty = tempfile::tempdir().unwrap();
     let env = MapEnv::default();
     let cfg = LoadedConfig::defaults(&env).unwrap();
-    let sys = FakeSyscalls {
-        interfaces: vec![(
-            "eth7".into(),
-            crate::host::Interface {
-                mac: "02:42:ac:11:00:77".into(),
-                ipv4: Some(std::net::Ipv4Addr::new(10, 9, 8, 7)),
-            },
-        )],
-        ..FakeSyscalls::default()
-    };
+    let sys = FakeSyscalls::default().interface("eth7", "02:42:ac:11:00:77", [10, 9, 8, 7]);
     let has = |known: &Known, kind: &Kind, v: &str| {
         known
             .identifiers
@@ -555,10 +546,7 @@ fn knows_the_engine_id_the_id_read() {
     let mut roots = Roots::at(dir.path());
     roots.env.container_override = Some("docker".into());
     roots.env.docker_host = Some("tcp://127.0.0.1:1".into());
-    let sys = FakeSyscalls {
-        engine: crate::host::syscalls::FakeEngine::Id(ENGINE.into()),
-        ..FakeSyscalls::default()
-    };
+    let sys = FakeSyscalls::default().engine_id(ENGINE);
     let snapshot = telemetry::gather(&cfg, &roots, &sys);
     assert_eq!(snapshot.id.method, crate::instance_id::METHOD_ENGINE_ID);
     let known = Known::from(&snapshot, &cfg);
