@@ -1,6 +1,7 @@
 //! Helpers the unit tests share (compiled for tests only).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// Copies a fixture tree, keeping symbolic links as links (host facts follow them below the
 /// root, so a copy must not resolve them).
@@ -17,5 +18,37 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&src, &dst).expect("temp dir is writable");
         }
+    }
+}
+
+/// Log output collected in memory, for tests that check what is logged.
+#[derive(Clone, Default)]
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Sends this thread's log records at `level` and above here until the guard is dropped.
+    pub(crate) fn capture(&self, level: tracing::Level) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// Everything logged so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

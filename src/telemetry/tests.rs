@@ -21,6 +21,7 @@ use crate::telemetry::cycle;
 use crate::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
 use crate::telemetry::schedule::{self, ScheduleContext};
 use crate::telemetry::sender::{self, HttpTransport, Transport};
+use crate::test_support::Logs;
 
 fn config(env: &MapEnv) -> LoadedConfig {
     LoadedConfig::defaults(env).expect("valid test settings")
@@ -449,14 +450,7 @@ async fn schedule_delivers_audits_and_stops() {
         ("BUTLER_STATE_DIR", state.to_str().unwrap()),
     ]);
     let tree = host_tree();
-    let ctx = ScheduleContext {
-        initial: config(&env),
-        env: Arc::new(env),
-        roots: Roots::at(tree.path()),
-        hangups: crate::signals::Hangups::none(),
-        sys: plain_sys(),
-        readiness: crate::health::Readiness::new(),
-    };
+    let ctx = schedule_context(env, &tree);
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
     let got = tokio::time::timeout(Duration::from_secs(20), events.recv())
@@ -507,14 +501,7 @@ async fn schedule_opens_no_socket_when_off() {
         ("BUTLER_TELEMETRY_INTERVAL", "1m"),
     ]);
     let tree = host_tree();
-    let ctx = ScheduleContext {
-        initial: config(&env),
-        env: Arc::new(env),
-        roots: Roots::at(tree.path()),
-        hangups: crate::signals::Hangups::none(),
-        sys: plain_sys(),
-        readiness: crate::health::Readiness::new(),
-    };
+    let ctx = schedule_context(env, &tree);
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
     // Two simulated hours: over a hundred cycles.
@@ -524,17 +511,24 @@ async fn schedule_opens_no_socket_when_off() {
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
 
-/// Collects log output in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
+/// The schedule on a host tree, with the plain fake syscalls and no SIGHUP.
+fn schedule_context(env: MapEnv, tree: &tempfile::TempDir) -> ScheduleContext {
+    ScheduleContext {
+        initial: config(&env),
+        env: Arc::new(env),
+        roots: Roots::at(tree.path()),
+        hangups: crate::signals::Hangups::none(),
+        sys: plain_sys(),
+        readiness: crate::health::Readiness::new(),
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+}
+
+/// A cycle that tried once.
+fn sent_once(delivered: bool) -> cycle::CycleOutcome {
+    cycle::CycleOutcome::Sent {
+        delivered,
+        attempts: 1,
+        interrupted: false,
     }
 }
 
@@ -543,13 +537,7 @@ impl std::io::Write for Logs {
 #[tokio::test]
 async fn outage_gives_one_warning_then_one_recovery_line() {
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture(tracing::Level::INFO);
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -572,14 +560,7 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
         let out = runner
             .cycle(&inputs, std::future::pending(), HttpTransport::new)
             .await;
-        assert_eq!(
-            out,
-            cycle::CycleOutcome::Sent {
-                delivered: false,
-                attempts: 1,
-                interrupted: false
-            }
-        );
+        assert_eq!(out, sent_once(false));
         assert_eq!(runner.outbox.len(), 1);
     }
     // The sink comes back on the same address.
@@ -589,18 +570,11 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let out = runner
         .cycle(&inputs, std::future::pending(), HttpTransport::new)
         .await;
-    assert_eq!(
-        out,
-        cycle::CycleOutcome::Sent {
-            delivered: true,
-            attempts: 1,
-            interrupted: false
-        }
-    );
+    assert_eq!(out, sent_once(true));
     assert_eq!(runner.outbox.len(), 0);
     stop.stop();
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{text}");
     assert!(warnings[0].contains("could not connect"), "{text}");

@@ -4,6 +4,7 @@ use super::*;
 use crate::config::{ConfigSource, MapEnv};
 use crate::host::syscalls::{FakeEngine, FakeSyscalls};
 use crate::telemetry::sender::Tried;
+use crate::test_support::Logs;
 
 /// Always fails to connect, counting calls.
 struct Down<'a>(&'a AtomicU32);
@@ -287,31 +288,12 @@ async fn reload_now_takes_the_new_file() {
     assert_eq!(runner.config.agent.interval, Duration::from_secs(3 * 3600));
 }
 
-/// Collects log output in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A panic in the cycle's work ends that cycle at once and is reported as a panic, not as work
 /// that did not finish within the time limit; the next cycle runs.
 #[tokio::test]
 async fn a_panic_in_the_cycle_is_reported_as_a_panic() {
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture(tracing::Level::INFO);
     let dir = tempfile::tempdir().unwrap();
     let mut roots = Roots::at(dir.path());
     // In a container, no host mounts: the engine is asked, and its fake query panics.
@@ -339,7 +321,7 @@ async fn a_panic_in_the_cycle_is_reported_as_a_panic() {
         "reported at once"
     );
     assert!(!runner.still_working());
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("building the event panicked"), "{text}");
     assert!(!text.contains("did not finish"), "{text}");
 }
