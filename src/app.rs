@@ -178,7 +178,9 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
     let body = prepared.body?;
     sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
-    let tried = runtime::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
+    let tried = runtime::block_on::<_, Failure>(async {
+        Ok(sender::Transport::send(&transport, &body).await)
+    })?;
     let delivery = sender::Delivery {
         sent: if tried.body_may_have_left {
             vec![(SystemTime::now(), tried.attempt.clone())]

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::random::NoRandom;
+use crate::runtime::NoRuntime;
+use crate::signals::NoHandlers;
 use crate::telemetry::cycle::PrepareError;
 use crate::telemetry::sender::SetupError;
 
@@ -20,10 +23,10 @@ pub enum Failure {
     #[error("cannot append to --out {}: {source} (check the path and permissions)", path.display())]
     SinkOut { path: PathBuf, source: io::Error },
     /// The async runtime or the signal handlers could not be set up.
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(io::Error),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(io::Error),
+    #[error(transparent)]
+    Runtime(#[from] NoRuntime),
+    #[error(transparent)]
+    Signals(#[from] NoHandlers),
     /// The health port is taken or not allowed.
     #[error(
         "the health server cannot listen on {addr}: {source} (choose another port with \
@@ -56,15 +59,6 @@ pub enum Failure {
     /// Standard output could not be written. A closed pipe (`| head`) is not reported.
     #[error("cannot write to standard output: {0}")]
     Output(io::Error),
-}
-
-/// The operating system gave no random bytes (no `getrandom` syscall, no `/dev/urandom`).
-#[derive(Debug, thiserror::Error)]
-#[error("no random source for {what}: {cause}")]
-pub struct NoRandom {
-    /// What the bytes were for.
-    pub(crate) what: &'static str,
-    pub(crate) cause: getrandom::Error,
 }
 
 /// Exit code for configuration and usage errors (`EX_USAGE` from sysexits.h).

@@ -34,11 +34,11 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::error::NoRandom;
 use crate::files;
 use crate::host::identifying::{BOOT_ID, Identifying};
 use crate::host::syscalls::{DockerEndpoint, EngineIdError};
 use crate::host::{self, HostFacts, Roots, Syscalls, network};
+use crate::random::{self, NoRandom};
 
 /// The ID and how it was made (names and sources of the inputs, never their values).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -665,11 +665,7 @@ pub(crate) fn keep_secret(dir: &Path) -> Result<String, SecretError> {
     if let Some(s) = read_secret(&path)? {
         return Ok(s);
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|cause| NoRandom {
-        what: "the instance secret",
-        cause,
-    })?;
+    let bytes: [u8; 32] = random::bytes("the instance secret")?;
     let candidate = format!("{}\n", hex::encode(bytes));
     files::create_once(&path, candidate.as_bytes()).map_err(|cause| SecretError::Create {
         path: path.clone(),

@@ -12,6 +12,7 @@
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
 //! - [`connections`]: the connection limits the health server and the sink share.
 //! - [`agent`]: the long-running agent (`butler-agent run`) and its start-up banner.
+//! - [`random`]: the operating system's random source.
 //! - [`runtime`]: the tokio runtimes and the one "now plus a duration" on their clock.
 //! - [`signals`]: SIGTERM and SIGINT (stop), SIGHUP (re-read the config), installed together.
 //! - [`shutdown`]: the stop token every server and loop takes.
@@ -30,6 +31,7 @@ pub mod health;
 pub mod host;
 pub(crate) mod instance_id;
 pub mod logging;
+pub mod random;
 pub(crate) mod runtime;
 pub(crate) mod shutdown;
 pub(crate) mod signals;

@@ -10,8 +10,6 @@
 //! handler is installed at the same time, so a SIGHUP never stops the agent (its default
 //! action would).
 
-use crate::error::Failure;
-
 /// The installed handlers; [`Signals::recv`] waits for the next stop signal.
 pub(crate) struct Signals {
     #[cfg(unix)]
@@ -20,15 +18,22 @@ pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
 }
 
+/// The signal handlers could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install signal handlers: {0}")]
+pub struct NoHandlers(std::io::Error);
+
 /// Installs the handler of one signal. Needs a running tokio runtime with I/O enabled.
 #[cfg(unix)]
-fn handler(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
-    tokio::signal::unix::signal(kind).map_err(Failure::Signals)
+fn handler(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, NoHandlers> {
+    tokio::signal::unix::signal(kind).map_err(NoHandlers)
 }
 
 impl Signals {
     /// Installs the handlers. Needs a running tokio runtime with I/O enabled.
-    pub(crate) fn install() -> Result<Self, Failure> {
+    pub(crate) fn install() -> Result<Self, NoHandlers> {
         #[cfg(unix)]
         use tokio::signal::unix::SignalKind;
         Ok(Signals {
@@ -67,7 +72,7 @@ pub(crate) struct Hangups {
 
 impl Hangups {
     /// Installs the SIGHUP handler. Needs a running tokio runtime with I/O enabled.
-    pub(crate) fn install() -> Result<Self, Failure> {
+    pub(crate) fn install() -> Result<Self, NoHandlers> {
         Ok(Hangups {
             #[cfg(unix)]
             signal: Some(handler(tokio::signal::unix::SignalKind::hangup())?),

@@ -37,9 +37,9 @@ use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
 use super::{audit, optout, state};
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
-use crate::error::NoRandom;
 use crate::host::{Roots, Syscalls};
 use crate::instance_id::Warning;
+use crate::random::NoRandom;
 use crate::runtime;
 
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before

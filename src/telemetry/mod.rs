@@ -70,7 +70,7 @@ pub(crate) fn event(
     config: &LoadedConfig,
     snapshot: &Snapshot,
     now: SystemTime,
-) -> Result<Value, crate::error::NoRandom> {
+) -> Result<Value, crate::random::NoRandom> {
     let uuid = payload::new_uuid(now)?;
     Ok(payload::build(
         payload::EventInput {

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::error::NoRandom;
 use crate::host::HostFacts;
+use crate::random::{self, NoRandom};
 use crate::telemetry::features::Features;
 
 /// PostHog event name Butler uses; dashboards key on it.
@@ -93,11 +93,7 @@ pub(crate) fn build(input: EventInput<'_>, uuid: Uuid, now: SystemTime) -> Value
 /// A UUID v7 for the event, from the OS's random source. Fallible on purpose: where
 /// `/dev/urandom` is missing, `Uuid::now_v7()` would panic; this returns an error instead.
 pub(crate) fn new_uuid(now: SystemTime) -> Result<Uuid, NoRandom> {
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random).map_err(|cause| NoRandom {
-        what: "the event's UUID",
-        cause,
-    })?;
+    let random: [u8; 10] = random::bytes("the event's UUID")?;
     let millis = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
