@@ -14,7 +14,7 @@
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
-//! It runs on the runtime of [`crate::shutdown::block_on_serving`].
+//! It runs on the runtime of [`crate::runtime::block_on_serving`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,12 +27,13 @@ use crate::config::{Env, LoadedConfig};
 use crate::error::Failure;
 use crate::health::{self, ButlerCheck, Limits, Readiness};
 use crate::host::{RealSyscalls, Roots};
-use crate::shutdown::{self, Signals};
+use crate::shutdown;
+use crate::signals::{Hangups, Signals};
 use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
 /// Runs the agent until a stop signal.
 pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
-    shutdown::block_on_serving(agent(config, env, roots))
+    crate::runtime::block_on_serving(agent(config, env, roots))
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
@@ -42,7 +43,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     let mut signals = Signals::install()?;
     // SIGHUP re-reads the config; installed now so that one during start-up is kept for the
     // schedule instead of stopping the agent.
-    let hangups = schedule::Hangups::install().map_err(Failure::Signals)?;
+    let hangups = Hangups::install()?;
     let decision = optout::decide(env.as_ref(), config.butler.anon_telemetry)?;
     if decision.enabled {
         telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
@@ -53,7 +54,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     let butler_target = config
         .agent
         .require_butler
-        .then(|| butler::readiness_target(&config.butler, &config.agent))
+        .then(|| crate::config::butler::readiness_target(&config.butler, &config.agent))
         .flatten();
     if let Some(target) = &butler_target {
         telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
@@ -325,7 +326,7 @@ fn banner(
 /// `MemTotal` from `<proc>/meminfo`, in bytes (Node's `os.totalmem()`, which Butler logs).
 fn total_memory_bytes(proc: &Path) -> Option<u64> {
     let meminfo = crate::host::read_text(&proc.join("meminfo"))?;
-    crate::instance_id::mem_total_bytes(&meminfo)
+    crate::host::identifying::mem_total_bytes(&meminfo)
 }
 
 #[cfg(test)]

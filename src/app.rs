@@ -11,7 +11,7 @@ use crate::cli::{Cli, Command, TelemetryCommand};
 use crate::config::{self, ConfigError, Env, LoadedConfig};
 use crate::error::Failure;
 use crate::host::{self, RealSyscalls, Roots};
-use crate::shutdown;
+use crate::runtime;
 use crate::telemetry::{self, optout};
 
 /// Loads the configuration the command line and environment point at.
@@ -39,7 +39,7 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
     match command {
         Command::Telemetry(TelemetryCommand::Preview(args)) => {
             let cfg = load_config(&cli, env)?;
-            print(&preview(&cfg, &roots, env, args.compact)?)
+            print(&preview(&cfg, &roots, args.compact)?)
         }
         Command::Telemetry(TelemetryCommand::Status(args)) => {
             let cfg = load_config(&cli, env)?;
@@ -56,12 +56,16 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
         Command::Id(args) => {
             let cfg = load_config(&cli, env)?;
             let facts = host::detect_with(&roots, &RealSyscalls);
-            let id = crate::instance_id::derive_with(
+            let derived = crate::instance_id::derive_with(
                 &roots,
                 &facts,
                 telemetry::id_config(&cfg),
                 &RealSyscalls,
             );
+            for w in &derived.warnings {
+                tracing::warn!("{w}");
+            }
+            let id = derived.id;
             let mut text = format!("{}\n", id.id);
             if args.explain {
                 text += &format!("method: {}\n", id.method);
@@ -104,7 +108,7 @@ fn to_json<T: serde::Serialize>(v: &T, compact: bool) -> String {
 /// Asks for `serviceVersion` once, as a cycle would but without waiting for a Butler that is
 /// still starting: a person is waiting for the answer.
 fn service_version(cfg: &LoadedConfig) -> Result<ServiceVersion, Failure> {
-    shutdown::block_on(async {
+    runtime::block_on(async {
         let never = std::future::pending::<()>();
         tokio::pin!(never);
         let found = butler::service_version(&cfg.butler, &cfg.agent, Duration::ZERO, never).await;
@@ -116,12 +120,7 @@ fn service_version(cfg: &LoadedConfig) -> Result<ServiceVersion, Failure> {
     })
 }
 
-fn preview(
-    cfg: &LoadedConfig,
-    roots: &Roots,
-    env: &dyn Env,
-    compact: bool,
-) -> Result<String, Failure> {
+fn preview(cfg: &LoadedConfig, roots: &Roots, compact: bool) -> Result<String, Failure> {
     let version = service_version(cfg)?;
     // Beside the body, not in it: stdout stays the exact body. A closed stderr loses the line.
     let _ = writeln!(
@@ -133,13 +132,14 @@ fn preview(
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    let body = telemetry::event(cfg, &snapshot, version.value(), SystemTime::now())
-        .map_err(Failure::NoRandom)?;
+    for w in &snapshot.id_warnings {
+        tracing::warn!("{w}");
+    }
+    let body = telemetry::event(cfg, &snapshot, version.value(), SystemTime::now())?;
     // The guard sees the bytes a send would serialize; the body is printed either way.
     let text = serde_json::to_string(&body).unwrap_or_default();
-    if let Err(finding) =
-        telemetry::guard::inspect(&text, cfg, roots, env, &RealSyscalls, &snapshot.host)
-    {
+    let known = telemetry::guard::Known::from(&snapshot, cfg);
+    if let Err(finding) = telemetry::guard::check(&text, &known) {
         eprintln!(
             "butler-agent: a send would be refused: the privacy guard found {} in this event",
             finding.kind
@@ -210,10 +210,16 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
     }
     let destination = sender::capture_url(&cfg.agent.posthog_host);
     let version = service_version(cfg)?;
-    let body = cycle::prepare(cfg, roots, env, &RealSyscalls, version.value())?;
+    let prepared = cycle::prepare(cfg, roots, &RealSyscalls, version.value());
+    for w in &prepared.id_warnings {
+        tracing::warn!("{w}");
+    }
+    let body = prepared.body?;
     sender::check_ca_file(&cfg.agent).map_err(Failure::CaFile)?;
     let transport = sender::HttpTransport::new(&cfg.agent)?;
-    let tried = shutdown::block_on(async { Ok(sender::Transport::send(&transport, &body).await) })?;
+    let tried = runtime::block_on::<_, Failure>(async {
+        Ok(sender::Transport::send(&transport, &body).await)
+    })?;
     let delivery = sender::Delivery {
         sent: if tried.body_may_have_left {
             vec![(SystemTime::now(), tried.attempt.clone())]

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::random::NoRandom;
+use crate::runtime::NoRuntime;
+use crate::signals::NoHandlers;
 use crate::telemetry::cycle::PrepareError;
 use crate::telemetry::sender::SetupError;
 
@@ -20,10 +23,10 @@ pub enum Failure {
     #[error("cannot append to --out {}: {source} (check the path and permissions)", path.display())]
     SinkOut { path: PathBuf, source: io::Error },
     /// The async runtime or the signal handlers could not be set up.
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(io::Error),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(io::Error),
+    #[error(transparent)]
+    Runtime(#[from] NoRuntime),
+    #[error(transparent)]
+    Signals(#[from] NoHandlers),
     /// The health port is taken or not allowed.
     #[error(
         "the health server cannot listen on {addr}: {source} (choose another port with \
@@ -39,8 +42,8 @@ pub enum Failure {
     /// Gathering host facts at start-up ended abnormally.
     #[error("gathering host facts failed: {0}")]
     Gather(String),
-    #[error("no random source for the event's UUID: {0}")]
-    NoRandom(getrandom::Error),
+    #[error(transparent)]
+    NoRandom(#[from] NoRandom),
     /// No event could be built, or the privacy guard refused it.
     #[error(transparent)]
     Prepare(#[from] PrepareError),

@@ -82,8 +82,9 @@ pub(crate) const HOST_FILE_LIMIT: Limit = Limit {
     what: "a host file",
 };
 
-/// Why a file could not be read.
-#[derive(Debug)]
+/// Why a file could not be read: the path, then [`ReadError::reason`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", self.path().display(), self.reason())]
 pub(crate) enum ReadError {
     NotFound(PathBuf),
     /// A FIFO, device, socket or directory.
@@ -133,14 +134,6 @@ impl ReadError {
         }
     }
 }
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path().display(), self.reason())
-    }
-}
-
-impl std::error::Error for ReadError {}
 
 /// Whether a read follows a symbolic link at the last component of the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

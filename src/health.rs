@@ -38,7 +38,8 @@ use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::connections;
-pub use crate::connections::{HEADER_READ_TIMEOUT, Limits, MAX_CONNECTIONS, MAX_HEADER_BYTES};
+pub(crate) use crate::connections::Limits;
+pub use crate::connections::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
@@ -53,7 +54,7 @@ pub(crate) const LISTEN_BACKLOG: u32 = 1024;
 /// config file no longer loads (the scheduler keeps the last good config meanwhile), the
 /// listener check once the server stops accepting.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<Flags>);
+pub(crate) struct Readiness(Arc<Flags>);
 
 #[derive(Debug, Default)]
 struct Flags {
@@ -89,12 +90,12 @@ pub(crate) struct Status {
 }
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Marks start-up complete: host facts and the instance ID are known.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.0.started.store(true, Ordering::Release);
     }
 
@@ -143,7 +144,7 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves health requests on `listener` until `shutdown` completes, then stops accepting,
 /// closes idle connections at once, lets answers in flight finish and returns. `/readyz` fails
 /// its listener check from the moment `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     limits: Limits,
@@ -315,216 +316,4 @@ fn no_store(r: &mut Response<Full<Bytes>>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-    use std::convert::Infallible;
-
-    fn body(r: Response<Full<Bytes>>) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime builds");
-        let collected = rt.block_on(r.into_body().collect());
-        let bytes = collected
-            .unwrap_or_else(|e: Infallible| match e {})
-            .to_bytes();
-        String::from_utf8(bytes.to_vec()).expect("bodies are UTF-8 text")
-    }
-
-    /// Every check passing.
-    const READY: Status = Status {
-        started: true,
-        config_valid: true,
-        listening: true,
-        butler: ButlerCheck::Off,
-    };
-    /// Before the first host facts and instance ID: what a fresh agent serves.
-    const STARTING: Status = Status {
-        started: false,
-        ..READY
-    };
-
-    #[test]
-    fn health_is_butlers_body() {
-        let r = respond(&Method::GET, "/health", None, STARTING);
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
-        assert_eq!(body(r), HEALTH_BODY);
-    }
-
-    #[test]
-    fn readyz_follows_the_latch() {
-        let before = respond(&Method::GET, "/readyz", None, STARTING);
-        assert_eq!(before.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body(before),
-            "[+]ping ok\n[+]config ok\n[-]startup failed: host facts and instance ID not yet known\n\
-             [+]listener ok\nreadyz check failed\n"
-        );
-        let after = respond(&Method::GET, "/readyz", None, READY);
-        assert_eq!(after.status(), StatusCode::OK);
-        assert_eq!(body(after), "ok");
-    }
-
-    #[test]
-    fn readyz_fails_on_an_invalid_config_or_a_closed_listener_and_health_stays_ok() {
-        let bad_config = Status {
-            config_valid: false,
-            ..READY
-        };
-        let r = respond(&Method::GET, "/readyz", None, bad_config.clone());
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body(r),
-            "[+]ping ok\n[-]config failed: the config file no longer loads (the log says why); \
-             the last good config stays in use\n[+]startup ok\n[+]listener ok\nreadyz check failed\n"
-        );
-        let closed = Status {
-            listening: false,
-            ..READY
-        };
-        let r = respond(&Method::GET, "/readyz", None, closed.clone());
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body(r).contains(
-            "[-]listener failed: the health listener no longer accepts connections: stopping\n"
-        ));
-        // Neither /health (Butler's body) nor /livez follows readiness.
-        for s in [bad_config, closed, STARTING] {
-            let r = respond(&Method::GET, "/health", None, s.clone());
-            assert_eq!(r.status(), StatusCode::OK);
-            assert_eq!(body(r), HEALTH_BODY);
-            assert_eq!(
-                respond(&Method::GET, "/livez", None, s).status(),
-                StatusCode::OK
-            );
-        }
-    }
-
-    #[test]
-    fn the_butler_check_is_listed_only_when_required_and_feeds_only_readyz() {
-        let failed = Status {
-            butler: ButlerCheck::Failed(
-                "Butler's health endpoint on 127.0.0.1:12398 did not \
-                                         answer: connection refused"
-                    .into(),
-            ),
-            ..READY
-        };
-        let r = respond(&Method::GET, "/readyz", None, failed.clone());
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body(r),
-            "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\n[-]butler failed: \
-             Butler's health endpoint on 127.0.0.1:12398 did not answer: connection refused\n\
-             readyz check failed\n"
-        );
-        let pending = Status {
-            butler: ButlerCheck::Pending,
-            ..READY
-        };
-        assert_eq!(
-            respond(&Method::GET, "/readyz", None, pending.clone()).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        for s in [failed, pending] {
-            assert_eq!(
-                respond(&Method::GET, "/livez", None, s.clone()).status(),
-                StatusCode::OK
-            );
-            let r = respond(&Method::GET, "/health", None, s);
-            assert_eq!((r.status(), body(r)), (StatusCode::OK, HEALTH_BODY.into()));
-        }
-        let ok = Status {
-            butler: ButlerCheck::Ok,
-            ..READY
-        };
-        let r = respond(&Method::GET, "/readyz", Some("verbose"), ok);
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(
-            body(r),
-            "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\n[+]butler ok\n\
-             readyz check passed\n"
-        );
-    }
-
-    #[test]
-    fn the_flags_follow_the_agent() {
-        let r = Readiness::new();
-        assert_eq!(
-            r.status(),
-            Status {
-                started: false,
-                config_valid: true,
-                listening: false,
-                butler: ButlerCheck::Off,
-            }
-        );
-        r.release();
-        r.set_config_valid(false);
-        assert!(r.status().started && !r.status().config_valid);
-        r.set_config_valid(true);
-        assert!(r.status().config_valid);
-    }
-
-    /// The listener check is true while `serve` accepts and false once its stop trigger fired.
-    #[tokio::test]
-    async fn serve_sets_the_listener_flag_and_clears_it_on_stop() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let readiness = Readiness::new();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            listener,
-            readiness.clone(),
-            Limits::default(),
-            async {
-                let _ = rx.await;
-            },
-        ));
-        for _ in 0..200 {
-            if readiness.status().listening {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert!(readiness.status().listening);
-        let _ = tx.send(());
-        tokio::time::timeout(std::time::Duration::from_secs(5), task)
-            .await
-            .expect("serve returns after the stop")
-            .expect("serve does not panic");
-        assert!(!readiness.status().listening);
-    }
-
-    #[test]
-    fn verbose_lists_checks() {
-        let r = respond(&Method::GET, "/livez", Some("verbose"), STARTING);
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(body(r), "[+]ping ok\nlivez check passed\n");
-        let r = respond(&Method::GET, "/readyz", Some("x=1&verbose=true"), READY);
-        assert_eq!(
-            body(r),
-            "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\nreadyz check passed\n"
-        );
-        assert!(!wants_verbose(Some("verbosex")));
-        assert!(!wants_verbose(None));
-    }
-
-    #[test]
-    fn unknown_paths_and_methods() {
-        assert_eq!(
-            respond(&Method::GET, "/", None, READY).status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            respond(&Method::POST, "/nothing", None, READY).status(),
-            StatusCode::NOT_FOUND
-        );
-        let r = respond(&Method::POST, "/health", None, READY);
-        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
-        assert_eq!(
-            respond(&Method::HEAD, "/livez", None, STARTING).status(),
-            StatusCode::OK
-        );
-    }
-}
+mod tests;

@@ -28,40 +28,42 @@
 //!
 //! Raw inputs stay in this module: [`InstanceId::inputs`] names them and their sources only.
 
-use std::path::Path;
-use std::sync::Once;
+use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
 use crate::files;
+use crate::host::identifying::{BOOT_ID, Identifying};
 use crate::host::syscalls::{DockerEndpoint, EngineIdError};
-use crate::host::{self, HostFacts, Roots, Syscalls, machine_id, network};
+use crate::host::{self, HostFacts, Roots, Syscalls, network};
+use crate::random::{self, NoRandom};
 
 /// The ID and how it was made (names and sources of the inputs, never their values).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceId {
+pub(crate) struct InstanceId {
     pub id: String,
     pub method: String,
     pub inputs: Vec<String>,
 }
 
 /// Method names, as `id --explain` prints them.
-pub const METHOD_BUTLER: &str = "butler-compatible";
+pub(crate) const METHOD_BUTLER: &str = "butler-compatible";
 pub(crate) const METHOD_BUTLER_FALLBACK: &str =
     "butler-compatible (no default interface: Butler's fallback)";
-pub const METHOD_HOST_NETWORK: &str = "container: the host's network (Butler's ID on this host)";
-pub const METHOD_MACHINE_ID: &str = "container: host machine-id";
-pub const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
-pub const METHOD_STATE_SECRET: &str = "container: state-directory secret";
-pub const METHOD_OWN_VALUES: &str =
+pub(crate) const METHOD_HOST_NETWORK: &str =
+    "container: the host's network (Butler's ID on this host)";
+pub(crate) const METHOD_MACHINE_ID: &str = "container: host machine-id";
+pub(crate) const METHOD_ENGINE_ID: &str = "container: Docker engine ID";
+pub(crate) const METHOD_STATE_SECRET: &str = "container: state-directory secret";
+pub(crate) const METHOD_OWN_VALUES: &str =
     "container: own values (kept across restarts; new when the container is re-created)";
 
 /// The file in the state directory that holds the secret.
-pub const SECRET_FILE: &str = "instance-secret";
+pub(crate) const SECRET_FILE: &str = "instance-secret";
 /// Where Docker's socket usually is.
-pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+pub(crate) const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Domain separation for the container derivation: the same machine-id hashed by another
 /// program never gives this ID.
 const CONTAINER_LABEL: &str = "butler-agent instance id v1";
@@ -75,7 +77,7 @@ pub(crate) fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 
 /// Butler's inputs, as its `initHostInfo()` sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ButlerInputs {
+pub(crate) struct ButlerInputs {
     /// MAC and IPv4 (empty when none) of the default interface; `None` when there is none.
     pub interface: Option<(String, String)>,
     pub qrs_host: String,
@@ -90,7 +92,7 @@ pub struct ButlerInputs {
 }
 
 /// Butler's ID from its inputs (pure).
-pub fn butler_id(i: &ButlerInputs) -> String {
+pub(crate) fn butler_id(i: &ButlerInputs) -> String {
     if let Some((mac, ipv4)) = &i.interface {
         let message = format!("{mac}{ipv4}{}{}", i.qrs_host, i.system_uuid);
         return hmac_hex(mac.as_bytes(), message.as_bytes());
@@ -115,14 +117,14 @@ pub fn butler_id(i: &ButlerInputs) -> String {
 
 /// What anchors a container's ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Anchor {
+pub(crate) enum Anchor {
     HostMachineId(String),
     EngineId(String),
     StateSecret(String),
 }
 
 /// The container ID from its anchor (pure).
-pub fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
+pub(crate) fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
     let (kind, key) = match anchor {
         Anchor::HostMachineId(v) => ("machine-id", v),
         Anchor::EngineId(v) => ("docker-engine-id", v),
@@ -134,36 +136,162 @@ pub fn container_id(anchor: &Anchor, qrs_host: &str) -> String {
 
 /// What the derivation reads from the configuration.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct IdConfig<'a> {
+pub(crate) struct IdConfig<'a> {
     /// `Butler.configQRS.host` (Butler cannot start without it; absent here means empty).
     pub qrs_host: Option<&'a str>,
     /// `Butler.butlerAgent.stateDir` / `BUTLER_STATE_DIR`.
     pub state_dir: Option<&'a Path>,
 }
 
-/// Derives the ID (see the module doc). Never fails.
-pub fn derive_with(
+/// A derivation: the ID, what it learnt beyond the host's files (for the privacy guard), and
+/// what the user should be told. The caller logs the warnings, once.
+#[derive(Debug, Clone)]
+pub(crate) struct Derivation {
+    pub id: InstanceId,
+    /// The Docker engine's ID, when the engine was asked and answered.
+    pub(crate) engine_id: Option<String>,
+    /// The state directory's secret, when the directory holds one (read or made).
+    pub(crate) secret: Option<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Something about the ID the user can fix, said once by whoever logs it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Warning {
+    /// No anchor outlives the container: what was tried.
+    Unstable(Vec<String>),
+    /// The Docker socket refuses this user: how to fix it.
+    EngineDenied(String),
+    /// The state directory belongs to another user: how to fix it.
+    StateDirOwner(String),
+    /// The state directory is an anonymous Docker volume (its mount point).
+    AnonymousVolume(String),
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::Unstable(tried) => write!(
+                f,
+                "the instance ID may change whenever this container is re-created ({}). To \
+                 make it stable, mount the host's /proc and /sys read-only (-v \
+                 /proc:/host/proc:ro -v /sys:/host/sys:ro -e HOST_PROC=/host/proc -e \
+                 HOST_SYS=/host/sys: Butler's own ID of the host), or a named volume at the \
+                 state directory (-v butler-agent-state:/data; the image sets \
+                 BUTLER_STATE_DIR=/data), or the host's /etc (-v /etc:/host/etc:ro -e \
+                 HOST_ETC=/host/etc)",
+                tried.join("; ")
+            ),
+            Warning::EngineDenied(e) => {
+                write!(
+                    f,
+                    "the Docker engine's ID cannot anchor the instance ID: {e}"
+                )
+            }
+            Warning::StateDirOwner(advice) => {
+                write!(f, "the instance secret cannot be kept: {advice}")
+            }
+            Warning::AnonymousVolume(point) => write!(
+                f,
+                "the state directory {point} is an anonymous Docker volume, new for every new \
+                 container, so the instance ID will change when this container is re-created. \
+                 Mount a named volume there (-v butler-agent-state:{point}) or mount the host's \
+                 /etc (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)"
+            ),
+        }
+    }
+}
+
+/// Everything the anchors look at: the host's identifying values read once, the config, and
+/// the syscalls (for the Docker engine, asked only when its anchor's turn comes).
+struct Context<'a> {
+    roots: &'a Roots,
+    host: &'a HostFacts,
+    seen: &'a Identifying,
+    qrs: &'a str,
+    qrs_input: String,
+    state_dir: Option<&'a Path>,
+    sys: &'a dyn Syscalls,
+}
+
+/// What the anchors learn and say while the derivation runs.
+#[derive(Default)]
+struct Found {
+    engine_id: Option<String>,
+    secret: Option<String>,
+    warnings: Vec<Warning>,
+}
+
+/// One anchor of a container's ID: the ID, or why it did not apply.
+type AnchorFn = fn(&Context<'_>, &mut Found) -> Result<InstanceId, NotApplied>;
+
+/// Why an anchor did not apply: sources and reasons, never values (`id --explain` shows it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotApplied(String);
+
+/// A container's anchors, best first: the first that applies makes the ID.
+const CONTAINER_ANCHORS: &[AnchorFn] = &[host_network, host_machine_id, engine_id, state_secret];
+
+/// Derives the ID (see the module doc), reading the host's identifying values first. Never
+/// fails.
+pub(crate) fn derive_with(
     roots: &Roots,
     host: &HostFacts,
     cfg: IdConfig<'_>,
     sys: &dyn Syscalls,
-) -> InstanceId {
-    let qrs = cfg.qrs_host.unwrap_or("");
-    let qrs_input = if cfg.qrs_host.is_some() {
-        "Butler.configQRS.host from the config".to_string()
-    } else {
-        "Butler.configQRS.host (not set: empty)".to_string()
-    };
-    let iface = network::default_interface(roots, sys);
+) -> Derivation {
+    derive(roots, host, &Identifying::read(roots, sys), cfg, sys)
+}
 
-    let host_network = iface
+/// Derives the ID from values already read (see the module doc). Never fails.
+pub(crate) fn derive(
+    roots: &Roots,
+    host: &HostFacts,
+    seen: &Identifying,
+    cfg: IdConfig<'_>,
+    sys: &dyn Syscalls,
+) -> Derivation {
+    let ctx = Context {
+        roots,
+        host,
+        seen,
+        qrs: cfg.qrs_host.unwrap_or(""),
+        qrs_input: if cfg.qrs_host.is_some() {
+            "Butler.configQRS.host from the config".to_string()
+        } else {
+            "Butler.configQRS.host (not set: empty)".to_string()
+        },
+        state_dir: cfg.state_dir,
+        sys,
+    };
+    let mut found = Found::default();
+    let id = derive_in(&ctx, &mut found);
+    // The secret is known to the guard whether or not it anchored this ID.
+    if found.secret.is_none()
+        && let Some(dir) = ctx.state_dir
+    {
+        found.secret = read_secret(&dir.join(SECRET_FILE)).ok().flatten();
+    }
+    Derivation {
+        id,
+        engine_id: found.engine_id,
+        secret: found.secret,
+        warnings: found.warnings,
+    }
+}
+
+fn derive_in(ctx: &Context<'_>, found: &mut Found) -> InstanceId {
+    let host_network = ctx
+        .seen
+        .default_iface
         .as_ref()
-        .filter(|i| network::is_device_backed(&roots.own, &i.name));
-    if !host.is_running_in_docker || host_network.is_some() {
-        let mut id = butler(roots, host, qrs, qrs_input, iface.as_ref(), sys);
+        .filter(|(i, _)| network::is_device_backed(&ctx.roots.own, &i.name));
+    if !ctx.host.is_running_in_docker || host_network.is_some() {
+        let mut id = butler(ctx);
         id.inputs.insert(
             0,
-            if host.is_running_in_docker {
+            if ctx.host.is_running_in_docker {
                 "path: container on the host's network (default interface is backed by a device)"
                     .into()
             } else {
@@ -172,137 +300,170 @@ pub fn derive_with(
         );
         return id;
     }
-
     let mut tried = Vec::new();
-    match network::host_default_interface(roots) {
-        Ok(h) => {
-            let (system_uuid, uuid_input) = system_uuid(roots);
-            let fib = roots.proc.join("1/net/fib_trie");
-            let label = interface_label(&h.name);
-            let ipv4_input = if h.ipv4.is_empty() {
-                format!(
-                    "IPv4 address of the host's default interface {label} (none in {}: empty)",
-                    fib.display()
-                )
-            } else {
-                format!(
-                    "IPv4 address of the host's default interface {label} (local address in {})",
-                    fib.display()
-                )
-            };
-            return InstanceId {
-                id: butler_id(&ButlerInputs {
-                    interface: Some((h.mac, h.ipv4)),
-                    qrs_host: qrs.to_string(),
-                    system_uuid,
-                    ..ButlerInputs::default()
-                }),
-                method: METHOD_HOST_NETWORK.into(),
-                inputs: vec![
-                    format!(
-                        "MAC address of the host's default interface {} (default route in {}; \
-                         address from {}/class/net/<interface>/address)",
-                        interface_label(&h.name),
-                        roots.proc.join("1/net/route").display(),
-                        roots.sys.display()
-                    ),
-                    ipv4_input,
-                    qrs_input,
-                    uuid_input,
-                ],
-            };
+    for anchor in CONTAINER_ANCHORS {
+        match anchor(ctx, found) {
+            Ok(id) => return id,
+            Err(why) => tried.push(why.to_string()),
         }
-        Err(e) => tried.push(format!("host network: {e}")),
     }
-    if roots.etc_origin.is_host_mount() {
-        if let Some(m) = machine_id::read(&roots.etc) {
-            return InstanceId {
-                id: container_id(&Anchor::HostMachineId(m.value), qrs),
-                method: METHOD_MACHINE_ID.into(),
-                inputs: vec![
-                    format!(
-                        "machine-id from {} ({})",
-                        roots.etc_origin,
-                        m.path.display()
-                    ),
-                    qrs_input,
-                ],
-            };
-        }
-        tried.push(format!(
+    found.warnings.push(Warning::Unstable(tried.clone()));
+    own_values(ctx, &tried)
+}
+
+/// Butler's algorithm on the host's default interface, read through the host's mounts.
+fn host_network(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, NotApplied> {
+    let h = ctx
+        .seen
+        .host_iface
+        .as_ref()
+        .map_err(|e| NotApplied(format!("host network: {e}")))?;
+    let (system_uuid, uuid_input) = system_uuid(ctx);
+    let roots = ctx.roots;
+    let fib = roots.proc.join("1/net/fib_trie");
+    let label = interface_label(&h.name);
+    let ipv4_input = if h.ipv4.is_empty() {
+        format!(
+            "IPv4 address of the host's default interface {label} (none in {}: empty)",
+            fib.display()
+        )
+    } else {
+        format!(
+            "IPv4 address of the host's default interface {label} (local address in {})",
+            fib.display()
+        )
+    };
+    Ok(InstanceId {
+        id: butler_id(&ButlerInputs {
+            interface: Some((h.mac.clone(), h.ipv4.clone())),
+            qrs_host: ctx.qrs.to_string(),
+            system_uuid,
+            ..ButlerInputs::default()
+        }),
+        method: METHOD_HOST_NETWORK.into(),
+        inputs: vec![
+            format!(
+                "MAC address of the host's default interface {label} (default route in {}; \
+                 address from {}/class/net/<interface>/address)",
+                roots.proc.join("1/net/route").display(),
+                roots.sys.display()
+            ),
+            ipv4_input,
+            ctx.qrs_input.clone(),
+            uuid_input,
+        ],
+    })
+}
+
+/// The host's machine-id, only through a host mount of `/etc`.
+fn host_machine_id(ctx: &Context<'_>, _: &mut Found) -> Result<InstanceId, NotApplied> {
+    let roots = ctx.roots;
+    if !roots.etc_origin.is_host_mount() {
+        return Err(NotApplied(
+            "host /etc not mounted (HOST_ETC or HOST_ROOT unset)".into(),
+        ));
+    }
+    let m = ctx.seen.machine_id.as_ref().ok_or_else(|| {
+        NotApplied(format!(
             "no valid machine-id below {} ({})",
             roots.etc.display(),
             roots.etc_origin
-        ));
-    } else {
-        tried.push("host /etc not mounted (HOST_ETC or HOST_ROOT unset)".into());
-    }
+        ))
+    })?;
+    Ok(InstanceId {
+        id: container_id(&Anchor::HostMachineId(m.value.clone()), ctx.qrs),
+        method: METHOD_MACHINE_ID.into(),
+        inputs: vec![
+            format!(
+                "machine-id from {} ({})",
+                roots.etc_origin,
+                m.path.display()
+            ),
+            ctx.qrs_input.clone(),
+        ],
+    })
+}
 
-    match docker_endpoint(roots) {
-        Some(ep) => match sys.docker_engine_id(&ep) {
-            Ok(engine) => {
-                remember_engine_id(&engine);
-                return InstanceId {
-                    id: container_id(&Anchor::EngineId(engine), qrs),
-                    method: METHOD_ENGINE_ID.into(),
-                    inputs: vec![format!("Docker engine ID from {ep}"), qrs_input],
-                };
-            }
-            Err(e @ EngineIdError::Denied { .. }) => {
-                ENGINE_DENIED_WARNING.call_once(|| {
-                    tracing::warn!("the Docker engine's ID cannot anchor the instance ID: {e}");
-                });
-                tried.push(format!("Docker engine at {ep} did not give its ID: {e}"));
-            }
-            Err(e) => {
-                tracing::debug!("Docker engine ID unavailable: {e}");
-                tried.push(format!("Docker engine at {ep} did not give its ID"));
-            }
-        },
-        None if roots.env.docker_host.is_some() => tried.push(
-            "DOCKER_HOST has an unsupported scheme (only unix:// and tcp:// are asked)".into(),
-        ),
-        None => {
-            tried.push("no Docker socket (DOCKER_HOST unset, /var/run/docker.sock absent)".into())
+/// The Docker engine's ID, when a socket answers.
+fn engine_id(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, NotApplied> {
+    let Some(ep) = docker_endpoint(ctx.roots) else {
+        return Err(NotApplied(if ctx.roots.env.docker_host.is_some() {
+            "DOCKER_HOST has an unsupported scheme (only unix:// and tcp:// are asked)".into()
+        } else {
+            "no Docker socket (DOCKER_HOST unset, /var/run/docker.sock absent)".into()
+        }));
+    };
+    match ctx.sys.docker_engine_id(&ep) {
+        Ok(engine) => {
+            found.engine_id = Some(engine.clone());
+            Ok(InstanceId {
+                id: container_id(&Anchor::EngineId(engine), ctx.qrs),
+                method: METHOD_ENGINE_ID.into(),
+                inputs: vec![format!("Docker engine ID from {ep}"), ctx.qrs_input.clone()],
+            })
+        }
+        Err(e @ EngineIdError::Denied { .. }) => {
+            found.warnings.push(Warning::EngineDenied(e.to_string()));
+            Err(NotApplied(format!(
+                "Docker engine at {ep} did not give its ID: {e}"
+            )))
+        }
+        Err(e) => {
+            tracing::debug!("Docker engine ID unavailable: {e}");
+            Err(NotApplied(format!(
+                "Docker engine at {ep} did not give its ID"
+            )))
         }
     }
+}
 
-    match cfg.state_dir {
-        Some(dir) => match state_secret(dir) {
-            Ok(secret) => {
-                warn_if_anonymous_volume(roots, dir);
-                return InstanceId {
-                    id: container_id(&Anchor::StateSecret(secret), qrs),
-                    method: METHOD_STATE_SECRET.into(),
-                    inputs: vec![
-                        format!(
-                            "secret from the state directory ({})",
-                            dir.join(SECRET_FILE).display()
-                        ),
-                        qrs_input,
-                    ],
-                };
-            }
-            Err(e) => {
-                let why = match state_dir_owner_problem(dir) {
-                    Some(advice) => {
-                        STATE_DIR_WARNING.call_once(|| {
-                            tracing::warn!("the instance secret cannot be kept: {advice}");
-                        });
-                        advice
-                    }
-                    None => e,
-                };
-                tried.push(format!("state directory {} unusable: {why}", dir.display()))
-            }
-        },
-        None => tried.push(
+/// A random secret kept in the state directory.
+fn state_secret(ctx: &Context<'_>, found: &mut Found) -> Result<InstanceId, NotApplied> {
+    let dir = ctx.state_dir.ok_or_else(|| {
+        NotApplied(
             "no state directory (BUTLER_STATE_DIR / Butler.butlerAgent.stateDir unset)".into(),
-        ),
+        )
+    })?;
+    match keep_secret(dir) {
+        Ok(secret) => {
+            let point = dir.to_string_lossy();
+            if ctx
+                .seen
+                .own_mountinfo
+                .as_deref()
+                .is_some_and(|m| crate::host::container::is_anonymous_volume(m, &point))
+            {
+                found
+                    .warnings
+                    .push(Warning::AnonymousVolume(point.into_owned()));
+            }
+            found.secret = Some(secret.clone());
+            Ok(InstanceId {
+                id: container_id(&Anchor::StateSecret(secret), ctx.qrs),
+                method: METHOD_STATE_SECRET.into(),
+                inputs: vec![
+                    format!(
+                        "secret from the state directory ({})",
+                        dir.join(SECRET_FILE).display()
+                    ),
+                    ctx.qrs_input.clone(),
+                ],
+            })
+        }
+        Err(e) => {
+            let why = match state_dir_owner_problem(dir) {
+                Some(advice) => {
+                    found.warnings.push(Warning::StateDirOwner(advice.clone()));
+                    advice
+                }
+                None => e.to_string(),
+            };
+            Err(NotApplied(format!(
+                "state directory {} unusable: {why}",
+                dir.display()
+            )))
+        }
     }
-
-    warn_unstable_once(&tried);
-    own_values(roots, host, qrs, qrs_input, iface.as_ref(), sys, &tried)
 }
 
 /// The last resort: no anchor outlives the container. The ID is keyed by the host's boot ID and
@@ -312,28 +473,21 @@ pub fn derive_with(
 /// even where Docker gives the first container on every host the same MAC and IP. Only when no
 /// such identity is visible do the container's own MAC and IP (Butler's algorithm) stand in.
 /// A host reboot gives a new boot ID, so this ID changes with it: the warning names the fix.
-fn own_values(
-    roots: &Roots,
-    host: &HostFacts,
-    qrs: &str,
-    qrs_input: String,
-    iface: Option<&network::DefaultIface>,
-    sys: &dyn Syscalls,
-    tried: &[String],
-) -> InstanceId {
-    let boot_path = roots.own_path("/proc/sys/kernel/random/boot_id");
-    let boot_id = host::read_trimmed(&boot_path);
-    let identity = host::container::own_identity(roots);
+fn own_values(ctx: &Context<'_>, tried: &[String]) -> InstanceId {
+    let boot_path = ctx.roots.own_path(BOOT_ID);
+    let boot_id = ctx.seen.boot_id.as_ref();
+    let identity = &ctx.seen.own_identity;
+    let qrs_input = &ctx.qrs_input;
     let mut inputs = vec![format!("path: container; {}", tried.join("; "))];
-    inputs.push(match &boot_id {
+    inputs.push(match boot_id {
         Some(_) => format!("HMAC key: the host's boot ID ({})", boot_path.display()),
         None => format!(
             "HMAC key: fixed (boot ID unreadable at {})",
             boot_path.display()
         ),
     });
-    let mut message = format!("{CONTAINER_LABEL}\0own-values\0{qrs}");
-    for (source, value) in &identity {
+    let mut message = format!("{CONTAINER_LABEL}\0own-values\0{}", ctx.qrs);
+    for (source, value) in identity {
         message.push('\0');
         message.push_str(source);
         message.push('=');
@@ -341,13 +495,13 @@ fn own_values(
         inputs.push(format!("container identity: {source}"));
     }
     if identity.is_empty() {
-        let own = butler(roots, host, qrs, qrs_input.clone(), iface, sys);
+        let own = butler(ctx);
         message.push_str("\0butler=");
         message.push_str(&own.id);
-        inputs.extend(own.inputs.into_iter().filter(|i| *i != qrs_input));
+        inputs.extend(own.inputs.into_iter().filter(|i| i != qrs_input));
     }
-    inputs.push(qrs_input);
-    let key = boot_id.unwrap_or_else(|| "no-boot-id".into());
+    inputs.push(qrs_input.clone());
+    let key = boot_id.map_or("no-boot-id", String::as_str);
     InstanceId {
         id: hmac_hex(key.as_bytes(), message.as_bytes()),
         method: METHOD_OWN_VALUES.into(),
@@ -386,9 +540,12 @@ fn state_dir_owner_problem(dir: &Path) -> Option<String> {
 }
 
 /// `si.system().uuid` (DMI product_uuid, lower case; empty when unreadable) and its source.
-fn system_uuid(roots: &Roots) -> (String, String) {
-    let uuid_path = roots.sys.join("class/dmi/id/product_uuid");
-    let system_uuid = host::read_trimmed(&uuid_path)
+fn system_uuid(ctx: &Context<'_>) -> (String, String) {
+    let uuid_path = ctx.roots.sys.join("class/dmi/id/product_uuid");
+    let system_uuid = ctx
+        .seen
+        .product_uuid
+        .as_deref()
         .map(|u| clean_default(&u.to_ascii_lowercase()))
         .unwrap_or_default();
     let uuid_input = if system_uuid.is_empty() {
@@ -402,16 +559,15 @@ fn system_uuid(roots: &Roots) -> (String, String) {
     (system_uuid, uuid_input)
 }
 
-fn butler(
-    roots: &Roots,
-    host: &HostFacts,
-    qrs: &str,
-    qrs_input: String,
-    iface: Option<&network::DefaultIface>,
-    sys: &dyn Syscalls,
-) -> InstanceId {
-    let (system_uuid, uuid_input) = system_uuid(roots);
-    let addrs = iface.and_then(|i| sys.interface(&i.name).map(|a| (i, a)));
+/// Butler's own algorithm on this process's default interface, or Butler's fallback.
+fn butler(ctx: &Context<'_>) -> InstanceId {
+    let (system_uuid, uuid_input) = system_uuid(ctx);
+    let qrs_input = ctx.qrs_input.clone();
+    let addrs = ctx
+        .seen
+        .default_iface
+        .as_ref()
+        .and_then(|(i, a)| a.as_ref().map(|a| (i, a)));
     if let Some((i, a)) = addrs {
         let ipv4 = a.ipv4.map(|ip| ip.to_string()).unwrap_or_default();
         let label = interface_label(&i.name);
@@ -429,8 +585,8 @@ fn butler(
             uuid_input,
         ];
         let inputs_for_id = ButlerInputs {
-            interface: Some((a.mac, ipv4)),
-            qrs_host: qrs.to_string(),
+            interface: Some((a.mac.clone(), ipv4)),
+            qrs_host: ctx.qrs.to_string(),
             system_uuid,
             ..ButlerInputs::default()
         };
@@ -441,15 +597,15 @@ fn butler(
         };
     }
 
-    let serial = machine_id::read_dbus_first(&roots.etc);
-    let meminfo = roots.proc.join("meminfo");
-    let mem_total = host::read_text(&meminfo).and_then(|t| mem_total_bytes(&t));
+    let serial = ctx.seen.os_serial.as_ref();
+    let meminfo = ctx.roots.proc.join("meminfo");
+    let mem_total = ctx.seen.mem_total;
     let mut inputs = Vec::new();
-    if let Some(m) = &serial {
+    if let Some(m) = serial {
         inputs.push(format!("OS serial (machine-id from {})", m.path.display()));
     } else if mem_total.is_some() {
         inputs.push(format!("total memory from {}", meminfo.display()));
-    } else if host.release != host::UNKNOWN {
+    } else if ctx.host.release != host::UNKNOWN {
         inputs.push("OS release (from the release files)".into());
     }
     inputs.push(qrs_input);
@@ -461,11 +617,11 @@ fn butler(
     InstanceId {
         id: butler_id(&ButlerInputs {
             interface: None,
-            qrs_host: qrs.to_string(),
+            qrs_host: ctx.qrs.to_string(),
             system_uuid,
-            os_serial: serial.map(|m| m.value).unwrap_or_default(),
+            os_serial: serial.map(|m| m.value.clone()).unwrap_or_default(),
             mem_total,
-            os_release: host.release.clone(),
+            os_release: ctx.host.release.clone(),
         }),
         method: METHOD_BUTLER_FALLBACK.into(),
         inputs,
@@ -509,19 +665,6 @@ fn clean_default(s: &str) -> String {
     }
 }
 
-/// `MemTotal` from `/proc/meminfo`, in bytes (as Node's `os.totalmem()`): `MemTotal:
-/// 24684040 kB`; another unit or a number that is not one is no answer. The one parser of this
-/// fact: the instance ID and the start-up banner both use it.
-pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut parts = line["MemTotal:".len()..].split_whitespace();
-    let kb: u64 = parts.next()?.parse().ok()?;
-    match (parts.next(), parts.next()) {
-        (Some("kB"), None) => kb.checked_mul(1024),
-        _ => None,
-    }
-}
-
 /// `DOCKER_HOST` (`unix://` or `tcp://`), else the default socket when it exists.
 fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
     if let Some(raw) = &roots.env.docker_host {
@@ -553,20 +696,39 @@ fn docker_endpoint(roots: &Roots) -> Option<DockerEndpoint> {
 /// private temporary file to the final name, which fails when the name exists; winner and
 /// losers alike then read the file back, so agents racing on one directory agree
 /// ([`files::create_once`]).
-pub(crate) fn state_secret(dir: &Path) -> Result<String, String> {
+pub(crate) fn keep_secret(dir: &Path) -> Result<String, SecretError> {
     let path = dir.join(SECRET_FILE);
     if let Some(s) = read_secret(&path)? {
         return Ok(s);
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
+    let bytes: [u8; 32] = random::bytes("the instance secret")?;
     let candidate = format!("{}\n", hex::encode(bytes));
-    files::create_once(&path, candidate.as_bytes())
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    read_secret(&path)?.ok_or_else(|| format!("{} vanished after creation", path.display()))
+    files::create_once(&path, candidate.as_bytes()).map_err(|cause| SecretError::Create {
+        path: path.clone(),
+        cause,
+    })?;
+    read_secret(&path)?.ok_or(SecretError::Vanished(path))
 }
 
-fn read_secret(path: &Path) -> Result<Option<String>, String> {
+/// Why the state directory's secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretError {
+    #[error("{} is not 64 hex digits; remove it to have a new secret made", .0.display())]
+    Malformed(PathBuf),
+    #[error("cannot read {0}")]
+    Unreadable(files::ReadError),
+    #[error("cannot create {}: {cause}", path.display())]
+    Create {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{} vanished after creation", .0.display())]
+    Vanished(PathBuf),
+    #[error(transparent)]
+    NoRandom(#[from] NoRandom),
+}
+
+fn read_secret(path: &Path) -> Result<Option<String>, SecretError> {
     match files::read_own(path, files::SECRET_LIMIT) {
         Ok(bytes) => {
             let s = String::from_utf8_lossy(&bytes);
@@ -574,188 +736,13 @@ fn read_secret(path: &Path) -> Result<Option<String>, String> {
             if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(Some(s.to_ascii_lowercase()))
             } else {
-                Err(format!(
-                    "{} is not 64 hex digits; remove it to have a new secret made",
-                    path.display()
-                ))
+                Err(SecretError::Malformed(path.to_path_buf()))
             }
         }
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(format!("cannot read {e}")),
-    }
-}
-
-/// The Docker engine IDs this process has read (an engine's ID rarely changes; a few at most
-/// are kept): the privacy guard looks for them in every event.
-static ENGINE_IDS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-const ENGINE_IDS_KEPT: usize = 8;
-
-pub(crate) fn remember_engine_id(id: &str) {
-    let mut ids = ENGINE_IDS.lock().unwrap_or_else(|p| p.into_inner());
-    if !ids.iter().any(|i| i == id) {
-        if ids.len() == ENGINE_IDS_KEPT {
-            ids.remove(0);
-        }
-        ids.push(id.to_string());
-    }
-}
-
-/// The Docker engine IDs this process has read, for the privacy guard.
-pub fn engine_ids_seen() -> Vec<String> {
-    ENGINE_IDS.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-static UNSTABLE_WARNING: Once = Once::new();
-static ENGINE_DENIED_WARNING: Once = Once::new();
-static STATE_DIR_WARNING: Once = Once::new();
-static ANONYMOUS_VOLUME_WARNING: Once = Once::new();
-
-/// A state directory on an anonymous Docker volume (a plain `docker run` of the image, whose
-/// `VOLUME /data` then gets a fresh volume per container) keeps the secret only as long as the
-/// container: say so once, with the fix.
-fn warn_if_anonymous_volume(roots: &Roots, dir: &Path) {
-    let Some(mountinfo) = crate::host::read_text(&roots.own_path("/proc/self/mountinfo")) else {
-        return;
-    };
-    let point = dir.to_string_lossy();
-    if crate::host::container::is_anonymous_volume(&mountinfo, &point) {
-        ANONYMOUS_VOLUME_WARNING.call_once(|| {
-            tracing::warn!(
-                "the state directory {point} is an anonymous Docker volume, new for every new \
-                 container, so the instance ID will change when this container is re-created. \
-                 Mount a named volume there (-v butler-agent-state:{point}) or mount the host's \
-                 /etc (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)"
-            );
-        });
-    }
-}
-
-fn warn_unstable_once(tried: &[String]) {
-    UNSTABLE_WARNING.call_once(|| {
-        tracing::warn!(
-            "the instance ID may change whenever this container is re-created ({}). To make it \
-             stable, mount the host's /proc and /sys read-only (-v /proc:/host/proc:ro \
-             -v /sys:/host/sys:ro -e HOST_PROC=/host/proc -e HOST_SYS=/host/sys: Butler's own \
-             ID of the host), or a named volume at the state directory (-v \
-             butler-agent-state:/data; the image sets BUTLER_STATE_DIR=/data), or the host's \
-             /etc (-v /etc:/host/etc:ro -e HOST_ETC=/host/etc)",
-            tried.join("; ")
-        );
-    });
-}
-
-#[cfg(test)]
-mod interface_label_tests {
-    use super::interface_label;
-
-    #[test]
-    fn common_names_are_shown() {
-        for name in [
-            "eth0",
-            "ens3",
-            "enp0s31f6",
-            "wlp2s0",
-            "eth0.100",
-            "bond0",
-            "docker0",
-            "vlan@eth0",
-        ] {
-            assert_eq!(interface_label(name), name);
-        }
-    }
-
-    #[test]
-    fn names_that_could_carry_an_address_are_not() {
-        for name in [
-            "enx0123456789ab",
-            "enxa0cec8d1e2f3",
-            "br-3f2a1b4c5d6e",
-            "10.1.2.3",
-            "br10.1.2",
-            "eth\u{1b}[31m",
-            "name with space",
-            "",
-            "abcdefghijklmnopq",
-        ] {
-            let shown = interface_label(name);
-            assert!(
-                !shown.contains(name) || name.is_empty(),
-                "{name:?}: {shown}"
-            );
-            assert!(shown.contains("not shown"), "{name:?}: {shown}");
-        }
+        Err(e) => Err(SecretError::Unreadable(e)),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mem_total() {
-        assert_eq!(
-            mem_total_bytes("MemTotal:       16318412 kB\nMemFree: 1 kB\n"),
-            Some(16318412 * 1024)
-        );
-        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
-        assert_eq!(
-            mem_total_bytes("MemTotal:       24684040 kB\nMemFree:  1 kB\n"),
-            Some(24684040 * 1024)
-        );
-        assert_eq!(mem_total_bytes("MemTotal: lots kB\n"), None);
-        assert_eq!(mem_total_bytes("MemTotal: 1 MB\n"), None);
-    }
-
-    #[test]
-    fn placeholders_are_empty() {
-        assert_eq!(clean_default("default string"), "");
-        assert_eq!(
-            clean_default("4c4c4544-004a-3510-804b-b4c04f4e3432"),
-            "4c4c4544-004a-3510-804b-b4c04f4e3432"
-        );
-    }
-
-    #[test]
-    fn racing_threads_agree_on_one_secret() {
-        for _ in 0..20 {
-            let dir = tempfile::tempdir().expect("a temp dir");
-            let state = dir.path().join("state");
-            let barrier = std::sync::Barrier::new(12);
-            let secrets: Vec<String> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..12)
-                    .map(|_| {
-                        s.spawn(|| {
-                            barrier.wait();
-                            state_secret(&state)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("no panic").expect("a secret"))
-                    .collect()
-            });
-            let on_disk = std::fs::read_to_string(state.join(SECRET_FILE)).expect("written");
-            assert!(secrets.iter().all(|s| s == on_disk.trim()), "{secrets:?}");
-            // Losers leave no temporary file behind.
-            assert_eq!(std::fs::read_dir(&state).expect("exists").count(), 1);
-        }
-    }
-
-    #[test]
-    fn state_secret_is_made_once() {
-        let dir = std::env::temp_dir().join(format!("butler-agent-secret-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let a = state_secret(&dir).expect("a temp dir is writable");
-        let b = state_secret(&dir).expect("the secret exists now");
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 64);
-        std::fs::write(dir.join(SECRET_FILE), "garbage").expect("a temp dir is writable");
-        assert!(
-            state_secret(&dir)
-                .unwrap_err()
-                .contains("not 64 hex digits")
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -12,9 +12,13 @@
 //!   guard, sender with retries, schedule, audit log, state file).
 //! - [`sink`]: a minimal PostHog-compatible capture endpoint, for tests and inspection.
 //! - [`health`]: the health server (`/health`, `/livez`, `/readyz`).
+//! - [`http`]: what the outgoing HTTP clients share (User-Agent, CA file, error chains).
 //! - [`connections`]: the connection limits the health server and the sink share.
 //! - [`agent`]: the long-running agent (`butler-agent run`) and its start-up banner.
-//! - [`shutdown`]: the runtime, signals, and the stop token every server and loop takes.
+//! - [`random`]: the operating system's random source.
+//! - [`runtime`]: the tokio runtimes and the one "now plus a duration" on their clock.
+//! - [`signals`]: SIGTERM and SIGINT (stop), SIGHUP (re-read the config), installed together.
+//! - [`shutdown`]: the stop token every server and loop takes.
 //! - [`cli`] and [`app`]: the command line and the commands.
 //! - [`error`]: the one failure type of every command, and its exit code.
 //! - [`logging`]: the log filter, which keeps dependencies' logs quiet.
@@ -30,9 +34,16 @@ pub(crate) mod error;
 pub(crate) mod files;
 pub mod health;
 pub mod host;
-pub mod instance_id;
+pub(crate) mod http;
+pub(crate) mod instance_id;
 pub mod logging;
 pub mod output;
-pub mod shutdown;
+pub mod random;
+pub(crate) mod runtime;
+pub(crate) mod shutdown;
+pub(crate) mod signals;
 pub mod sink;
 pub mod telemetry;
+
+#[cfg(test)]
+mod test_support;

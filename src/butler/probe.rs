@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use super::PING_PATH;
 use crate::config::AgentSettings;
-use crate::telemetry::sender;
+use crate::config::butler::{PING_PATH, is_version};
+use crate::http;
 
 /// The whole exchange, connect to last byte.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,20 +71,20 @@ impl PingError {
 /// the CA file setting's roots (a Butler with TLS on usually has a private CA).
 pub(crate) fn client(agent: &AgentSettings) -> Result<reqwest::Client, PingError> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(sender::user_agent())
+        .user_agent(http::user_agent())
         .timeout(TIMEOUT)
         .connect_timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .pool_max_idle_per_host(0);
     if let Some(path) = &agent.ca_file {
-        for cert in sender::read_ca_file(path).map_err(|e| PingError::Client(e.to_string()))? {
+        for cert in http::read_ca_file(path).map_err(|e| PingError::Client(e.to_string()))? {
             builder = builder.add_root_certificate(cert);
         }
     }
     builder
         .build()
-        .map_err(|e| PingError::Client(sender::chain(&e)))
+        .map_err(|e| PingError::Client(http::chain(&e)))
 }
 
 /// `GET {base}/v4/butlerping`: Butler's version, checked against the version rule.
@@ -106,7 +106,7 @@ pub(crate) async fn health(client: &reqwest::Client, port: u16) -> Result<(), Pi
 pub(crate) fn version_in(body: &[u8]) -> Result<String, PingError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| PingError::NotJson)?;
     match value.get("butlerVersion") {
-        Some(serde_json::Value::String(v)) if super::is_version(v) => Ok(v.clone()),
+        Some(serde_json::Value::String(v)) if is_version(v) => Ok(v.clone()),
         Some(_) => Err(PingError::BadVersion),
         None if value.get("response").and_then(|r| r.as_str()) == Some(PING_RESPONSE) => {
             Err(PingError::NoVersion)

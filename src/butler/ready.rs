@@ -9,7 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::{Target, probe};
+use super::probe;
+use crate::config::butler::Target;
 use crate::health::{ButlerCheck, Readiness};
 
 /// How long one result is used: the check's request rate and `/readyz`'s delay in following

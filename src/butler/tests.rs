@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::butler::*;
 
 use std::time::Duration;
 
@@ -227,6 +228,7 @@ impl With for MapEnv {
 
 #[test]
 fn the_starting_wait_is_the_retry_window_and_bounded() {
+    let starting_wait = |p: &RetryPolicy| starting_wait(p.base_delay, p.max_delay, p.max_retries);
     assert_eq!(starting_wait(&RetryPolicy::new(0)), Duration::ZERO);
     assert_eq!(
         starting_wait(&RetryPolicy::new(5)),

@@ -5,7 +5,6 @@
 //! variable, never "unset": an opt-out or a destination that silently vanished would turn
 //! telemetry on, or send it to the default host.
 
-use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 
 use super::ConfigError;
@@ -56,12 +55,14 @@ impl Env for ProcessEnv {
     }
 }
 
-/// A fixed set of variables, for tests.
+/// A fixed set of variables, for tests (not in the shipped binary).
+#[cfg(test)]
 #[derive(Debug, Default, Clone)]
-pub struct MapEnv(pub BTreeMap<String, OsString>);
+pub(crate) struct MapEnv(pub(crate) std::collections::BTreeMap<String, OsString>);
 
+#[cfg(test)]
 impl MapEnv {
-    pub fn new<const N: usize>(pairs: [(&str, &str); N]) -> Self {
+    pub(crate) fn new<const N: usize>(pairs: [(&str, &str); N]) -> Self {
         MapEnv(
             pairs
                 .iter()
@@ -71,7 +72,7 @@ impl MapEnv {
     }
 
     /// Adds a variable whose value is raw bytes (not necessarily UTF-8).
-    pub fn with_bytes(mut self, key: &str, value: &[u8]) -> Self {
+    pub(crate) fn with_bytes(mut self, key: &str, value: &[u8]) -> Self {
         use std::os::unix::ffi::OsStrExt;
         self.0
             .insert(key.to_string(), OsStr::from_bytes(value).to_os_string());
@@ -79,6 +80,7 @@ impl MapEnv {
     }
 }
 
+#[cfg(test)]
 impl Env for MapEnv {
     fn var_os(&self, key: &str) -> Option<OsString> {
         self.0.get(key).cloned()

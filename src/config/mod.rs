@@ -17,6 +17,7 @@
 //! Reading is split from parsing: [`parse_str`] is pure and tested on literals; [`load`] does
 //! the file I/O with a size cap.
 
+pub(crate) mod butler;
 pub(crate) mod env;
 pub(crate) mod settings;
 
@@ -26,8 +27,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use env::{Env, MapEnv, ProcessEnv};
-pub use settings::{AgentSettings, DEFAULT_POSTHOG_HOST, DEFAULT_POSTHOG_KEY};
+#[cfg(test)]
+pub(crate) use env::MapEnv;
+pub use env::{Env, ProcessEnv};
+#[cfg(test)]
+pub(crate) use settings::DEFAULT_POSTHOG_KEY;
+pub use settings::{AgentFile, AgentSettings};
 
 /// The agent's own section, directly below `Butler:`. Butler's schema accepts new keys at that
 /// level but rejects extra keys inside its own sections, so a shared file keeps working for both.
@@ -93,7 +98,13 @@ impl fmt::Display for Origin {
 }
 
 /// A configuration problem: one clear message; a configuration failure for the command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid configuration in {origin}{}{}: {message}{}",
+    .location.map(|(line, col)| format!(" at line {line}, column {col}")).unwrap_or_default(),
+    .key.as_ref().map(|key| format!(", key {key}")).unwrap_or_default(),
+    .hint.as_ref().map(|hint| format!(" ({hint})")).unwrap_or_default()
+)]
 pub struct ConfigError {
     /// The file, or the environment variable, that holds the bad value.
     pub(crate) origin: Origin,
@@ -106,25 +117,6 @@ pub struct ConfigError {
     /// How to fix it.
     pub(crate) hint: Option<String>,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration in {}", self.origin)?;
-        if let Some((line, col)) = self.location {
-            write!(f, " at line {line}, column {col}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ", key {key}")?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn file(origin: &str, message: impl Into<String>) -> Self {
@@ -253,7 +245,7 @@ pub struct LoadedConfig {
 
 impl LoadedConfig {
     /// Built-in defaults with environment overrides, as used when no file exists.
-    pub fn defaults(env: &dyn Env) -> Result<Self, ConfigError> {
+    pub(crate) fn defaults(env: &dyn Env) -> Result<Self, ConfigError> {
         Ok(LoadedConfig {
             source: ConfigSource::Defaults,
             tree: Value::Null,
@@ -270,7 +262,7 @@ fn check_butler_reachable(
     agent: AgentSettings,
     env: &dyn Env,
 ) -> Result<AgentSettings, ConfigError> {
-    let Err(message) = crate::butler::check_required(butler, &agent) else {
+    let Err(message) = self::butler::check_required(butler, &agent) else {
         return Ok(agent);
     };
     let key = Some(format!(

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::butler::DEFAULT_HEALTH_PORT;
 use super::{ConfigError, Env};
 
 /// PostHog's EU ingestion host, where Butler's data lives.
-pub const DEFAULT_POSTHOG_HOST: &str = "https://eu.i.posthog.com";
+pub(crate) const DEFAULT_POSTHOG_HOST: &str = "https://eu.i.posthog.com";
 /// Butler's public project key (write-only, public by PostHog's design).
-pub const DEFAULT_POSTHOG_KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
+pub(crate) const DEFAULT_POSTHOG_KEY: &str = "phc_5cmKiX9OubQjsSfOZuaolWaxo2z7WXqd295eB0uOtTb";
 /// Butler sends every 12 hours.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 /// Shorter intervals would turn a snapshot into a stream.
@@ -28,8 +29,6 @@ pub(crate) const DEFAULT_START_DELAY: Duration = Duration::from_secs(5);
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// PostHog's capture refuses longer project keys.
 pub(crate) const MAX_KEY_CHARS: usize = 64;
-/// Butler's well-known health port.
-pub(crate) const DEFAULT_HEALTH_PORT: u16 = 12398;
 /// Below Docker's 10 s stop timeout, so the agent always exits on its own.
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Audit log rotation size: a year of events at 2 a day fits many times over.
@@ -106,14 +105,40 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+/// A value a setting does not accept: what is wrong and what is expected. The setting (file
+/// key or variable) is named by the [`ConfigError`] it becomes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Rejected(pub(crate) String);
+
+impl From<&str> for Rejected {
+    fn from(why: &str) -> Self {
+        Rejected(why.to_string())
+    }
+}
+
+impl From<String> for Rejected {
+    fn from(why: String) -> Self {
+        Rejected(why)
+    }
+}
+
+impl From<Rejected> for String {
+    fn from(r: Rejected) -> Self {
+        r.0
+    }
+}
+
 /// Parses `12h`, `90s`, `1h 30m` or plain seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, Rejected> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(t).map_err(|e| {
-        format!("{t:?} is not a duration ({e}); expected e.g. 12h, 90s, 1h 30m or seconds")
+        Rejected(format!(
+            "{t:?} is not a duration ({e}); expected e.g. 12h, 90s, 1h 30m or seconds"
+        ))
     })
 }
 
@@ -267,7 +292,7 @@ impl AgentSettings {
                 |v| Ok(Some(v.to_string())),
             )?,
             butler_version: env_or(env, "BUTLER_VERSION", None, None, |v| {
-                crate::butler::check_version(v).map(Some)
+                super::butler::check_version(v).map(Some).map_err(Rejected)
             })?,
             require_butler: env_or(
                 env,
@@ -301,9 +326,9 @@ impl AgentSettings {
             }
         };
         self.posthog_host = normalize_host(&self.posthog_host)
-            .map_err(|m| bad("posthogHost", "BUTLER_POSTHOG_HOST", m))?;
-        self.posthog_key =
-            check_key(&self.posthog_key).map_err(|m| bad("posthogKey", "BUTLER_POSTHOG_KEY", m))?;
+            .map_err(|m| bad("posthogHost", "BUTLER_POSTHOG_HOST", m.into()))?;
+        self.posthog_key = check_key(&self.posthog_key)
+            .map_err(|m| bad("posthogKey", "BUTLER_POSTHOG_KEY", m.into()))?;
         if self.interval < MIN_INTERVAL {
             return Err(bad(
                 "interval",
@@ -323,7 +348,7 @@ impl AgentSettings {
         }
         if let Some(url) = &self.butler_api_url {
             self.butler_api_url = Some(
-                crate::butler::check_api_url(url, &self.posthog_host)
+                super::butler::check_api_url(url, &self.posthog_host)
                     .map_err(|m| bad("butlerApiUrl", "BUTLER_API_URL", m))?,
             );
         }
@@ -363,15 +388,15 @@ impl AgentSettings {
 /// PostHog's capture rules for a project key (it answers 401 to any other): trimmed, not
 /// empty, at most 64 characters, ASCII without NUL, and not a personal API key (`phx_`), which
 /// must never leave the machine. The message never repeats the key.
-pub(crate) fn check_key(raw: &str) -> Result<String, String> {
+pub(crate) fn check_key(raw: &str) -> Result<String, Rejected> {
     let key = raw.trim();
     let chars = key.chars().count();
     if key.is_empty() {
         Err("the project key is empty; remove the setting to use Butler's key".into())
     } else if chars > MAX_KEY_CHARS {
-        Err(format!(
+        Err(Rejected(format!(
             "the project key is {chars} characters long; PostHog accepts at most {MAX_KEY_CHARS}"
-        ))
+        )))
     } else if !key.is_ascii() {
         Err("the project key contains a non-ASCII character; PostHog refuses it".into())
     } else if key.contains('\0') {
@@ -389,7 +414,7 @@ pub(crate) fn check_key(raw: &str) -> Result<String, String> {
 
 /// Checks a capture host and rewrites PostHog's app hosts to their ingestion hosts, as
 /// PostHog's own clients do (`eu.posthog.com` → `eu.i.posthog.com`).
-pub(crate) fn normalize_host(raw: &str) -> Result<String, String> {
+pub(crate) fn normalize_host(raw: &str) -> Result<String, Rejected> {
     let host = raw.trim().trim_end_matches('/');
     let rest = host
         .strip_prefix("https://")
@@ -406,7 +431,7 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, String> {
         );
     }
     if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(format!("{host:?} has no host name"));
+        return Err(Rejected(format!("{host:?} has no host name")));
     }
     let scheme = &host[..host.len() - rest.len()];
     let rewritten = match rest {
@@ -417,25 +442,27 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, String> {
     Ok(format!("{scheme}{rewritten}"))
 }
 
-fn ok(s: &str) -> Result<String, String> {
+fn ok(s: &str) -> Result<String, Rejected> {
     Ok(s.to_string())
 }
 
-fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, String>
+fn parse_num<T: std::str::FromStr>(s: &str) -> Result<T, Rejected>
 where
     T::Err: std::fmt::Display,
 {
     s.trim()
         .parse::<T>()
-        .map_err(|e| format!("{s:?} is not valid: {e}"))
+        .map_err(|e| Rejected(format!("{s:?} is not valid: {e}")))
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) for environment variables.
-pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(s: &str) -> Result<bool, Rejected> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean; expected true or false")),
+        _ => Err(Rejected(format!(
+            "{s:?} is not a boolean; expected true or false"
+        ))),
     }
 }
 
@@ -444,7 +471,7 @@ fn env_or<T>(
     var: &'static str,
     file: Option<T>,
     default: T,
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, Rejected>,
 ) -> Result<T, ConfigError> {
     match env.var(var)?.filter(|v| !v.trim().is_empty()) {
         Some(v) => parse(&v).map_err(|m| ConfigError::env(var, m)),

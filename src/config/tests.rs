@@ -467,7 +467,7 @@ fn posthog_key_rules() {
         ("phc_a\0b", "NUL"),
         ("phx_personalkey", "personal"),
     ] {
-        let m = check_key(bad).expect_err(bad);
+        let m = check_key(bad).expect_err(bad).to_string();
         assert!(m.contains(why), "{bad:?}: {m}");
     }
     // From the environment, the variable is named; the trimmed key is what is used.
@@ -489,7 +489,7 @@ fn capture_host_credentials_are_refused() {
         "https://user@eu.i.posthog.com/",
         "http://a:b@127.0.0.1:18080",
     ] {
-        let m = normalize_host(host).expect_err(host);
+        let m = normalize_host(host).expect_err(host).to_string();
         assert!(m.contains("credentials") && !m.contains("user:"), "{m}");
     }
     // An `@` after the host is not a credential.

@@ -217,7 +217,7 @@ pub(crate) fn pid_namespace(roots: &Roots) -> PidNs {
 }
 
 /// The `Name:` line of a `/proc/<pid>/status` file.
-pub fn status_name(status: &str) -> Option<String> {
+pub(crate) fn status_name(status: &str) -> Option<String> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Name:"))
@@ -253,12 +253,12 @@ fn is_overlay(fstype: &str) -> bool {
 }
 
 /// The root mount of a mountinfo text (the last line whose mount point is `/`).
-pub struct RootMount<'a> {
+pub(crate) struct RootMount<'a> {
     pub fstype: &'a str,
     pub super_options: &'a str,
 }
 
-pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
+pub(crate) fn root_mount(text: &str) -> Option<RootMount<'_>> {
     text.lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
@@ -278,7 +278,7 @@ pub fn root_mount(text: &str) -> Option<RootMount<'_>> {
 /// containerd's default cgroup path `/<namespace>/<container>` (`ctr run`, nerdctl with the
 /// cgroupfs driver): the same two-part path on every hierarchy, with no systemd unit suffix.
 /// Only read outside the initial PID namespace: a host service can sit in a two-part cgroup.
-pub fn containerd_cgroup(text: &str) -> Option<String> {
+pub(crate) fn containerd_cgroup(text: &str) -> Option<String> {
     let mut paths = text
         .lines()
         .filter_map(|l| l.splitn(3, ':').nth(2))
@@ -436,9 +436,12 @@ mod volume_tests {
 /// per-container bind mounts (`.../containers/<id>/hostname`), and the root file system's upper
 /// layer (one per container). All survive a restart and change with re-creation. Values stay in
 /// the process: the instance ID hashes them.
-pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
+pub(crate) fn own_identity(
+    cgroup: Option<&str>,
+    mountinfo: Option<&str>,
+) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if let Some(path) = read_text(&roots.own_path("/proc/self/cgroup")).and_then(|t| {
+    if let Some(path) = cgroup.and_then(|t| {
         t.lines()
             .filter_map(|l| l.splitn(3, ':').nth(2))
             .find(|p| !p.is_empty() && *p != "/")
@@ -446,7 +449,7 @@ pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
     }) {
         out.push(("cgroup path in /proc/self/cgroup", path));
     }
-    if let Some(text) = read_text(&roots.own_path("/proc/self/mountinfo")) {
+    if let Some(text) = mountinfo {
         // Sorted: a runtime may order these mounts differently on each start.
         let mut binds: Vec<&str> = text
             .lines()
@@ -467,7 +470,7 @@ pub(crate) fn own_identity(roots: &Roots) -> Vec<(&'static str, String)> {
                 binds.join("\n"),
             ));
         }
-        if let Some(upper) = root_mount(&text).and_then(|m| {
+        if let Some(upper) = root_mount(text).and_then(|m| {
             m.super_options
                 .split(',')
                 .find_map(|o| o.strip_prefix("upperdir="))
@@ -637,27 +640,11 @@ mod tests {
 #[cfg(test)]
 mod evidence_tests {
     use super::*;
-    use crate::host::syscalls::{DockerEndpoint, EngineIdError};
-    use crate::host::{CpuidVm, Interface};
+    use crate::host::syscalls::FakeSyscalls;
 
     /// Only the PID matters to container detection.
-    struct FakePid(u32);
-    impl Syscalls for FakePid {
-        fn cpuid(&self) -> Option<CpuidVm> {
-            None
-        }
-        fn interface(&self, _: &str) -> Option<Interface> {
-            None
-        }
-        fn first_external_interface(&self) -> Option<String> {
-            None
-        }
-        fn pid(&self) -> u32 {
-            self.0
-        }
-        fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-            Err(EngineIdError::Failed("none".into()))
-        }
+    fn fake_pid(pid: u32) -> FakeSyscalls {
+        FakeSyscalls::default().pid(pid)
     }
 
     fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -701,7 +688,7 @@ mod evidence_tests {
             ("/proc/1/status", "Name:\tsh\n"),
             ("/proc/self/mountinfo", BLOCK_ROOT),
         ]);
-        let got = detect(&Roots::at(c.path()), &FakePid(4242));
+        let got = detect(&Roots::at(c.path()), &fake_pid(4242));
         assert_eq!(
             got.runtime.as_deref(),
             Some("containerd"),
@@ -714,7 +701,7 @@ mod evidence_tests {
             ("/proc/2/status", KTHREADD),
             ("/proc/self/mountinfo", BLOCK_ROOT),
         ]);
-        assert_eq!(detect(&Roots::at(h.path()), &FakePid(4242)).runtime, None);
+        assert_eq!(detect(&Roots::at(h.path()), &fake_pid(4242)).runtime, None);
     }
 
     #[test]
@@ -723,7 +710,7 @@ mod evidence_tests {
             ("/proc/1/status", "Name:\tinit.lxc\nPPid:\t0\n"),
             ("/proc/2/status", "Name:\tsh\nPPid:\t1\n"),
         ]);
-        let got = detect(&Roots::at(c.path()), &FakePid(2));
+        let got = detect(&Roots::at(c.path()), &fake_pid(2));
         assert_eq!(got.runtime.as_deref(), Some("lxc"));
         assert!(
             got.runtime_rule.contains("PID 1 is lxc's init"),
@@ -741,7 +728,7 @@ mod evidence_tests {
             ("/proc/self/mountinfo", BLOCK_ROOT),
             ("/proc/self/cgroup", "4:memory:/init/0123abcd\n0::/\n"),
         ]);
-        let got = detect(&Roots::at(h.path()), &FakePid(77));
+        let got = detect(&Roots::at(h.path()), &fake_pid(77));
         assert_eq!(got.runtime, None);
         assert!(got.runtime_rule.contains("stale"), "{}", got.runtime_rule);
         // Each piece of evidence alone makes it count.
@@ -764,7 +751,7 @@ mod evidence_tests {
             ("overlay root", overlay),
             ("docker cgroup", cgroup),
         ] {
-            let got = detect(&Roots::at(t.path()), &FakePid(77));
+            let got = detect(&Roots::at(t.path()), &fake_pid(77));
             assert_eq!(
                 got.runtime.as_deref(),
                 Some("docker"),
@@ -781,25 +768,16 @@ mod identity_tests {
 
     #[test]
     fn identity_ignores_mount_order_and_names_sources_only() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let write = |text: &str| {
-            let p = dir.path().join("proc/self");
-            std::fs::create_dir_all(&p).expect("mkdir");
-            std::fs::write(p.join("mountinfo"), text).expect("write");
-            std::fs::write(p.join("cgroup"), "1:cpu:/libpod_parent/libpod-abc\n0::/\n")
-                .expect("write");
-        };
+        let cgroup = Some("1:cpu:/libpod_parent/libpod-abc\n0::/\n");
         let hosts = "5 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hosts /etc/hosts rw - ext4 /dev/vda rw";
         let name = "6 1 8:2 /run/containers/storage/overlay-containers/abc/userdata/hostname /etc/hostname rw - ext4 /dev/vda rw";
         let root = "1 0 0:40 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/var/lib/containers/storage/overlay/abc/diff,workdir=/w";
-        write(&format!("{root}\n{hosts}\n{name}\n"));
-        let a = own_identity(&Roots::at(dir.path()));
-        write(&format!("{root}\n{name}\n{hosts}\n"));
-        let b = own_identity(&Roots::at(dir.path()));
+        let a = own_identity(cgroup, Some(&format!("{root}\n{hosts}\n{name}\n")));
+        let b = own_identity(cgroup, Some(&format!("{root}\n{name}\n{hosts}\n")));
         assert_eq!(a, b, "a restart may reorder the mounts");
         let sources: Vec<&str> = a.iter().map(|(s, _)| *s).collect();
         assert_eq!(sources.len(), 3, "{sources:?}");
         assert!(sources.iter().all(|s| !s.contains("abc")));
-        assert!(own_identity(&Roots::at("/nonexistent/root")).is_empty());
+        assert!(own_identity(None, None).is_empty());
     }
 }

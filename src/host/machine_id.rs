@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::read_trimmed;
-
 /// A valid machine-id and the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MachineId {
@@ -15,26 +13,22 @@ pub(crate) struct MachineId {
     pub(crate) path: PathBuf,
 }
 
-/// Reads the machine-id below the etc root, falling back to dbus's copy below its parent
-/// (systeminformation reads them the other way round for `osInfo().serial`: see
-/// [`read_dbus_first`]).
-pub(crate) fn read(etc: &Path) -> Option<MachineId> {
-    candidates(etc).into_iter().find_map(|p| read_one(&p))
-}
-
-/// systeminformation's order (`/var/lib/dbus/machine-id || /etc/machine-id`), which Butler's
-/// fallback ID uses as "OS serial".
-pub(crate) fn read_dbus_first(etc: &Path) -> Option<MachineId> {
-    candidates(etc).into_iter().rev().find_map(|p| read_one(&p))
-}
-
-fn candidates(etc: &Path) -> [PathBuf; 2] {
+/// Where the machine-id of an etc root may be: its own file, then dbus's copy below its parent
+/// (systeminformation reads them the other way round for `osInfo().serial`, which Butler's
+/// fallback ID uses).
+pub(crate) fn candidates(etc: &Path) -> [PathBuf; 2] {
     let base = etc.parent().unwrap_or(etc);
     [etc.join("machine-id"), base.join("var/lib/dbus/machine-id")]
 }
 
-fn read_one(path: &Path) -> Option<MachineId> {
-    let value = read_trimmed(path)?.to_ascii_lowercase();
+/// The machine-id in the text of `path` (its first line), when it is one.
+pub(crate) fn from_text(path: &Path, text: &str) -> Option<MachineId> {
+    let value = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if is_valid(&value) {
         Some(MachineId {
             value,

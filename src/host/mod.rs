@@ -15,6 +15,7 @@
 //! Kubernetes and WSL), [`network`] (default route and its interface), [`machine_id`].
 
 pub mod container;
+pub(crate) mod identifying;
 pub(crate) mod machine_id;
 pub mod network;
 pub mod os;
@@ -29,7 +30,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{ConfigError, Env};
-pub use syscalls::{CpuidVm, Interface, RealSyscalls, Syscalls};
+pub use syscalls::{CpuidVm, Interface};
+pub use syscalls::{RealSyscalls, Syscalls};
 
 /// The host-mount variables (gopsutil/Telegraf convention).
 pub(crate) const HOST_ROOT: &str = "HOST_ROOT";
@@ -85,6 +87,8 @@ pub(crate) struct HostEnv {
     pub(crate) docker_host: Option<std::ffi::OsString>,
     /// Whether to ask the CPU (CPUID) about a hypervisor.
     pub(crate) cpuid: bool,
+    /// `HOSTNAME` (the privacy guard looks for it).
+    pub(crate) hostname: Option<String>,
 }
 
 /// Where host files are read from. `own` is the agent's own view (container detection);
@@ -128,7 +132,7 @@ impl Roots {
     /// Paths are taken as bytes (they need not be UTF-8); the agent's own text settings
     /// (`BUTLER_CONTAINER_RUNTIME`, `BUTLER_HOST_NO_CPUID`) that are not valid UTF-8 are an
     /// error naming the variable.
-    pub fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env(root: impl AsRef<Path>, env: &dyn Env) -> Result<Self, ConfigError> {
         let mut roots = Roots::at(root.as_ref());
         let set = |k: &str| env.var_os(k).filter(|v| !crate::config::env::is_blank(v));
         let host_root = set(HOST_ROOT).map(|p| below(&roots.own, &p));
@@ -156,6 +160,10 @@ impl Roots {
                 .map(|v| v.to_string_lossy().into_owned()),
             kubernetes_service_host: set("KUBERNETES_SERVICE_HOST").is_some(),
             docker_host: set("DOCKER_HOST"),
+            // Not a setting of the agent's either: the guard looks for it however it is spelt.
+            hostname: env
+                .var_os("HOSTNAME")
+                .map(|v| v.to_string_lossy().into_owned()),
             cpuid: roots.env.cpuid
                 && no_cpuid.is_none_or(|v| crate::config::settings::parse_bool(&v) != Ok(true)),
         };
@@ -188,7 +196,7 @@ pub(crate) fn below(root: &Path, abs: impl AsRef<Path>) -> PathBuf {
 /// The facts reported in the event and by `butler-agent host`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct HostFacts {
+pub(crate) struct HostFacts {
     pub(crate) platform: String,
     pub(crate) arch: String,
     pub distro: String,
@@ -209,7 +217,7 @@ pub struct HostFacts {
 pub(crate) const UNKNOWN: &str = "unknown";
 
 /// Detects everything with the given syscalls (tests pass fakes). Never fails.
-pub fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
+pub(crate) fn detect_with(roots: &Roots, sys: &dyn Syscalls) -> HostFacts {
     let mut rules = BTreeMap::new();
     let mut rule = |k: &str, r: String| {
         rules.insert(k.to_string(), r);
@@ -370,59 +378,4 @@ pub(crate) fn node_arch() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::MapEnv;
-
-    #[test]
-    fn host_vars_win_over_host_root_and_stay_below_root() {
-        let env = MapEnv::new([("HOST_ROOT", "/host"), ("HOST_PROC", "/hostproc")]);
-        let r = Roots::from_env("/fix", &env).unwrap();
-        assert_eq!(r.own, Path::new("/fix"));
-        assert_eq!(r.etc, Path::new("/fix/host/etc"));
-        assert_eq!(r.etc_origin, Origin::HostRoot);
-        assert_eq!(r.proc, Path::new("/fix/hostproc"));
-        assert_eq!(r.proc_origin, Origin::HostVar(HOST_PROC));
-        assert_eq!(r.sys, Path::new("/fix/host/sys"));
-        assert!(!r.env.cpuid, "CPUID is off for a fixture root");
-    }
-
-    #[test]
-    fn no_variables_means_everything_below_root() {
-        let r = Roots::from_env("/", &MapEnv::default()).unwrap();
-        assert_eq!(r.etc, Path::new("/etc"));
-        assert_eq!(r.etc_origin, Origin::Root);
-        assert!(r.env.cpuid);
-        let off = Roots::from_env("/", &MapEnv::new([(NO_CPUID, "1")])).unwrap();
-        assert!(!off.env.cpuid);
-    }
-
-    #[test]
-    fn host_paths_are_bytes_and_own_text_settings_must_be_utf8() {
-        use std::os::unix::ffi::OsStrExt;
-        let env = MapEnv::default()
-            .with_bytes(HOST_ETC, b"/h\xe9/etc")
-            .with_bytes("DOCKER_HOST", b"unix:///r\xff/docker.sock")
-            .with_bytes("container", b"lx\xff");
-        let r = Roots::from_env("/fix", &env).unwrap();
-        assert_eq!(r.etc.as_os_str().as_bytes(), b"/fix/h\xe9/etc");
-        assert_eq!(
-            r.env.docker_host.as_deref().map(|h| h.as_bytes()),
-            Some(&b"unix:///r\xff/docker.sock"[..])
-        );
-        for var in [CONTAINER_OVERRIDE, NO_CPUID] {
-            let env = MapEnv::default().with_bytes(var, b"\xff");
-            let err = Roots::from_env("/", &env).unwrap_err().to_string();
-            assert!(err.contains(var), "{err}");
-        }
-    }
-
-    #[test]
-    fn below_cannot_climb_out() {
-        assert_eq!(
-            below(Path::new("/fix"), "/../../etc"),
-            Path::new("/fix/etc")
-        );
-        assert_eq!(below(Path::new("/fix"), "a/../b"), Path::new("/fix/b"));
-    }
-}
+mod tests;

@@ -6,6 +6,8 @@
 //! shows the reading process's network namespace, and the interface's addresses come from the
 //! same namespace through [`Syscalls::interface`](super::Syscalls::interface).
 
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::{Roots, Syscalls, exists, read_text};
@@ -79,41 +81,38 @@ pub(crate) struct HostIface {
 }
 
 /// Why the host's network could not be read (sources only, never values).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HostNetError {
+    #[error("host /proc and /sys not both mounted (HOST_PROC and HOST_SYS, or HOST_ROOT)")]
     NotMounted,
+    #[error("no IPv4 default route in {0}")]
     NoRoute(String),
+    #[error("no MAC address in {0}")]
     NoMac(String),
+    #[error("{0} unreadable")]
     Unreadable(String),
 }
 
-impl std::fmt::Display for HostNetError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostNetError::NotMounted => f.write_str(
-                "host /proc and /sys not both mounted (HOST_PROC and HOST_SYS, or HOST_ROOT)",
-            ),
-            HostNetError::NoRoute(p) => write!(f, "no IPv4 default route in {p}"),
-            HostNetError::NoMac(p) => write!(f, "no MAC address in {p}"),
-            HostNetError::Unreadable(p) => write!(f, "{p} unreadable"),
-        }
-    }
-}
-
-/// Reads the host's default interface through the host mounts (see [`HostIface`]).
-pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNetError> {
+/// The host's default interface (see [`HostIface`]) from the host's tables as
+/// [`Identifying`](super::identifying::Identifying) read them: the route table and `fib_trie` of
+/// the host's init, and the MACs below the host's `/sys` (raw, by interface name).
+pub(crate) fn host_default_interface(
+    roots: &Roots,
+    routes: Option<&str>,
+    fib: Option<&str>,
+    mac_file: impl Fn(&str) -> Option<String>,
+) -> Result<HostIface, HostNetError> {
     if !roots.proc_origin.is_host_mount() || !roots.sys_origin.is_host_mount() {
         return Err(HostNetError::NotMounted);
     }
-    let route_path = roots.proc.join("1/net/route");
-    let routes = read_text(&route_path).unwrap_or_default();
-    let name = parse_default_route(&routes)
+    let routes = routes.unwrap_or_default();
+    let name = parse_default_route(routes)
         .filter(|n| !n.contains('/') && n != "..")
-        .ok_or_else(|| HostNetError::NoRoute(route_path.display().to_string()))?;
-    let mac_path = roots.sys.join("class/net").join(&name).join("address");
-    let mac = super::read_trimmed(&mac_path)
-        .map(|m| m.to_ascii_lowercase())
-        .filter(|m| is_mac(m))
+        .ok_or_else(|| {
+            HostNetError::NoRoute(roots.proc.join("1/net/route").display().to_string())
+        })?;
+    let mac = mac_file(&name)
+        .and_then(|text| parse_mac(&text))
         .ok_or_else(|| {
             HostNetError::NoMac(format!(
                 "{}/class/net/<interface>/address",
@@ -121,33 +120,42 @@ pub(crate) fn host_default_interface(roots: &Roots) -> Result<HostIface, HostNet
             ))
         })?;
     // Unreadable is not "no address": Butler would see one, so this anchor is not used then.
-    let fib_path = roots.proc.join("1/net/fib_trie");
-    let fib = read_text(&fib_path)
-        .ok_or_else(|| HostNetError::Unreadable(fib_path.display().to_string()))?;
-    let ipv4 = interface_ipv4(&routes, &fib, &name)
+    let fib = fib.ok_or_else(|| {
+        HostNetError::Unreadable(roots.proc.join("1/net/fib_trie").display().to_string())
+    })?;
+    let ipv4 = interface_ipv4(routes, fib, &name)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     Ok(HostIface { name, mac, ipv4 })
 }
 
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
+/// A MAC address as `/sys/class/net/*/address` writes it (six pairs of hex digits, colon
+/// separated), lowercase; `None` for anything else. The one MAC rule: the instance ID takes what
+/// it accepts, the privacy guard looks for what it accepts.
+pub(crate) fn parse_mac(text: &str) -> Option<String> {
+    let t = text.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = t.split(':').collect();
+    let well_formed = parts.len() == 6
         && parts
             .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    well_formed.then_some(t)
 }
 
-/// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed.
-pub fn fib_local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
+/// The local (`/32 host LOCAL`) addresses of a `/proc/net/fib_trie`, in the order listed, each
+/// once, loopback left out: a `|-- a.b.c.d` line followed by its `/32 host LOCAL` line. The one
+/// parser of this file (the instance ID and the privacy guard both use it); linear in the size
+/// of the table, which on a busy host holds a hundred thousand addresses.
+pub(crate) fn fib_local_addresses(fib_trie: &str) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
-    let mut current: Option<std::net::Ipv4Addr> = None;
+    let mut seen = HashSet::new();
+    let mut current: Option<Ipv4Addr> = None;
     for line in fib_trie.lines() {
         let t = line.trim();
         if let Some(addr) = t.strip_prefix("|-- ") {
             current = addr.trim().parse().ok();
         } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = current.filter(|a| !a.is_loopback() && !out.contains(a)) {
+            if let Some(a) = current.filter(|a| !a.is_loopback() && seen.insert(*a)) {
                 out.push(a);
             }
         } else if !t.starts_with('/') {
@@ -183,7 +191,7 @@ fn connected_routes(route: &str, iface: &str) -> Vec<(u32, u32)> {
 }
 
 /// The interface's IPv4: the first local address inside one of its connected routes.
-pub fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<std::net::Ipv4Addr> {
+pub(crate) fn interface_ipv4(route: &str, fib_trie: &str, iface: &str) -> Option<Ipv4Addr> {
     let nets = connected_routes(route, iface);
     fib_local_addresses(fib_trie).into_iter().find(|a| {
         let a = u32::from(*a);
@@ -226,11 +234,28 @@ mod tests {
     }
 
     #[test]
+    fn local_addresses_each_once_in_order() {
+        let fib = "|-- 1.2.3.4\n/32 host LOCAL\n|-- 5.6.7.8\n/32 host LOCAL\n\
+                   |-- 1.2.3.4\n/32 host LOCAL\n|-- 127.0.0.1\n/32 host LOCAL\n";
+        assert_eq!(
+            fib_local_addresses(fib),
+            vec![Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8)]
+        );
+        assert!(fib_local_addresses("/32 host LOCAL\n|-- x\n").is_empty());
+        // An address line not directly followed by its kind does not count.
+        assert!(fib_local_addresses("|-- 1.2.3.4\n+-- 1.0.0.0/8\n/32 host LOCAL\n").is_empty());
+    }
+
+    #[test]
     fn macs() {
-        assert!(is_mac("02:42:ac:11:00:02"));
-        assert!(!is_mac("02:42:ac:11:00"));
-        assert!(!is_mac(""));
-        assert!(!is_mac("zz:42:ac:11:00:02"));
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:02\n").as_deref(),
+            Some("02:42:ac:11:00:02")
+        );
+        assert_eq!(parse_mac("02:42:ac:11:00"), None);
+        assert_eq!(parse_mac(""), None);
+        assert_eq!(parse_mac("garbage"), None);
+        assert_eq!(parse_mac("zz:42:ac:11:00:02"), None);
     }
 
     const HEADER: &str =

@@ -43,30 +43,28 @@ impl std::fmt::Display for DockerEndpoint {
 }
 
 /// Why the Docker engine gave no ID.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineIdError {
     /// The socket exists but refuses this user (it lacks the socket's group).
+    #[error(
+        "{} refuses this user (permission denied): add the socket's group, \
+         `docker run --group-add {gid}` (find it with `stat -c %g {}` on the host)",
+        socket.display(),
+        socket.display()
+    )]
     Denied {
         socket: std::path::PathBuf,
         gid: u32,
     },
-    /// Anything else: absent, not answering, no ID in the answer.
+    /// The endpoint could not be reached.
+    #[error("cannot connect to {endpoint}: {cause}")]
+    Unreachable {
+        endpoint: DockerEndpoint,
+        cause: String,
+    },
+    /// Anything else: not answering, no ID in the answer.
+    #[error("{0}")]
     Failed(String),
-}
-
-impl std::fmt::Display for EngineIdError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EngineIdError::Denied { socket, gid } => write!(
-                f,
-                "{} refuses this user (permission denied): add the socket's group, \
-                 `docker run --group-add {gid}` (find it with `stat -c %g {}` on the host)",
-                socket.display(),
-                socket.display()
-            ),
-            EngineIdError::Failed(e) => f.write_str(e),
-        }
-    }
 }
 
 /// Syscall-backed facts. Every method answers "don't know" with `None`/`Err`, never panics.
@@ -153,9 +151,10 @@ impl Syscalls for RealSyscalls {
                         gid,
                     });
                 }
-                return Err(EngineIdError::Failed(format!(
-                    "cannot connect to {endpoint}: {e}"
-                )));
+                return Err(EngineIdError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    cause: e.to_string(),
+                });
             }
         }
         let endpoint = endpoint.clone();
@@ -167,45 +166,51 @@ impl Syscalls for RealSyscalls {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| format!("no runtime for the engine query: {e}"))?;
+                    .map_err(|e| {
+                        EngineIdError::Failed(format!("no runtime for the engine query: {e}"))
+                    })?;
                 rt.block_on(async {
                     tokio::time::timeout(DOCKER_TIMEOUT, engine_id(&endpoint))
                         .await
                         .map_err(|_| {
-                            format!("{endpoint} did not answer within {DOCKER_TIMEOUT:?}")
+                            EngineIdError::Failed(format!(
+                                "{endpoint} did not answer within {DOCKER_TIMEOUT:?}"
+                            ))
                         })?
                 })
             })
             .map_err(|e| EngineIdError::Failed(format!("cannot start the engine query: {e}")))?
             .join()
             .map_err(|_| EngineIdError::Failed("the engine query failed unexpectedly".into()))?
-            .map_err(EngineIdError::Failed)
     }
 }
 
-async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, String> {
+async fn engine_id(endpoint: &DockerEndpoint) -> Result<String, EngineIdError> {
     use bollard::{API_DEFAULT_VERSION, Docker};
     let secs = DOCKER_TIMEOUT.as_secs().max(1);
     let docker = match endpoint {
         DockerEndpoint::Unix(p) => {
             // bollard takes the path as text: one that is not UTF-8 is not guessed at.
-            let p = p
-                .to_str()
-                .ok_or_else(|| format!("{endpoint}: the socket path is not UTF-8"))?;
+            let p = p.to_str().ok_or_else(|| {
+                EngineIdError::Failed(format!("{endpoint}: the socket path is not UTF-8"))
+            })?;
             Docker::connect_with_unix(p, secs, API_DEFAULT_VERSION)
         }
         DockerEndpoint::Tcp(a) => {
             Docker::connect_with_http(&format!("http://{a}"), secs, API_DEFAULT_VERSION)
         }
     }
-    .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    .map_err(|e| EngineIdError::Unreachable {
+        endpoint: endpoint.clone(),
+        cause: e.to_string(),
+    })?;
     let info = docker
         .info()
         .await
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(|e| EngineIdError::Failed(format!("{endpoint}: {e}")))?;
     info.id
         .filter(|id| !id.trim().is_empty())
-        .ok_or_else(|| format!("{endpoint} reported no engine ID"))
+        .ok_or_else(|| EngineIdError::Failed(format!("{endpoint} reported no engine ID")))
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase, as Node formats MACs.
@@ -273,12 +278,67 @@ mod tests {
     }
 }
 
-/// Syscalls with fixed answers for unit tests: no hypervisor, the given interfaces (the first
-/// one is the "first external"), PID 4242, no Docker engine.
+/// The one fake of the syscalls for unit tests, built as each test needs it: no hypervisor, the
+/// interfaces it is given (the first is the "first external"), PID 4242 unless set, and a
+/// Docker engine that answers as set (none by default). Counts the interface look-ups; clones
+/// share the count.
 #[cfg(test)]
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FakeSyscalls {
-    pub(crate) interfaces: Vec<(String, Interface)>,
+    interfaces: Vec<(String, Interface)>,
+    engine: FakeEngine,
+    pid: Option<u32>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// How a [`FakeSyscalls`]' Docker engine answers.
+#[cfg(test)]
+#[derive(Debug, Default, Clone)]
+pub(crate) enum FakeEngine {
+    /// No engine answers.
+    #[default]
+    Absent,
+    /// The engine gives this ID.
+    Id(String),
+    /// The real query ([`RealSyscalls`]), e.g. at a socket the test made.
+    Real,
+    /// The query panics (a bug in the cycle's work).
+    Panics,
+}
+
+#[cfg(test)]
+impl FakeSyscalls {
+    /// An interface with a MAC and an IPv4 address.
+    pub(crate) fn interface(mut self, name: &str, mac: &str, ipv4: [u8; 4]) -> Self {
+        self.interfaces.push((
+            name.into(),
+            Interface {
+                mac: mac.into(),
+                ipv4: Some(ipv4.into()),
+            },
+        ));
+        self
+    }
+
+    /// A Docker engine that gives this ID.
+    pub(crate) fn engine_id(self, id: &str) -> Self {
+        self.engine(FakeEngine::Id(id.into()))
+    }
+
+    pub(crate) fn engine(mut self, engine: FakeEngine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    pub(crate) fn pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+
+    /// How many times an interface's addresses were asked for.
+    pub(crate) fn asked(&self) -> u32 {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +347,7 @@ impl Syscalls for FakeSyscalls {
         None
     }
     fn interface(&self, name: &str) -> Option<Interface> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.interfaces
             .iter()
             .find(|(n, _)| n == name)
@@ -296,9 +357,14 @@ impl Syscalls for FakeSyscalls {
         self.interfaces.first().map(|(n, _)| n.clone())
     }
     fn pid(&self) -> u32 {
-        4242
+        self.pid.unwrap_or(4242)
     }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        Err(EngineIdError::Failed("no engine in unit tests".into()))
+    fn docker_engine_id(&self, endpoint: &DockerEndpoint) -> Result<String, EngineIdError> {
+        match &self.engine {
+            FakeEngine::Absent => Err(EngineIdError::Failed("no engine in unit tests".into())),
+            FakeEngine::Id(id) => Ok(id.clone()),
+            FakeEngine::Real => RealSyscalls.docker_engine_id(endpoint),
+            FakeEngine::Panics => panic!("the fake engine query panics"),
+        }
     }
 }

@@ -24,14 +24,16 @@
 //!
 //! [`prepare`] and [`record`] are shared with `telemetry send`.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::mem::Discriminant;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::guard::{self, Finding};
+use super::guard::{self, Finding, Known};
 use super::retry::{Attempt, GiveUpReason, RetryPolicy, Streak, StreakLog};
 use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
@@ -39,15 +41,18 @@ use super::{audit, optout, state};
 use crate::butler::{self, ServiceVersion};
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
 use crate::host::{Roots, Syscalls};
+use crate::instance_id::Warning;
+use crate::random::NoRandom;
+use crate::runtime;
 
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
 /// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
 /// bounded to 1.5 s.
-pub const CYCLE_TIME_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const CYCLE_TIME_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a cycle reads besides the config: the environment, the host files, and its time limit.
 #[derive(Clone)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     pub env: Arc<dyn Env>,
     pub roots: Roots,
     /// Interface addresses, CPUID, the Docker engine: the real ones only at the edge.
@@ -57,7 +62,7 @@ pub struct Inputs {
 
 /// The one event waiting to be delivered, if any. One slot: putting a new event drops the old.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     slot: Option<Bytes>,
 }
 
@@ -75,23 +80,23 @@ impl Outbox {
         self.slot = None;
     }
     /// 0 or 1.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.slot.is_some())
-    }
-    pub fn is_empty(&self) -> bool {
-        self.slot.is_none()
     }
 }
 
 /// What one cycle did, for tests and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CycleOutcome {
+pub(crate) enum CycleOutcome {
     /// Telemetry is off: nothing was built or sent.
     Off,
     /// The privacy guard refused the event.
     Refused(guard::Kind),
     /// The cycle's work did not finish within its time limit; it was abandoned.
     Abandoned,
+    /// The cycle's work panicked (a bug); the cycle ended, the agent goes on.
+    Panicked,
     /// The previous cycle's abandoned work is still running; this cycle did nothing.
     Skipped,
     /// A stop was requested while the cycle's work was running.
@@ -109,7 +114,7 @@ pub enum CycleOutcome {
 /// The scheduler's memory between cycles. Every field is bounded: the outbox holds at most
 /// one event, the streak is two counters, the error slots one string each.
 #[derive(Debug)]
-pub struct Runner {
+pub(crate) struct Runner {
     /// The last good config.
     pub(crate) config: LoadedConfig,
     pub outbox: Outbox,
@@ -125,17 +130,20 @@ pub struct Runner {
     in_flight: Arc<()>,
     /// Whether the current stretch of skipped cycles has been logged.
     skip_logged: bool,
+    /// The kinds of instance-ID warning already logged: each is said once per process.
+    id_warned: HashSet<Discriminant<Warning>>,
 }
 
 /// How waiting for off-thread work ended.
 enum Waited<R> {
     Done(R),
     TimedOut,
+    Panicked,
     Stopped,
 }
 
 impl Runner {
-    pub fn new(config: LoadedConfig) -> Self {
+    pub(crate) fn new(config: LoadedConfig) -> Self {
         Runner {
             config,
             outbox: Outbox::default(),
@@ -147,6 +155,7 @@ impl Runner {
             version_state: None,
             in_flight: Arc::new(()),
             skip_logged: false,
+            id_warned: HashSet::new(),
         }
     }
 
@@ -181,11 +190,9 @@ impl Runner {
         tokio::select! {
             joined = tokio::time::timeout_at(deadline, handle) => match joined {
                 Ok(Ok(r)) => Waited::Done(r),
-                Ok(Err(e)) => {
-                    // A panic in the cycle's work ends that cycle, never the agent.
-                    tracing::error!("telemetry: the cycle's work failed: {e}");
-                    Waited::TimedOut
-                }
+                // A panic in the cycle's work ends that cycle, never the agent. (Work on the
+                // blocking pool is never cancelled, so a join error is a panic.)
+                Ok(Err(_)) => Waited::Panicked,
                 Err(_) => Waited::TimedOut,
             },
             _ = shutdown => Waited::Stopped,
@@ -208,7 +215,7 @@ impl Runner {
             );
             return true;
         }
-        let deadline = after(inputs.limit);
+        let deadline = runtime::after(inputs.limit);
         let source = self.config.source.clone();
         let env = Arc::clone(&inputs.env);
         match self
@@ -226,6 +233,13 @@ impl Runner {
                     "telemetry: re-reading the config did not finish within {}; keeping the \
                      current one",
                     humantime::format_duration(inputs.limit)
+                );
+                true
+            }
+            Waited::Panicked => {
+                tracing::error!(
+                    "telemetry: re-reading the config panicked (a bug: the panic message is \
+                     above); keeping the current one"
                 );
                 true
             }
@@ -302,7 +316,7 @@ impl Runner {
     /// One cycle: re-read the config, then, when telemetry is on, build, guard and deliver.
     /// `connect` builds the transport; it is only called when telemetry is on and the event
     /// passed the guard. `shutdown` is polled until it completes, never after.
-    pub async fn cycle<T, F>(
+    pub(crate) async fn cycle<T, F>(
         &mut self,
         inputs: &Inputs,
         shutdown: impl Future<Output = ()>,
@@ -324,7 +338,7 @@ impl Runner {
             return CycleOutcome::Skipped;
         }
         self.skip_logged = false;
-        let deadline = after(inputs.limit);
+        let deadline = runtime::after(inputs.limit);
         let source = self.config.source.clone();
         let env = Arc::clone(&inputs.env);
         match self
@@ -335,6 +349,7 @@ impl Runner {
         {
             Waited::Done(loaded) => self.apply(loaded, false),
             Waited::TimedOut => return self.abandoned(inputs.limit, "re-reading the config"),
+            Waited::Panicked => return panicked("re-reading the config"),
             Waited::Stopped => return CycleOutcome::Stopped,
         }
         if !self.enabled(&*inputs.env) {
@@ -344,7 +359,8 @@ impl Runner {
         }
         let settings = self.config.agent.clone();
         let destination = sender::capture_url(&settings.posthog_host);
-        let wait = butler::starting_wait(&RetryPolicy::new(settings.max_retries));
+        let policy = RetryPolicy::new(settings.max_retries);
+        let wait = butler::starting_wait(policy.base_delay, policy.max_delay, policy.max_retries);
         let Some(version) =
             butler::service_version(&self.config.butler, &settings, wait, shutdown.as_mut()).await
         else {
@@ -352,26 +368,31 @@ impl Runner {
         };
         self.note_version(&version);
         // The time limit is for the blocking work; the wait for Butler above is bounded apart.
-        let deadline = after(inputs.limit);
+        let deadline = runtime::after(inputs.limit);
         let prepared = {
             let version = version.value;
-            let (config, roots, env, sys) = (
+            let (config, roots, sys) = (
                 self.config.clone(),
                 inputs.roots.clone(),
-                Arc::clone(&inputs.env),
                 Arc::clone(&inputs.sys),
             );
             self.off_thread(deadline, shutdown.as_mut(), move || {
-                prepare(&config, &roots, &*env, &*sys, &version)
+                prepare(&config, &roots, &*sys, &version)
             })
             .await
         };
         let prepared = match prepared {
             Waited::Done(p) => p,
             Waited::TimedOut => return self.abandoned(inputs.limit, "building the event"),
+            Waited::Panicked => return panicked("building the event"),
             Waited::Stopped => return CycleOutcome::Stopped,
         };
-        let body = match prepared {
+        for w in prepared.id_warnings {
+            if self.id_warned.insert(std::mem::discriminant(&w)) {
+                tracing::warn!("{w}");
+            }
+        }
+        let body = match prepared.body {
             Ok(body) => body,
             Err(PrepareError::Refused(finding)) => {
                 if self.refusal.as_ref() != Some(&finding.kind) {
@@ -390,7 +411,7 @@ impl Runner {
                 return CycleOutcome::Refused(finding.kind);
             }
             Err(PrepareError::NoRandom(e)) => {
-                let text = format!("no random source for the event's UUID: {e}");
+                let text = e.to_string();
                 tracing::warn!("telemetry: {text}");
                 save_state(&settings, "error", None, text.clone(), 0, &destination);
                 return CycleOutcome::Error(text);
@@ -445,11 +466,14 @@ impl Runner {
     }
 }
 
-/// Now plus `d`, or a time too far ahead to ever come when that does not fit.
-fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+/// A cycle whose work panicked: said as such (the panic hook has printed the message), never
+/// as a time-out.
+fn panicked(step: &str) -> CycleOutcome {
+    tracing::error!(
+        "telemetry: cycle abandoned: {step} panicked (a bug: the panic message is above); the \
+         health endpoint is not affected, the next cycle tries again"
+    );
+    CycleOutcome::Panicked
 }
 
 impl Runner {
@@ -586,41 +610,46 @@ fn give_up_words(d: &Delivery) -> String {
 }
 
 /// Why no body could be prepared.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    #[error("{0}; nothing was sent")]
     Refused(Finding),
-    NoRandom(getrandom::Error),
+    #[error(transparent)]
+    NoRandom(#[from] NoRandom),
 }
 
-impl std::fmt::Display for PrepareError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PrepareError::Refused(finding) => write!(f, "{finding}; nothing was sent"),
-            PrepareError::NoRandom(e) => write!(f, "no random source for the event's UUID: {e}"),
-        }
-    }
+/// What [`prepare`] made: the body (or why there is none), and what the ID's derivation asks
+/// the caller to tell the user (logged by the caller, once).
+#[derive(Debug)]
+pub struct Prepared {
+    pub body: Result<Bytes, PrepareError>,
+    pub(crate) id_warnings: Vec<Warning>,
 }
 
-impl std::error::Error for PrepareError {}
-
-/// Builds the event, serializes it once, and runs the privacy guard on those exact bytes.
-/// `service_version` is Butler's version (or `unknown`), found before: asking Butler is I/O.
+/// Gathers the snapshot, builds the event, serializes it once, and runs the privacy guard on
+/// those exact bytes against what the snapshot read. `service_version` is Butler's version (or
+/// `unknown`), found before: asking Butler is I/O.
 pub fn prepare(
     cfg: &LoadedConfig,
     roots: &Roots,
-    env: &dyn Env,
     sys: &dyn Syscalls,
     service_version: &str,
-) -> Result<Bytes, PrepareError> {
+) -> Prepared {
     let snapshot = super::gather(cfg, roots, sys);
     for w in &snapshot.features.warnings {
         tracing::warn!("{w}");
     }
-    let event = super::event(cfg, &snapshot, service_version, SystemTime::now())
-        .map_err(PrepareError::NoRandom)?;
-    let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
-    guard::inspect(&text, cfg, roots, env, sys, &snapshot.host).map_err(PrepareError::Refused)?;
-    Ok(Bytes::from(text))
+    let body = super::event(cfg, &snapshot, service_version, SystemTime::now())
+        .map_err(PrepareError::from)
+        .and_then(|event| {
+            let text = serde_json::to_string(&event).expect("serializing a JSON value cannot fail");
+            guard::check(&text, &Known::from(&snapshot, cfg)).map_err(PrepareError::Refused)?;
+            Ok(Bytes::from(text))
+        });
+    Prepared {
+        body,
+        id_warnings: snapshot.id_warnings,
+    }
 }
 
 /// Writes the audit lines for every try whose body may have left, and the state file.

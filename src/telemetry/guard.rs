@@ -2,10 +2,11 @@
 //!
 //! Butler's documentation promises the event never carries server names, IP or MAC
 //! addresses, container metadata, credentials or anything else from the config file. The event
-//! builder is written to honour that; this module *checks* it on every send. It collects every
-//! identifying value the agent can know on this host ([`Known::gather`]) and scans the exact
-//! serialized body for each one ([`check`]). A hit refuses the send and names the kind of value
-//! (never the value itself, which would put it in a log).
+//! builder is written to honour that; this module *checks* it on every send. It takes every
+//! identifying value the cycle read about this host, as data in the cycle's snapshot, plus the
+//! config's ([`Known::from`]), and scans the exact serialized body for each one ([`check`]): it
+//! reads nothing itself. A hit refuses the send and names the kind of value (never the value
+//! itself, which would put it in a log).
 //!
 //! # Where a value may appear
 //! A plain substring scan would refuse harmless events: a host named `debian` on Debian, or a
@@ -29,18 +30,17 @@
 //! still does. All spellings of all values go into one multi-pattern automaton (Aho-Corasick),
 //! so the check is linear in the size of the body plus the number of known values.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde_json::Value;
 
-use crate::config::{Env, LoadedConfig};
-use crate::host::{self, Roots, Syscalls};
-use crate::instance_id;
-use crate::telemetry::{features, payload};
+use crate::config::LoadedConfig;
+use crate::host;
+use crate::host::identifying::NameOf;
+use crate::telemetry::{Snapshot, features, payload};
 
 /// Shorter values are not looked for (see the module doc).
 pub(crate) const MIN_LEN: usize = 4;
@@ -50,7 +50,7 @@ pub(crate) const FULL_SCAN_LEN: usize = 12;
 
 /// What kind of identifying value was found. Logged; the value never is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     HostName,
     ContainerHostName,
     MacAddress,
@@ -115,22 +115,11 @@ pub(crate) struct Known {
 }
 
 /// The guard's verdict when it refuses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("privacy guard refused to send: the event contains {kind}")]
 pub struct Finding {
     pub(crate) kind: Kind,
 }
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "privacy guard refused to send: the event contains {}",
-            self.kind
-        )
-    }
-}
-
-impl std::error::Error for Finding {}
 
 impl Known {
     pub(crate) fn push(&mut self, kind: Kind, value: impl Into<String>) {
@@ -146,7 +135,7 @@ impl Known {
     }
 
     fn push_with(&mut self, kind: Kind, value: String, alternates: Vec<String>) {
-        if !self.seen.insert(value.clone()) {
+        if value.is_empty() || !self.seen.insert(value.clone()) {
             return;
         }
         self.identifiers.push(Identifier {
@@ -156,139 +145,85 @@ impl Known {
         });
     }
 
-    /// Collects every identifying value this agent can see, reading host files below `roots`.
-    pub(crate) fn gather(
-        config: &LoadedConfig,
-        roots: &Roots,
-        env: &dyn Env,
-        sys: &dyn Syscalls,
-    ) -> Known {
+    /// Every identifying value of one cycle's snapshot (what the host showed and what the ID
+    /// learnt) and of the config, and the words the agent writes by design. Reads nothing.
+    pub(crate) fn from(snapshot: &Snapshot, config: &LoadedConfig) -> Known {
         let mut k = Known {
             fixed_words: fixed_words(&config.agent.posthog_key),
             ..Known::default()
         };
-        let read = |p: &Path| read_small(p).unwrap_or_default();
+        k.allow_facts(&snapshot.host);
+        let seen = &snapshot.seen;
 
-        // Container first: it decides whether our own host name is the container's.
-        let mut container_ids = BTreeSet::new();
-        for file in ["self/mountinfo", "self/cgroup", "1/cgroup"] {
-            container_ids.extend(container_ids_in(&read(&roots.proc.join(file))));
-        }
-        for id in &container_ids {
+        for id in &seen.container_ids {
             k.push(Kind::ContainerId, id.clone());
             k.push(Kind::ContainerId, id[..12].to_string());
         }
-        let own_name = if container_ids.is_empty() {
+        // In a container, our own host name is the container's.
+        let own_name = if seen.container_ids.is_empty() {
             Kind::HostName
         } else {
             Kind::ContainerHostName
         };
-        // When `etc` points at the host's files mounted into the container, its hostname is
-        // the host's; otherwise it is our own.
-        let etc_kind = if roots.etc == roots.own.join("etc") {
-            own_name.clone()
-        } else {
-            Kind::HostName
-        };
-        k.push(etc_kind, read(&roots.etc.join("hostname")));
-        k.push(
-            own_name.clone(),
-            read(&roots.proc.join("sys/kernel/hostname")),
-        );
-        k.push(own_name, read(&roots.own.join("etc/hostname")));
-        if let Some(h) = env.var_os("HOSTNAME") {
-            k.push(Kind::HostName, h.to_string_lossy().into_owned());
-        }
-
-        for file in [
-            roots.etc.join("machine-id"),
-            roots.own.join("etc/machine-id"),
-            roots.own.join("var/lib/dbus/machine-id"),
-            // dbus's copy beside the host's /etc (Butler's fallback reads it first).
-            roots
-                .etc
-                .parent()
-                .unwrap_or(&roots.etc)
-                .join("var/lib/dbus/machine-id"),
-            roots.sys.join("class/dmi/id/product_uuid"),
-            roots.sys.join("class/dmi/id/product_serial"),
-            roots.sys.join("class/dmi/id/board_serial"),
-        ] {
-            k.push(Kind::MachineId, read(&file));
-        }
-
-        for net in [roots.sys.join("class/net"), roots.own.join("sys/class/net")] {
-            let Ok(dir) = std::fs::read_dir(&net) else {
-                continue;
+        for (of, name) in &seen.host_names {
+            let kind = match of {
+                NameOf::Host => Kind::HostName,
+                NameOf::Own => own_name.clone(),
             };
-            for entry in dir.flatten() {
-                if let Some(mac) = parse_mac(&read(&entry.path().join("address"))) {
-                    k.push_mac(&mac);
-                }
-            }
+            k.push(kind, name.clone());
         }
-        // The instance ID's inputs beyond those above: the host's default interface read
-        // through the host's /proc and /sys (its MAC is under `roots.sys` already; its IPv4
-        // is in the host init's fib_trie, `roots.proc/1`), the boot ID, the container's
-        // identity, the Docker engine IDs this process has read, the state secret.
-        if let Ok(h) = host::network::host_default_interface(roots) {
+        for text in &seen.machine_id_texts {
+            k.push(Kind::MachineId, text.clone());
+        }
+        for mac in &seen.macs {
+            k.push_mac(mac);
+        }
+        // The instance ID's inputs beyond those above: the host's default interface (its MAC
+        // and IPv4 as the ID read them), the addresses the kernel gave for our default
+        // interface, the boot ID, the container's identity, the total memory (Butler's
+        // fallback key), the Docker engine ID and the state secret.
+        if let Ok(h) = &seen.host_iface {
             k.push_mac(&h.mac);
             if let Ok(ip) = h.ipv4.parse() {
                 k.push_ipv4(ip);
             }
         }
-        // The addresses the ID reads from the kernel for its default interface (found as the
-        // derivation finds it), which no file below the roots may hold.
-        if let Some(iface) = host::network::default_interface(roots, sys) {
-            if let Some(addrs) = sys.interface(&iface.name) {
-                k.push_mac(&addrs.mac);
-                if let Some(ip) = addrs.ipv4 {
-                    k.push_ipv4(ip);
-                }
+        if let Some((_, Some(addrs))) = &seen.default_iface {
+            k.push_mac(&addrs.mac);
+            if let Some(ip) = addrs.ipv4 {
+                k.push_ipv4(ip);
             }
         }
-        if let Some(boot) = read_small(&roots.own_path("/proc/sys/kernel/random/boot_id")) {
+        if let Some(boot) = &seen.boot_id {
             let boot = boot.trim().to_ascii_lowercase();
             let bare = boot.replace('-', "");
-            if !boot.is_empty() {
-                k.push_with(Kind::BootId, boot, vec![bare]);
-            }
+            k.push_with(Kind::BootId, boot, vec![bare]);
         }
-        for (_, value) in host::container::own_identity(roots) {
+        for (_, value) in &seen.own_identity {
             for line in value.lines() {
                 k.push(Kind::ContainerIdentity, line);
             }
         }
-        // Butler's fallback keys its ID with the total memory in bytes.
-        if let Some(bytes) = instance_id::mem_total_bytes(&read(&roots.proc.join("meminfo"))) {
+        if let Some(bytes) = seen.mem_total {
             k.push(Kind::TotalMemory, bytes.to_string());
         }
-        for engine in instance_id::engine_ids_seen() {
-            k.push(Kind::DockerEngineId, engine);
+        if let Some(engine) = &snapshot.engine_id {
+            k.push(Kind::DockerEngineId, engine.clone());
         }
-        if let Some(dir) = &config.agent.state_dir {
-            k.push(
-                Kind::InstanceSecret,
-                read(&dir.join(instance_id::SECRET_FILE)),
-            );
+        if let Some(secret) = &snapshot.secret {
+            k.push(Kind::InstanceSecret, secret.clone());
         }
-        for proc in [
-            roots.proc.clone(),
-            roots.proc.join("1"),
-            roots.own.join("proc"),
-        ] {
-            for ip in parse_fib_trie_local(&read(&proc.join("net/fib_trie"))) {
-                k.push_ipv4(ip);
-            }
-            for ip in parse_if_inet6(&read(&proc.join("net/if_inet6"))) {
-                k.push_ipv6(ip);
-            }
+        for ip in &seen.ipv4 {
+            k.push_ipv4(*ip);
+        }
+        for ip in &seen.ipv6 {
+            k.push_ipv6(*ip);
         }
 
         if let Some(qrs) = &config.butler.qrs_host {
             k.push(Kind::QrsHost, qrs.clone());
         }
-        if let Ok(api) = crate::butler::api(&config.butler, &config.agent) {
+        if let Ok(api) = crate::config::butler::api(&config.butler, &config.agent) {
             k.push_butler_api(&api.url);
         }
         let mut strings = Vec::new();
@@ -333,9 +268,13 @@ impl Known {
         }
     }
 
-    /// A MAC in the forms it may be written: `aa:bb:..`, `aa-bb-..`, `aabb..`.
+    /// A MAC in the forms it may be written: `aa:bb:..`, `aa-bb-..`, `aabb..`. The all-zero
+    /// address (of `lo`, and of interfaces without a link address) identifies nothing.
     pub(crate) fn push_mac(&mut self, mac: &str) {
-        let mac = mac.to_ascii_lowercase();
+        let mac = mac.trim().to_ascii_lowercase();
+        if mac.is_empty() || mac.bytes().all(|b| b == b'0' || b == b':') {
+            return;
+        }
         let bare: String = mac.chars().filter(|c| *c != ':').collect();
         let dashed = mac.replace(':', "-");
         self.push_with(Kind::MacAddress, mac, vec![bare, dashed]);
@@ -374,21 +313,6 @@ pub(crate) fn fixed_words(posthog_key: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// Gathers what this host and config know, adds the host facts the event carries by design,
-/// and checks the serialized body: the one call every sender and `telemetry preview` make.
-pub(crate) fn inspect(
-    body: &str,
-    config: &LoadedConfig,
-    roots: &Roots,
-    env: &dyn Env,
-    sys: &dyn Syscalls,
-    facts: &host::HostFacts,
-) -> Result<(), Finding> {
-    let mut known = Known::gather(config, roots, env, sys);
-    known.allow_facts(facts);
-    check(body, &known)
 }
 
 /// Where a string of the event sits, and so how it is scanned.
@@ -627,77 +551,6 @@ pub(crate) fn config_strings(v: &Value, path: &str, out: &mut Vec<(String, Strin
         }
         _ => {}
     }
-}
-
-/// Reads a small host file ([`host::read_text`]); a missing or unreadable file is simply not
-/// known.
-fn read_small(path: &Path) -> Option<String> {
-    host::read_text(path)
-}
-
-/// A MAC address as `/sys/class/net/*/address` writes it; the all-zero address of `lo` and
-/// anything not shaped like a MAC are ignored.
-pub(crate) fn parse_mac(text: &str) -> Option<String> {
-    let t = text.trim().to_ascii_lowercase();
-    let parts: Vec<&str> = t.split(':').collect();
-    let well_formed = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    (well_formed && parts.iter().any(|p| *p != "00")).then_some(t)
-}
-
-/// The local IPv4 addresses in `/proc/net/fib_trie`: a `|-- a.b.c.d` line followed by a
-/// `/32 host LOCAL` line.
-pub(crate) fn parse_fib_trie_local(text: &str) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut last: Option<Ipv4Addr> = None;
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(ip) = t.strip_prefix("|-- ") {
-            last = ip.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL")
-            && let Some(ip) = last
-            && !out.contains(&ip)
-        {
-            out.push(ip);
-        }
-    }
-    out
-}
-
-/// The IPv6 addresses in `/proc/net/if_inet6` (first field: 32 hex digits).
-pub(crate) fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|h| h.len() == 32)
-        .filter_map(|h| u128::from_str_radix(h, 16).ok())
-        .map(Ipv6Addr::from)
-        .collect()
-}
-
-/// 64-hex-digit runs in mountinfo or cgroup text: Docker, containerd, CRI-O and Podman all
-/// name containers this way (`/docker/<id>`, `cri-containerd-<id>.scope`, `libpod-<id>`,
-/// `.../containers/<id>/hostname`). Image layer IDs of the same shape are included too; looking
-/// for more identifiers only makes the guard stricter.
-pub(crate) fn container_ids_in(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let bytes = text.as_bytes();
-    let mut start = None;
-    for i in 0..=bytes.len() {
-        let hex = i < bytes.len() && bytes[i].is_ascii_hexdigit();
-        match (hex, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                if i - s == 64 {
-                    out.insert(text[s..i].to_ascii_lowercase());
-                }
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 #[cfg(test)]

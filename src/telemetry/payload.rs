@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::host::HostFacts;
+use crate::random::{self, NoRandom};
 use crate::telemetry::features::Features;
 
 /// PostHog event name Butler uses; dashboards key on it.
@@ -93,9 +94,8 @@ pub(crate) fn build(input: EventInput<'_>, uuid: Uuid, now: SystemTime) -> Value
 
 /// A UUID v7 for the event, from the OS's random source. Fallible on purpose: where
 /// `/dev/urandom` is missing, `Uuid::now_v7()` would panic; this returns an error instead.
-pub(crate) fn new_uuid(now: SystemTime) -> Result<Uuid, getrandom::Error> {
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random)?;
+pub(crate) fn new_uuid(now: SystemTime) -> Result<Uuid, NoRandom> {
+    let random: [u8; 10] = random::bytes("the event's UUID")?;
     let millis = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

@@ -23,7 +23,7 @@ pub(crate) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 60
 
 /// How one attempt ended, as far as retrying is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// 2xx: PostHog took the event.
     Delivered { status: u16 },
     /// A status that sending again cannot fix (400, 401, 403, 413, other 4xx, 3xx).
@@ -40,7 +40,7 @@ pub enum Attempt {
 
 impl Attempt {
     /// One line for logs and `telemetry send`: the class and the reason, never the body.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Attempt::Delivered { status } => format!("delivered (HTTP {status})"),
             Attempt::Rejected { status, reason } => format!("rejected (HTTP {status}): {reason}"),
@@ -57,7 +57,7 @@ impl Attempt {
         }
     }
 
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Attempt::Delivered { status } | Attempt::Rejected { status, .. } => Some(*status),
             Attempt::Transient { status, .. } => *status,
@@ -109,7 +109,7 @@ pub(crate) fn status_reason(status: u16) -> &'static str {
 
 /// The tunables of the retry loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt (so at most `max_retries + 1` attempts per cycle).
     pub max_retries: u32,
     pub base_delay: Duration,
@@ -118,7 +118,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(max_retries: u32) -> Self {
+    pub(crate) fn new(max_retries: u32) -> Self {
         RetryPolicy {
             max_retries,
             base_delay: DEFAULT_BASE_DELAY,
@@ -140,7 +140,7 @@ pub(crate) enum Next {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUpReason {
+pub(crate) enum GiveUpReason {
     /// A status retrying cannot fix.
     Rejected,
     /// All retries used.

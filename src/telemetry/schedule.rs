@@ -14,6 +14,8 @@ use super::sender::{self, HttpTransport};
 use crate::config::{Env, LoadedConfig};
 use crate::health::Readiness;
 use crate::host::{Roots, Syscalls};
+use crate::runtime;
+use crate::signals::{Hangups, Reread};
 
 /// The random offset added to each interval, as a fraction of it: a fleet started together
 /// spreads over 5 % of the interval (36 minutes at 12 h) instead of sending in the same second.
@@ -21,13 +23,13 @@ use crate::host::{Roots, Syscalls};
 pub(crate) const JITTER_FRACTION: f64 = 0.05;
 
 /// What the scheduler needs from the `run` command.
-pub struct ScheduleContext {
+pub(crate) struct ScheduleContext {
     /// The config as loaded at start: the last good one until a cycle reads a newer one (from
     /// the same source).
     pub initial: LoadedConfig,
     pub env: Arc<dyn Env>,
     pub roots: Roots,
-    /// SIGHUP: re-read the config now.
+    /// SIGHUP or a change of the config file: re-read the config now.
     pub hangups: Hangups,
     /// Interface addresses, CPUID, the Docker engine (the real ones only at the edge).
     pub sys: Arc<dyn Syscalls>,
@@ -36,7 +38,7 @@ pub struct ScheduleContext {
 }
 
 /// Runs the schedule until `shutdown` completes.
-pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let ScheduleContext {
         initial,
@@ -61,9 +63,7 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
     let mut pause = start_delay;
     loop {
         // The pause, during which SIGHUP re-reads the config; a stop ends it.
-        let due = tokio::time::Instant::now()
-            .checked_add(pause)
-            .unwrap_or_else(far_future);
+        let due = runtime::after(pause);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => break,
@@ -107,11 +107,6 @@ pub async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// A time so far ahead it never comes (about 30 years), for a pause too long to add.
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
-}
-
 /// `interval` plus a random offset of up to [`JITTER_FRACTION`]; `unit` is in `[0, 1)`.
 /// Saturates instead of overflowing, whatever the interval.
 pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
@@ -123,84 +118,6 @@ pub(crate) fn jittered(interval: Duration, unit: f64) -> Duration {
     let offset = Duration::try_from_secs_f64(interval.as_secs_f64() * JITTER_FRACTION * unit)
         .unwrap_or(Duration::ZERO);
     interval.saturating_add(offset)
-}
-
-/// Why the config is re-read out of turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reread {
-    /// SIGHUP.
-    Signal,
-    /// The config file's watcher saw it change (see `crate::agent`).
-    FileChanged,
-}
-
-/// SIGHUP deliveries, installed at start so that a SIGHUP never stops the agent (its default
-/// action would), and the config file's changes once [`Hangups::watch`] is given them.
-pub struct Hangups {
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-    changes: Option<tokio::sync::mpsc::Receiver<()>>,
-}
-
-impl Hangups {
-    /// Installs the SIGHUP handler. Needs a running tokio runtime with I/O enabled.
-    pub(crate) fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Hangups {
-                signal: Some(signal(SignalKind::hangup())?),
-                changes: None,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Hangups { changes: None })
-        }
-    }
-
-    /// No SIGHUP handling (tests that drive the schedule themselves).
-    pub fn none() -> Self {
-        Hangups {
-            #[cfg(unix)]
-            signal: None,
-            changes: None,
-        }
-    }
-
-    /// Also re-read when `changes` yields (the config file changed).
-    pub(crate) fn watch(mut self, changes: tokio::sync::mpsc::Receiver<()>) -> Self {
-        self.changes = Some(changes);
-        self
-    }
-
-    /// Waits for the next SIGHUP or change; never completes without either.
-    pub(crate) async fn recv(&mut self) -> Reread {
-        #[cfg(unix)]
-        let sighup = &mut self.signal;
-        let changes = &mut self.changes;
-        let signal = async {
-            #[cfg(unix)]
-            if let Some(s) = sighup {
-                if s.recv().await.is_some() {
-                    return;
-                }
-            }
-            std::future::pending::<()>().await;
-        };
-        let changed = async {
-            if let Some(c) = changes {
-                if c.recv().await.is_some() {
-                    return;
-                }
-            }
-            std::future::pending::<()>().await;
-        };
-        tokio::select! {
-            () = signal => Reread::Signal,
-            () = changed => Reread::FileChanged,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
 use crate::config::AgentSettings;
-use crate::files;
-use crate::telemetry::payload;
+pub use crate::http::SetupError;
+pub(crate) use crate::http::{chain, read_ca_file, user_agent};
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
 pub(crate) const CAPTURE_PATH: &str = "/i/v0/e/";
@@ -33,40 +33,23 @@ pub(crate) fn capture_url(posthog_host: &str) -> String {
     format!("{}{CAPTURE_PATH}", posthog_host.trim_end_matches('/'))
 }
 
-/// The `User-Agent` header: which client sent the event.
-pub(crate) fn user_agent() -> String {
-    format!("{}/{}", payload::LIB, payload::VERSION)
-}
-
 /// One attempt's result, plus whether the body may have left the machine (for the audit log:
 /// a refused connection sent nothing; a timeout after connecting may have sent it all).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tried {
+pub(crate) struct Tried {
     pub attempt: Attempt,
     pub(crate) body_may_have_left: bool,
 }
 
 /// Sends one body once.
-pub trait Transport {
+pub(crate) trait Transport {
     fn send(&self, body: &Bytes) -> impl Future<Output = Tried> + Send;
 }
-
-/// Why the HTTP client could not be built (a setting, not the network).
-#[derive(Debug)]
-pub struct SetupError(pub String);
-
-impl std::fmt::Display for SetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SetupError {}
 
 /// The real transport: reqwest over rustls, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
 /// (reqwest reads them), extra roots from the CA file setting.
 #[derive(Debug, Clone)]
-pub struct HttpTransport {
+pub(crate) struct HttpTransport {
     client: reqwest::Client,
     url: String,
     /// The project key, so an answer that repeats it is not logged with it.
@@ -76,7 +59,7 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
+    pub(crate) fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
         let url = capture_url(&settings.posthog_host);
         reqwest::Url::parse(&url)
             .map_err(|e| SetupError(format!("the capture URL {url} is not valid: {e}")))?;
@@ -127,29 +110,6 @@ pub(crate) fn check_ca_file(settings: &AgentSettings) -> Result<(), SetupError> 
         Some(path) => read_ca_file(path).map(|_| ()),
         None => Ok(()),
     }
-}
-
-/// Reads a PEM bundle of extra root certificates (corporate proxies' CAs).
-pub(crate) fn read_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<reqwest::Certificate>, SetupError> {
-    let fail = |m: String| {
-        SetupError(format!(
-            "CA file {} (caFile / BUTLER_CA_FILE): {m}; point the setting at a PEM file of CA \
-             certificates",
-            path.display()
-        ))
-    };
-    let pem = files::read_capped(path, files::CA_FILE_LIMIT, files::Follow::Yes)
-        .map_err(|e| fail(format!("cannot read it: {}", e.reason())))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
-    if certs.is_empty() {
-        return Err(fail(
-            "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-        ));
-    }
-    Ok(certs)
 }
 
 impl Transport for HttpTransport {
@@ -226,7 +186,7 @@ impl Transport for HttpTransport {
 }
 
 /// `sent_at` as capture reads it from the query: Unix time in milliseconds.
-pub fn sent_at_millis(now: SystemTime) -> u128 {
+pub(crate) fn sent_at_millis(now: SystemTime) -> u128 {
     now.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0)
@@ -331,25 +291,9 @@ fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
     wrapped || e.source().is_some_and(certificate_rejected)
 }
 
-/// An error and its sources on one line (reqwest's own message alone is often just
-/// "error sending request").
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// How a delivery (first attempt plus retries) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The last attempt's result.
     pub last: Attempt,
     /// Attempts made (1 + retries).
@@ -363,7 +307,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn delivered(&self) -> bool {
+    pub(crate) fn delivered(&self) -> bool {
         matches!(self.last, Attempt::Delivered { .. })
     }
 }
@@ -379,7 +323,7 @@ pub(crate) fn random_unit() -> f64 {
 
 /// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
 /// when `shutdown` completes; an attempt in flight is finished (the caller bounds it).
-pub async fn deliver<T: Transport>(
+pub(crate) async fn deliver<T: Transport>(
     transport: &T,
     body: &Bytes,
     policy: &RetryPolicy,
@@ -465,6 +409,17 @@ mod tests {
         }
     }
 
+    /// An empty body through `t`, up to five retries, never stopped.
+    async fn deliver_with_five_retries(t: &Scripted) -> Delivery {
+        deliver(
+            t,
+            &Bytes::new(),
+            &RetryPolicy::new(5),
+            std::future::pending(),
+        )
+        .await
+    }
+
     fn fail(status: Option<u16>) -> Attempt {
         match status {
             Some(s) => retry::classify_status(s, None),
@@ -504,13 +459,7 @@ mod tests {
     async fn rejections_are_tried_once() {
         for status in [400, 401, 403, 413] {
             let t = Scripted::new(vec![fail(Some(status))]);
-            let d = deliver(
-                &t,
-                &Bytes::new(),
-                &RetryPolicy::new(5),
-                std::future::pending(),
-            )
-            .await;
+            let d = deliver_with_five_retries(&t).await;
             assert_eq!(d.attempts, 1, "{status}");
             assert_eq!(d.gave_up, Some(GiveUpReason::Rejected));
         }
@@ -523,13 +472,7 @@ mod tests {
             retry::classify_status(503, Some(Duration::from_secs(7))),
             Attempt::Delivered { status: 200 },
         ]);
-        let d = deliver(
-            &t,
-            &Bytes::new(),
-            &RetryPolicy::new(5),
-            std::future::pending(),
-        )
-        .await;
+        let d = deliver_with_five_retries(&t).await;
         assert!(d.delivered());
         assert_eq!(d.attempts, 3);
         assert_eq!(

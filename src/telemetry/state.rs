@@ -18,7 +18,7 @@ pub(crate) const FILE_NAME: &str = "telemetry-state.json";
 /// What `telemetry status` shows about the last attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LastAttempt {
+pub(crate) struct LastAttempt {
     /// RFC 3339 UTC.
     pub(crate) time: String,
     /// `delivered`, `failed`, `rejected`, `refused` (privacy guard) or `error` (setup).
@@ -62,18 +62,28 @@ pub(crate) fn save(state_dir: &Path, last: &LastAttempt) -> std::io::Result<()> 
     files::write_atomic(&path(state_dir), text.as_bytes())
 }
 
+/// Why the state file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error("{} is not a valid state file: {cause}", path.display())]
+    Invalid {
+        path: PathBuf,
+        cause: serde_json::Error,
+    },
+    #[error("cannot read the state file {0}; remove it to have a new one written")]
+    Unreadable(files::ReadError),
+}
+
 /// Reads the record; `Ok(None)` when there is none yet. At most
 /// [`files::STATE_FILE_LIMIT`]; never through a symbolic link, a FIFO or a device.
-pub fn load(state_dir: &Path) -> Result<Option<LastAttempt>, String> {
+pub(crate) fn load(state_dir: &Path) -> Result<Option<LastAttempt>, LoadError> {
     let p = path(state_dir);
     match files::read_own(&p, files::STATE_FILE_LIMIT) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("{} is not a valid state file: {e}", p.display())),
+            .map_err(|cause| LoadError::Invalid { path: p, cause }),
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(format!(
-            "cannot read the state file {e}; remove it to have a new one written"
-        )),
+        Err(e) => Err(LoadError::Unreadable(e)),
     }
 }
 
@@ -85,7 +95,7 @@ mod tests {
     fn round_trip_and_missing() {
         let dir = tempfile::tempdir().unwrap();
         let sd = dir.path().join("state");
-        assert_eq!(load(&sd), Ok(None));
+        assert_eq!(load(&sd).unwrap(), None);
         let rec = LastAttempt::new(
             SystemTime::now(),
             "delivered",
@@ -95,8 +105,13 @@ mod tests {
             "d",
         );
         save(&sd, &rec).unwrap();
-        assert_eq!(load(&sd), Ok(Some(rec)));
+        assert_eq!(load(&sd).unwrap(), Some(rec));
         std::fs::write(path(&sd), "{").unwrap();
-        assert!(load(&sd).unwrap_err().contains("not a valid state file"));
+        assert!(
+            load(&sd)
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid state file")
+        );
     }
 }

@@ -300,3 +300,75 @@ fn anchor_failures_say_why_and_how_to_fix() {
     assert!(!state.join("instance-secret").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tree whose host network (HOST_PROC, HOST_SYS) has its default route on `iface`.
+fn host_network_tree(iface: &str, tag: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("butler-agent-tree-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    copy_dir(&fixture("docker-fuse-overlayfs"), &root);
+    let hp = root.join("host/proc/1/net");
+    std::fs::create_dir_all(&hp).expect("temp tree is writable");
+    std::fs::write(
+        hp.join("route"),
+        format!(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             {iface}\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             {iface}\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+        ),
+    )
+    .expect("temp tree is writable");
+    std::fs::write(
+        hp.join("fib_trie"),
+        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+         \x20    +-- 192.168.0.0/24 2 0 2\n           |-- 192.168.0.0\n              /24 link UNICAST\n\
+         \x20          |-- 192.168.0.17\n              /32 host LOCAL\n",
+    )
+    .expect("temp tree is writable");
+    let hs = root.join("host/sys/class/net").join(iface);
+    std::fs::create_dir_all(&hs).expect("temp tree is writable");
+    std::fs::write(hs.join("address"), "B8:CA:3A:6E:1F:20\n").expect("temp tree is writable");
+    root
+}
+
+/// `id --explain` names the interface it read (issue 19), never its addresses; a name that
+/// carries the MAC (systemd's `enx…`) is not shown either.
+#[test]
+fn explain_names_the_interface_never_its_addresses() {
+    for (n, (iface, shown)) in [("enp3s0", true), ("enxb8ca3a6e1f20", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let root = host_network_tree(iface, &format!("explain-{n}"));
+        let out = common::agent(Telemetry::Off)
+            .arg("--root")
+            .arg(&root)
+            .env("HOST_PROC", "/host/proc")
+            .env("HOST_SYS", "/host/sys")
+            .args(["id", "--explain"])
+            .output()
+            .expect("the binary runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text.contains("method: container: the host's network (butler's id on this host)"),
+            "{text}"
+        );
+        if shown {
+            assert!(
+                text.contains("mac address of the host's default interface enp3s0 ("),
+                "{text}"
+            );
+            assert!(
+                text.contains("ipv4 address of the host's default interface enp3s0 ("),
+                "{text}"
+            );
+        } else {
+            assert!(!text.contains(iface), "{text}");
+            assert!(text.contains("not shown"), "{text}");
+        }
+        for value in ["b8:ca:3a:6e:1f:20", "b8ca3a6e1f20", "192.168.0.17"] {
+            assert!(!text.contains(value), "{value} in:\n{text}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

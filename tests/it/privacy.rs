@@ -10,6 +10,7 @@
 //! `telemetry preview` says so on stderr while printing the body.
 
 use crate::common;
+use crate::common::capture::{Fault, Recorder, recording_server};
 use crate::common::{Telemetry, copy_dir};
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -59,36 +60,10 @@ fn fake_docker(sock: &Path) -> Arc<AtomicUsize> {
     hits
 }
 
-/// A local capture endpoint that accepts everything.
-fn fake_capture() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            let mut len = 0usize;
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len.min(1 << 20)];
-            let _ = reader.read_exact(&mut body);
-            counter.fetch_add(1, Ordering::SeqCst);
-            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                          Content-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"Ok\"}";
-            let _ = reader.into_inner().write_all(answer.as_bytes());
-        }
-    });
-    (format!("http://{addr}"), hits)
+/// A local capture endpoint that accepts everything: its URL and its record.
+fn fake_capture() -> (String, Recorder) {
+    let server = recording_server(Fault::Healthy);
+    (server.url(), server)
 }
 
 struct Setup {
@@ -97,7 +72,7 @@ struct Setup {
     config: PathBuf,
     docker_hits: Arc<AtomicUsize>,
     capture: String,
-    capture_hits: Arc<AtomicUsize>,
+    capture_hits: Recorder,
 }
 
 fn setup() -> Setup {
@@ -190,21 +165,21 @@ fn one_shot_commands_log_nothing_identifying() {
     }
     // The fake engine was asked, so its answer did pass through the logged code.
     assert!(s.docker_hits.load(Ordering::SeqCst) > 0);
-    assert!(s.capture_hits.load(Ordering::SeqCst) >= LEVELS.len());
+    assert!(s.capture_hits.requests() >= LEVELS.len());
 }
 
 #[test]
 fn the_running_agent_logs_nothing_identifying() {
     let s = setup();
     for level in LEVELS {
-        let before = s.capture_hits.load(Ordering::SeqCst);
+        let before = s.capture_hits.requests();
         let child = command(&s, level, &["run"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary runs");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while s.capture_hits.load(Ordering::SeqCst) == before && Instant::now() < deadline {
+        while s.capture_hits.requests() == before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -215,7 +190,7 @@ fn the_running_agent_logs_nothing_identifying() {
         .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
-            s.capture_hits.load(Ordering::SeqCst) > before,
+            s.capture_hits.requests() > before,
             "{level}: no event reached the sink: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -270,14 +245,14 @@ fn hosts_named_like_the_distro_deliver() {
             "Butler:\n  anonTelemetry: true\n  os: \"{distro}\"\n  osCodename: {codename}\n  \
              server: {name}\n"
         );
-        let before = hits.load(Ordering::SeqCst);
+        let before = hits.requests();
         let out = run(&config, &["telemetry", "send"]);
         assert!(
             out.status.success(),
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(hits.load(Ordering::SeqCst), before + 1, "{name}");
+        assert_eq!(hits.requests(), before + 1, "{name}");
         // preview agrees: nothing to say on stderr about a refusal.
         let out = run(&config, &["telemetry", "preview"]);
         assert!(out.status.success());
@@ -328,7 +303,7 @@ fn a_planted_value_elsewhere_is_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(kind), "{err}");
-        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        assert_eq!(hits.requests(), 0);
         let out = run(&["telemetry", "preview"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success());

@@ -7,13 +7,12 @@
 //!
 //! Unreadable `/proc` files are covered by the host parsers' tests (`tests/it/robust_host.rs`).
 
+use crate::common::capture::{Fault, Recorder, recording_server};
 use crate::robust_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::robust_support::common::{self, Telemetry};
@@ -22,46 +21,10 @@ use crate::robust_support::{Agent, Prober, Summary};
 const CLASS: &str = "filesystem-faults";
 const PROBE_BOUND: Duration = Duration::from_millis(100);
 
-/// A capture endpoint answering 200 to every request; returns its address and the bodies.
-fn capture_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Head, then Content-Length bytes of body.
-            let request = loop {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .to_ascii_lowercase()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break Some(body.to_string());
-                    }
-                }
-            };
-            if let Some(body) = request {
-                log.lock().expect("bodies lock").push(body);
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"Ok\"}");
-            }
-        }
-    });
-    (addr, bodies)
+/// A capture endpoint answering 200 to every request.
+fn capture_server() -> (SocketAddr, Recorder) {
+    let server = recording_server(Fault::Healthy);
+    (server.addr, server)
 }
 
 /// A host tree with an os-release; with `container`, a `/.dockerenv` too, so the instance ID
@@ -170,7 +133,7 @@ fn config_file_replaced_by_a_directory() {
             "the warning does not name the file: {config_warnings:?}"
         ));
     }
-    if bodies.lock().expect("bodies lock").len() != 1 {
+    if bodies.requests() != 1 {
         problems.push("the event did not reach the last good destination once".into());
     }
     finish(&mut agent, prober, &mut problems);
@@ -221,7 +184,7 @@ fn run_with_state_dir(
     let mut problems = Vec::new();
     agent.wait_log("telemetry: delivered", Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(200));
-    if bodies.lock().expect("bodies lock").len() != 1 {
+    if bodies.requests() != 1 {
         problems.push("the event was not delivered once".into());
     }
     let warnings = agent.messages("WARN");

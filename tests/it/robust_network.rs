@@ -9,12 +9,13 @@
 //! All cases run at once, each with its own agent and server, so the suite takes as long as
 //! its slowest case (about 10 s) rather than their sum.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::capture::{Fault, answer, read_request, recording_server};
 use crate::robust_support::{Agent, Prober, RSS_BOUND_KIB, Summary};
 
 const CLASS: &str = "network-faults";
@@ -27,99 +28,10 @@ const PROBE_BOUND: Duration = Duration::from_millis(100);
 /// What a fault server saw: when each connection came.
 type Seen = Arc<Mutex<Vec<Instant>>>;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// Answers 200 like PostHog capture.
-    Healthy,
-    /// Accepts and reads, never answers.
-    Blackhole,
-    /// Answers 200, one byte a second.
-    Slow,
-    /// Always 500.
-    ServerError,
-    /// 429 with `Retry-After: 1` twice, then 200.
-    RateLimited,
-}
-
 /// A local server with `fault`; returns its address and the connection log.
 fn fault_server(fault: Fault) -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    let seen: Seen = Arc::default();
-    let log = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let n = {
-                let mut l = log.lock().expect("seen lock");
-                l.push(Instant::now());
-                l.len()
-            };
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                if read_request(&mut s).is_none() {
-                    return;
-                }
-                let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"Ok\"}";
-                match fault {
-                    Fault::Healthy => {
-                        let _ = s.write_all(ok.as_bytes());
-                    }
-                    Fault::Blackhole => std::thread::sleep(Duration::from_secs(30)),
-                    Fault::Slow => {
-                        for b in ok.bytes() {
-                            if s.write_all(&[b]).is_err() {
-                                return;
-                            }
-                            std::thread::sleep(Duration::from_secs(1));
-                        }
-                    }
-                    Fault::ServerError => {
-                        let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    }
-                    Fault::RateLimited if n <= 2 => {
-                        let _ = s.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    }
-                    Fault::RateLimited => {
-                        let _ = s.write_all(ok.as_bytes());
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
-
-/// Reads one request head and its Content-Length body.
-fn read_request(s: &mut impl Read) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(buf)
+    let server = recording_server(fault);
+    (server.addr, server.connections)
 }
 
 /// A TLS server with a freshly made self-signed certificate for 127.0.0.1 that answers 200;
@@ -159,7 +71,7 @@ fn tls_server() -> (SocketAddr, Seen, String) {
                 };
                 let mut tls = StreamOwned::new(conn, s);
                 if read_request(&mut tls).is_some() {
-                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"Ok\"}");
+                    answer(&mut tls, Fault::Healthy, 1);
                     tls.conn.send_close_notify();
                     let _ = tls.flush();
                 }

@@ -142,51 +142,6 @@ fn stalled_bodies_are_evicted_for_new_clients() {
     assert!(took < Duration::from_secs(8), "{took:?}");
 }
 
-/// A client reusing one connection every 250 ms across the connection deadline (3 s here) is
-/// never cut under a request: the answers of the deadline's last idle timeout say
-/// `Connection: close`, and the client opens a new connection then. Every request is answered.
-/// (Before, the deadline closed the connection without a word, and the next request got EOF.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
-    use butler_agent::health::{self, Limits, Readiness};
-    let limits = Limits {
-        connection_deadline: Duration::from_secs(3),
-        idle_timeout: Duration::from_secs(1),
-        ..Limits::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(health::serve(listener, Readiness::new(), limits, async {
-        let _ = stopped.await;
-    }));
-    let client = tokio::task::spawn_blocking(move || {
-        let mut conn: Option<TcpStream> = None;
-        let (mut answered, mut announced) = (0, 0);
-        for i in 0..32 {
-            let s = conn.get_or_insert_with(|| TcpStream::connect(addr).unwrap());
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: k\r\n\r\n")
-                .unwrap();
-            let (status, connection, _) = read_answer(s, Duration::from_secs(5))
-                .unwrap_or_else(|| panic!("request {i}: the connection closed under it"));
-            assert_eq!(status, 200, "request {i}");
-            answered += 1;
-            if connection.as_deref() == Some("close") {
-                announced += 1;
-                conn = None;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        (answered, announced)
-    });
-    let (answered, announced) = client.await.unwrap();
-    println!("{answered} requests answered, {announced} connections closed with notice");
-    assert_eq!(answered, 32);
-    assert!(announced >= 1, "8 s of reuse spans the 3 s deadline");
-    let _ = stop.send(());
-    server.await.unwrap();
-}
-
 /// Connects to `to` from `from` (a loopback address of its own).
 async fn connect_from(
     from: std::net::Ipv4Addr,

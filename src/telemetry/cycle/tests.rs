@@ -2,7 +2,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::config::{ConfigSource, MapEnv};
+use crate::host::syscalls::{FakeEngine, FakeSyscalls};
 use crate::telemetry::sender::Tried;
+use crate::test_support::Logs;
 
 /// Always fails to connect, counting calls.
 struct Down<'a>(&'a AtomicU32);
@@ -29,7 +31,7 @@ fn inputs(env: &MapEnv, roots: &Roots) -> Inputs {
     Inputs {
         env: Arc::new(env.clone()),
         roots: roots.clone(),
-        sys: Arc::new(crate::host::syscalls::FakeSyscalls::default()),
+        sys: Arc::new(FakeSyscalls::default()),
         limit: CYCLE_TIME_LIMIT,
     }
 }
@@ -83,7 +85,7 @@ async fn off_builds_no_client_and_sends_nothing() {
             )
             .await;
         assert_eq!(outcome, CycleOutcome::Off);
-        assert!(runner.outbox.is_empty());
+        assert_eq!(runner.outbox.len(), 0);
     }
 }
 
@@ -139,41 +141,39 @@ async fn refused_events_are_never_handed_to_the_transport() {
     assert!(!last.detail.contains("Plantedix"));
 }
 
-/// A Docker endpoint that accepts and never answers: the listener is kept, never accepted.
-fn silent_docker(dir: &std::path::Path) -> (std::os::unix::net::UnixListener, Roots) {
-    let sock = dir.join("docker.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let mut roots = Roots::at(dir);
-    // In a container (so the engine ID anchors the instance ID) without a host /etc mount.
+/// A host in a container (so the engine ID anchors the instance ID) without a host /etc mount,
+/// whose Docker endpoint accepts and never answers (the listener is kept, never accepted), and
+/// a state directory below the same temporary directory.
+struct SilentDocker {
+    _dir: tempfile::TempDir,
+    _listener: std::os::unix::net::UnixListener,
+    roots: Roots,
+    env: MapEnv,
+}
+
+fn silent_docker() -> SilentDocker {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("docker.sock")).unwrap();
+    let mut roots = Roots::at(dir.path());
     roots.env.container_override = Some("docker".into());
     // Socket paths are read below the root.
     roots.env.docker_host = Some("unix:///docker.sock".into());
-    (listener, roots)
+    let env = MapEnv::new([(
+        "BUTLER_STATE_DIR",
+        dir.path().join("state").to_str().unwrap(),
+    )]);
+    SilentDocker {
+        _dir: dir,
+        _listener: listener,
+        roots,
+        env,
+    }
 }
 
 /// Fake syscalls except for the Docker engine, asked for real: at the silent socket of
 /// [`silent_docker`], below the test's root.
-struct RealEngineOnly;
-
-impl Syscalls for RealEngineOnly {
-    fn cpuid(&self) -> Option<crate::host::CpuidVm> {
-        None
-    }
-    fn interface(&self, _: &str) -> Option<crate::host::Interface> {
-        None
-    }
-    fn first_external_interface(&self) -> Option<String> {
-        None
-    }
-    fn pid(&self) -> u32 {
-        4242
-    }
-    fn docker_engine_id(
-        &self,
-        endpoint: &crate::host::syscalls::DockerEndpoint,
-    ) -> Result<String, crate::host::syscalls::EngineIdError> {
-        crate::host::RealSyscalls.docker_engine_id(endpoint)
-    }
+fn real_engine_only() -> Arc<FakeSyscalls> {
+    Arc::new(FakeSyscalls::default().engine(FakeEngine::Real))
 }
 
 /// The cycle's work runs off the runtime thread: while it waits on a silent Docker engine,
@@ -181,17 +181,12 @@ impl Syscalls for RealEngineOnly {
 /// one is skipped while the abandoned work still runs, instead of starting more threads.
 #[tokio::test]
 async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_docker, roots) = silent_docker(dir.path());
-    let env = MapEnv::new([(
-        "BUTLER_STATE_DIR",
-        dir.path().join("state").to_str().unwrap(),
-    )]);
-    let mut runner = Runner::new(defaults(&env));
+    let docker = silent_docker();
+    let mut runner = Runner::new(defaults(&docker.env));
     let inputs = Inputs {
         limit: Duration::from_millis(300),
-        sys: Arc::new(RealEngineOnly),
-        ..inputs(&env, &roots)
+        sys: real_engine_only(),
+        ..inputs(&docker.env, &docker.roots)
     };
     // A ticker on the same (current-thread) runtime: it must keep ticking during the cycle.
     let ticks = Arc::new(AtomicU32::new(0));
@@ -242,19 +237,14 @@ async fn a_stuck_cycle_is_abandoned_and_never_blocks_the_runtime() {
 /// A stop request ends the wait for the cycle's work at once.
 #[tokio::test]
 async fn a_stop_ends_a_cycle_waiting_on_its_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_docker, roots) = silent_docker(dir.path());
-    let env = MapEnv::new([(
-        "BUTLER_STATE_DIR",
-        dir.path().join("state").to_str().unwrap(),
-    )]);
-    let mut runner = Runner::new(defaults(&env));
+    let docker = silent_docker();
+    let mut runner = Runner::new(defaults(&docker.env));
     let started = std::time::Instant::now();
     let outcome = runner
         .cycle(
             &Inputs {
-                sys: Arc::new(RealEngineOnly),
-                ..inputs(&env, &roots)
+                sys: real_engine_only(),
+                ..inputs(&docker.env, &docker.roots)
             },
             tokio::time::sleep(Duration::from_millis(100)),
             |_| -> Result<Down<'_>, _> { panic!("a stopped cycle builds no client") },
@@ -337,13 +327,7 @@ async fn each_event_carries_the_version_butler_gives_in_that_cycle() {
     let mut runner = Runner::new(defaults(&env));
     let bodies = std::sync::Mutex::new(Vec::new());
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture(tracing::Level::INFO);
     let mut versions = Vec::new();
     for away in [false, true, true, true, false, false] {
         if away {
@@ -382,22 +366,40 @@ async fn each_event_carries_the_version_butler_gives_in_that_cycle() {
     assert!(!text.contains(&url), "{text}");
 }
 
-/// Collects log output in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+/// A panic in the cycle's work ends that cycle at once and is reported as a panic, not as work
+/// that did not finish within the time limit; the next cycle runs.
+#[tokio::test]
+async fn a_panic_in_the_cycle_is_reported_as_a_panic() {
+    let logs = Logs::default();
+    let _guard = logs.capture(tracing::Level::INFO);
+    let dir = tempfile::tempdir().unwrap();
+    let mut roots = Roots::at(dir.path());
+    // In a container, no host mounts: the engine is asked, and its fake query panics.
+    roots.env.container_override = Some("docker".into());
+    roots.env.docker_host = Some("tcp://127.0.0.1:1".into());
+    let env = MapEnv::default();
+    let mut runner = Runner::new(defaults(&env));
+    let inputs = Inputs {
+        sys: Arc::new(FakeSyscalls::default().engine(FakeEngine::Panics)),
+        ..inputs(&env, &roots)
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let outcome = runner
+            .cycle(
+                &inputs,
+                std::future::pending(),
+                |_| -> Result<Down<'_>, _> { panic!("a panicked cycle builds no client") },
+            )
+            .await;
+        assert_eq!(outcome, CycleOutcome::Panicked);
     }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reported at once"
+    );
+    assert!(!runner.still_working());
+    let text = logs.text();
+    assert!(text.contains("building the event panicked"), "{text}");
+    assert!(!text.contains("did not finish"), "{text}");
 }

@@ -3,7 +3,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::*;
-use crate::config::{self, ConfigSource, MapEnv};
+use crate::config::{self, ConfigSource, Env, MapEnv};
+use crate::host::identifying::{container_ids_in, parse_if_inet6};
+use crate::host::{Roots, Syscalls};
 use crate::telemetry;
 
 const TEMPLATE: &str = "tests/fixtures/butler-production-template.yaml";
@@ -65,6 +67,15 @@ fn template_config(env: &MapEnv) -> LoadedConfig {
     config::load(ConfigSource::Flag(TEMPLATE.into()), env).expect("the template loads")
 }
 
+/// What the guard knows after one cycle's gathering on this host, with `HOSTNAME` from `env`.
+fn known_on(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env, sys: &dyn Syscalls) -> Known {
+    let mut roots = roots.clone();
+    roots.env.hostname = env
+        .var_os("HOSTNAME")
+        .map(|v| v.to_string_lossy().into_owned());
+    Known::from(&telemetry::gather(cfg, &roots, sys), cfg)
+}
+
 fn event_body(cfg: &LoadedConfig, roots: &Roots) -> Value {
     let snap = telemetry::gather(cfg, roots, &FakeSyscalls::default());
     telemetry::event(cfg, &snap, "16.0.4", SystemTime::now()).expect("random source available")
@@ -75,7 +86,7 @@ fn gathers_every_kind_from_the_host_tree() {
     let host = planted_host();
     let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
     let cfg = template_config(&env);
-    let known = Known::gather(&cfg, &roots(&host), &env, &FakeSyscalls::default());
+    let known = known_on(&cfg, &roots(&host), &env, &FakeSyscalls::default());
     let has = |kind: &Kind, v: &str| {
         known
             .identifiers
@@ -111,7 +122,7 @@ fn the_real_event_from_the_template_passes() {
     let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
     let cfg = template_config(&env);
     let roots = roots(&host);
-    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    let known = known_on(&cfg, &roots, &env, &FakeSyscalls::default());
     for _ in 0..20 {
         // Fresh uuid and timestamp each time: a chance match would show up as a flaky failure.
         let body = serde_json::to_string(&event_body(&cfg, &roots)).unwrap();
@@ -128,7 +139,7 @@ fn refuses_each_planted_value_and_names_its_kind() {
     let mut cfg = template_config(&env);
     cfg.tree["Butler"]["mqttConfig"]["brokerPassword"] = "s3cr3t-Pa55".into();
     let roots = roots(&host);
-    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    let known = known_on(&cfg, &roots, &env, &FakeSyscalls::default());
     let cases: Vec<(&str, Kind)> = vec![
         ("qlik-prod-node7.corp.example", Kind::HostName),
         ("QLIK-PROD-NODE7.corp.example", Kind::HostName),
@@ -172,7 +183,7 @@ fn the_butler_api_url_and_host_are_known_and_refused_even_as_the_version() {
     let env = MapEnv::new([("BUTLER_API_URL", "http://butler-prod-7.corp.example:8080")]);
     let cfg = template_config(&env);
     let roots = roots(&host);
-    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    let known = known_on(&cfg, &roots, &env, &FakeSyscalls::default());
     let mut ev = event_body(&cfg, &roots);
     ev["properties"]["serviceVersion"] = "butler-prod-7.corp.example".into();
     let body = serde_json::to_string(&ev).unwrap();
@@ -268,18 +279,6 @@ fn json_escaped_values_are_found() {
 
 #[test]
 fn parsers() {
-    assert_eq!(
-        parse_mac("02:42:AC:11:00:02\n").as_deref(),
-        Some("02:42:ac:11:00:02")
-    );
-    assert_eq!(parse_mac("00:00:00:00:00:00"), None);
-    assert_eq!(parse_mac("garbage"), None);
-    assert_eq!(parse_mac(""), None);
-    assert_eq!(
-        parse_fib_trie_local("|-- 1.2.3.4\n/32 host LOCAL\n"),
-        vec![Ipv4Addr::new(1, 2, 3, 4)]
-    );
-    assert!(parse_fib_trie_local("/32 host LOCAL\n|-- x\n").is_empty());
     assert_eq!(
         parse_if_inet6("20010db8000000000000000000000001 02 40 00 80 eth0\nshort 1\n"),
         vec!["2001:db8::1".parse::<Ipv6Addr>().unwrap()]
@@ -490,20 +489,19 @@ fn id_inputs_host() -> (tempfile::TempDir, Roots) {
 #[test]
 fn every_instance_id_input_is_known_and_refused() {
     let (dir, roots) = id_inputs_host();
-    const ENGINE: &str = "QZXW:PLNT:GRD1:ENGN:7K3M:ABCD:EFGH:IJKL:MNOP:QRST:UVWX:YZ12";
-    crate::instance_id::remember_engine_id(ENGINE);
     let env = MapEnv::new([("HOSTNAME", "butler-agent-pod-xyz")]);
     let mut cfg = template_config(&env);
     cfg.agent.state_dir = Some(dir.path().join("state"));
 
     // The host-network anchor really uses the planted MAC and IPv4.
-    let h = host::network::host_default_interface(&roots).expect("the host's interface");
+    let seen = host::identifying::Identifying::read(&roots, &FakeSyscalls::default());
+    let h = seen.host_iface.expect("the host's interface");
     assert_eq!(
         (h.mac.as_str(), h.ipv4.as_str()),
         ("3c:ec:ef:12:34:56", "192.0.2.77")
     );
 
-    let known = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    let known = known_on(&cfg, &roots, &env, &FakeSyscalls::default());
     let secret = "5e".repeat(32);
     let cases: Vec<(&str, Kind)> = vec![
         ("3c:ec:ef:12:34:56", Kind::MacAddress),
@@ -519,7 +517,6 @@ fn every_instance_id_input_is_known_and_refused() {
         ("/lxc.payload.butler-web-3", Kind::ContainerIdentity),
         ("/srv/run/ctr-9a8b7c/hostname", Kind::ContainerIdentity),
         ("/srv/ovl/upper-7f3e/diff", Kind::ContainerIdentity),
-        (ENGINE, Kind::DockerEngineId),
         (&secret, Kind::InstanceSecret),
         ("0D1E2F3A4B5C6D7E8F90A1B2C3D4E5F6", Kind::MachineId),
         ("16710053888", Kind::TotalMemory),
@@ -548,15 +545,7 @@ fn knows_the_addresses_the_syscalls_give() {
     let empty = tempfile::tempdir().unwrap();
     let env = MapEnv::default();
     let cfg = LoadedConfig::defaults(&env).unwrap();
-    let sys = FakeSyscalls {
-        interfaces: vec![(
-            "eth7".into(),
-            crate::host::Interface {
-                mac: "02:42:ac:11:00:77".into(),
-                ipv4: Some(std::net::Ipv4Addr::new(10, 9, 8, 7)),
-            },
-        )],
-    };
+    let sys = FakeSyscalls::default().interface("eth7", "02:42:ac:11:00:77", [10, 9, 8, 7]);
     let has = |known: &Known, kind: &Kind, v: &str| {
         known
             .identifiers
@@ -564,7 +553,7 @@ fn knows_the_addresses_the_syscalls_give() {
             .any(|i| &i.kind == kind && i.value == v)
     };
     let roots = Roots::at(empty.path());
-    let known = Known::gather(&cfg, &roots, &env, &sys);
+    let known = known_on(&cfg, &roots, &env, &sys);
     assert!(has(&known, &Kind::MacAddress, "02:42:ac:11:00:77"));
     assert!(
         known
@@ -572,6 +561,34 @@ fn knows_the_addresses_the_syscalls_give() {
             .iter()
             .any(|i| i.value.contains("10.9.8.7"))
     );
-    let without = Known::gather(&cfg, &roots, &env, &FakeSyscalls::default());
+    let without = known_on(&cfg, &roots, &env, &FakeSyscalls::default());
     assert!(!has(&without, &Kind::MacAddress, "02:42:ac:11:00:77"));
+}
+
+/// The Docker engine's ID, when the ID's derivation asked the engine, is known to the guard
+/// (the derivation hands it over; nothing remembers it elsewhere).
+#[test]
+fn knows_the_engine_id_the_id_read() {
+    const ENGINE: &str = "QZXW:PLNT:GRD1:ENGN:7K3M:ABCD:EFGH:IJKL:MNOP:QRST:UVWX:YZ12";
+    let dir = tempfile::tempdir().unwrap();
+    let env = MapEnv::default();
+    let cfg = LoadedConfig::defaults(&env).unwrap();
+    let mut roots = Roots::at(dir.path());
+    roots.env.container_override = Some("docker".into());
+    roots.env.docker_host = Some("tcp://127.0.0.1:1".into());
+    let sys = FakeSyscalls::default().engine_id(ENGINE);
+    let snapshot = telemetry::gather(&cfg, &roots, &sys);
+    assert_eq!(snapshot.id.method, crate::instance_id::METHOD_ENGINE_ID);
+    let known = Known::from(&snapshot, &cfg);
+    let mut ev = telemetry::event(&cfg, &snapshot, "16.0.4", SystemTime::now()).unwrap();
+    check(&ev.to_string(), &known).expect("the genuine event passes");
+    ev["properties"]["telemetry_json"]["note"] = format!("engine {ENGINE}").into();
+    let err = check(&ev.to_string(), &known).expect_err("the engine ID is refused");
+    assert_eq!(err.kind, Kind::DockerEngineId);
+    // Without the engine, nothing knows its ID.
+    let without = Known::from(
+        &telemetry::gather(&cfg, &roots, &FakeSyscalls::default()),
+        &cfg,
+    );
+    assert!(check(&ev.to_string(), &without).is_ok());
 }

@@ -13,7 +13,6 @@ fn interval_offset_is_a_few_percent_and_never_negative() {
 fn a_huge_interval_saturates_instead_of_panicking() {
     assert_eq!(jittered(Duration::MAX, 0.999), Duration::MAX);
     assert!(jittered(Duration::from_secs(u64::MAX / 2), 0.5) >= Duration::from_secs(u64::MAX / 2));
-    assert!(far_future() > tokio::time::Instant::now());
 }
 
 /// A schedule on an empty host tree with fake syscalls and no SIGHUP.

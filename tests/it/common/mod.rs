@@ -9,6 +9,8 @@
 // Each test crate uses a part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod capture;
+
 use std::path::Path;
 use std::process::Command;
 

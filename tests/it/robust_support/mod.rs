@@ -91,23 +91,9 @@ impl Agent {
         Agent::from_command(cmd)
     }
 
-    pub(crate) fn from_command(mut cmd: Command) -> Agent {
-        let mut child = cmd.spawn().expect("the agent binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        let pid = child.id();
-        let mut agent = Agent {
-            child,
-            pid,
-            health: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
+    /// Starts `cmd` and returns once the health server has logged its address.
+    pub(crate) fn from_command(cmd: Command) -> Agent {
+        let mut agent = Agent::launch(cmd);
         let line = agent.wait_log(
             "health server listening on http://",
             Duration::from_secs(10),
@@ -119,6 +105,27 @@ impl Agent {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("an address in {line:?}"));
         agent
+    }
+
+    /// Starts `cmd` (stderr piped) and returns at once: for an agent that may never listen.
+    /// `health` is unset (port 0).
+    pub(crate) fn launch(mut cmd: Command) -> Agent {
+        let mut child = cmd.spawn().expect("the agent binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let pid = child.id();
+        Agent {
+            child,
+            pid,
+            health: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        }
     }
 
     /// All stderr lines so far.
@@ -177,7 +184,17 @@ impl Agent {
     /// Sends SIGTERM and waits up to `limit` for the exit; returns the exit code (None when
     /// killed by a signal or still running after the limit, in which case it is killed).
     pub(crate) fn stop(&mut self, limit: Duration) -> Option<i32> {
-        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        self.signal(Signal::SIGTERM, limit)
+    }
+
+    /// Sends `signal` and waits up to `limit` for the exit, as [`Agent::stop`].
+    pub(crate) fn signal(&mut self, signal: Signal, limit: Duration) -> Option<i32> {
+        let _ = kill(Pid::from_raw(self.pid as i32), signal);
+        self.wait_exit(limit)
+    }
+
+    /// Waits up to `limit` for the exit, as [`Agent::stop`].
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -2,16 +2,66 @@
 //! (`tests/fixtures/instance_id/make_vectors.py`), stability, sensitivity to each input, and
 //! survival of container re-creation when an anchor is available.
 
-use crate::common::copy_dir;
+use super::*;
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+#[test]
+fn placeholders_are_empty() {
+    assert_eq!(clean_default("default string"), "");
+    assert_eq!(
+        clean_default("4c4c4544-004a-3510-804b-b4c04f4e3432"),
+        "4c4c4544-004a-3510-804b-b4c04f4e3432"
+    );
+}
+
+#[test]
+fn racing_threads_agree_on_one_secret() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let state = dir.path().join("state");
+        let barrier = std::sync::Barrier::new(12);
+        let secrets: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        keep_secret(&state)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic").expect("a secret"))
+                .collect()
+        });
+        let on_disk = std::fs::read_to_string(state.join(SECRET_FILE)).expect("written");
+        assert!(secrets.iter().all(|s| s == on_disk.trim()), "{secrets:?}");
+        // Losers leave no temporary file behind.
+        assert_eq!(std::fs::read_dir(&state).expect("exists").count(), 1);
+    }
+}
+
+#[test]
+fn state_secret_is_made_once() {
+    let dir = std::env::temp_dir().join(format!("butler-agent-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let a = keep_secret(&dir).expect("a temp dir is writable");
+    let b = keep_secret(&dir).expect("the secret exists now");
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 64);
+    std::fs::write(dir.join(SECRET_FILE), "garbage").expect("a temp dir is writable");
+    let err = keep_secret(&dir).unwrap_err().to_string();
+    assert!(err.contains("not 64 hex digits"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+use crate::test_support::copy_dir;
+
 use std::path::{Path, PathBuf};
 
-use butler_agent::config::MapEnv;
-use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
-use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
-use butler_agent::instance_id::{
+use crate::config::MapEnv;
+use crate::host::syscalls::FakeSyscalls;
+use crate::host::{self, Roots};
+use crate::instance_id::{
     self, Anchor, ButlerInputs, IdConfig, InstanceId, METHOD_BUTLER, METHOD_ENGINE_ID,
     METHOD_MACHINE_ID, METHOD_OWN_VALUES, METHOD_STATE_SECRET,
 };
@@ -69,46 +119,11 @@ fn butler_vectors_match_python() {
     }
 }
 
-/// Syscalls with fixed answers.
-#[derive(Clone)]
-struct Fake {
-    ifaces: BTreeMap<String, Interface>,
-    engine: Result<String, String>,
-}
+type Fake = FakeSyscalls;
 
-impl Fake {
-    fn with(name: &str, mac: &str, ip: [u8; 4]) -> Self {
-        let mut ifaces = BTreeMap::new();
-        ifaces.insert(
-            name.to_string(),
-            Interface {
-                mac: mac.into(),
-                ipv4: Some(Ipv4Addr::from(ip)),
-            },
-        );
-        Fake {
-            ifaces,
-            engine: Err("no engine".into()),
-        }
-    }
-}
-
-impl Syscalls for Fake {
-    fn cpuid(&self) -> Option<CpuidVm> {
-        None
-    }
-    fn interface(&self, name: &str) -> Option<Interface> {
-        self.ifaces.get(name).cloned()
-    }
-    fn first_external_interface(&self) -> Option<String> {
-        self.ifaces.keys().next().cloned()
-    }
-    fn pid(&self) -> u32 {
-        4242
-    }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        self.engine.clone().map_err(EngineIdError::Failed)
-    }
+/// Syscalls that know one interface.
+fn with(name: &str, mac: &str, ip: [u8; 4]) -> Fake {
+    FakeSyscalls::default().interface(name, mac, ip)
 }
 
 fn derive(roots: &Roots, sys: &Fake, qrs: &str, state: Option<&Path>) -> InstanceId {
@@ -122,12 +137,13 @@ fn derive(roots: &Roots, sys: &Fake, qrs: &str, state: Option<&Path>) -> Instanc
         },
         sys,
     )
+    .id
 }
 
 #[test]
 fn bare_metal_uses_butlers_algorithm_on_the_default_interface() {
     let roots = Roots::at(fixture("bare-metal"));
-    let sys = Fake::with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
+    let sys = with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
     let id = derive(&roots, &sys, "sense.example.com", None);
     assert_eq!(id.method, METHOD_BUTLER);
     // The fixture's product_uuid is unreadable to non-root in real life, and absent here.
@@ -147,10 +163,10 @@ fn bare_metal_uses_butlers_algorithm_on_the_default_interface() {
 #[test]
 fn changing_any_one_input_changes_the_id() {
     let roots = Roots::at(fixture("bare-metal"));
-    let sys = Fake::with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
+    let sys = with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 17]);
     let base = derive(&roots, &sys, "sense.example.com", None).id;
-    let other_mac = Fake::with("eno1", "b8:ca:3a:6e:1f:21", [192, 168, 0, 17]);
-    let other_ip = Fake::with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 18]);
+    let other_mac = with("eno1", "b8:ca:3a:6e:1f:21", [192, 168, 0, 17]);
+    let other_ip = with("eno1", "b8:ca:3a:6e:1f:20", [192, 168, 0, 18]);
     assert_ne!(
         base,
         derive(&roots, &other_mac, "sense.example.com", None).id
@@ -185,8 +201,8 @@ fn changing_any_one_input_changes_the_id() {
 /// A container is re-created: new MAC, new IP.
 fn recreated() -> (Fake, Fake) {
     (
-        Fake::with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]),
-        Fake::with("eth0", "02:42:ac:11:00:07", [172, 17, 0, 7]),
+        with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]),
+        with("eth0", "02:42:ac:11:00:07", [172, 17, 0, 7]),
     )
 }
 
@@ -247,7 +263,7 @@ fn recreated_tree(from: &Path, tag: &str) -> PathBuf {
 /// container identity and by the host's boot ID.
 #[test]
 fn no_two_containers_share_an_id_without_an_anchor() {
-    let same_net = Fake::with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]);
+    let same_net = with("eth0", "02:42:ac:11:00:02", [172, 17, 0, 2]);
     let a = copy_tree(&fixture("docker-fuse-overlayfs"), "first");
     let b = recreated_tree(&fixture("docker-fuse-overlayfs"), "second");
     let id_a = derive(&Roots::at(&a), &same_net, "sense.example.com", None);
@@ -269,10 +285,7 @@ fn no_two_containers_share_an_id_without_an_anchor() {
     let id_c = derive(&Roots::at(&c), &same_net, "sense.example.com", None);
     assert_ne!(id_a.id, id_c.id, "one container ID, two hosts");
     // Networkless containers (ctr, podman --network none, lxc-execute) differ too.
-    let none = Fake {
-        ifaces: BTreeMap::new(),
-        engine: Err("no engine".into()),
-    };
+    let none = FakeSyscalls::default();
     let ids: Vec<String> = ["containerd-ctr", "podman-rootful", "lxc-execute"]
         .iter()
         .map(|n| derive(&Roots::at(fixture(n)), &none, "sense.example.com", None))
@@ -417,14 +430,15 @@ fn host_network_through_host_proc_and_sys_gives_the_hosts_butler_id() {
 fn container_keeps_its_id_with_the_engine_id() {
     let env = MapEnv::new([("DOCKER_HOST", "unix:///var/run/docker.sock")]);
     let roots = Roots::from_env(fixture("docker-cgroup-v1"), &env).unwrap();
-    let (mut a, mut b) = recreated();
-    a.engine = Ok("6Q6H:K2MO:FE4F:TIGP".into());
-    b.engine = a.engine.clone();
+    let (a, b) = recreated();
+    let (a, b) = (
+        a.engine_id("6Q6H:K2MO:FE4F:TIGP"),
+        b.engine_id("6Q6H:K2MO:FE4F:TIGP"),
+    );
     let first = derive(&roots, &a, "sense.example.com", None);
     assert_eq!(first.method, METHOD_ENGINE_ID);
     assert_eq!(first.id, derive(&roots, &b, "sense.example.com", None).id);
-    let mut other_host = b.clone();
-    other_host.engine = Ok("ZZZZ:K2MO:FE4F:TIGP".into());
+    let other_host = b.clone().engine_id("ZZZZ:K2MO:FE4F:TIGP");
     assert_ne!(
         first.id,
         derive(&roots, &other_host, "sense.example.com", None).id
@@ -485,7 +499,7 @@ fn copy_tree(from: &Path, tag: &str) -> PathBuf {
 
 #[test]
 fn real_engine_id_matches_docker_info() {
-    use butler_agent::host::RealSyscalls;
+    use crate::host::RealSyscalls;
     use std::io::Write;
     let missing = DockerEndpoint::Unix("/nonexistent/docker.sock".into());
     assert!(RealSyscalls.docker_engine_id(&missing).is_err());
@@ -518,75 +532,44 @@ fn real_engine_id_matches_docker_info() {
     assert_eq!(got, expected);
 }
 
-/// A tree whose host network (HOST_PROC, HOST_SYS) has its default route on `iface`.
-fn host_network_tree(iface: &str, tag: &str) -> PathBuf {
-    let root = copy_tree(&fixture("docker-fuse-overlayfs"), tag);
-    let hp = root.join("host/proc/1/net");
-    std::fs::create_dir_all(&hp).expect("temp tree is writable");
-    std::fs::write(
-        hp.join("route"),
-        format!(
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-             {iface}\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-             {iface}\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
-        ),
-    )
-    .expect("temp tree is writable");
-    std::fs::write(
-        hp.join("fib_trie"),
-        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
-         \x20    +-- 192.168.0.0/24 2 0 2\n           |-- 192.168.0.0\n              /24 link UNICAST\n\
-         \x20          |-- 192.168.0.17\n              /32 host LOCAL\n",
-    )
-    .expect("temp tree is writable");
-    let hs = root.join("host/sys/class/net").join(iface);
-    std::fs::create_dir_all(&hs).expect("temp tree is writable");
-    std::fs::write(hs.join("address"), "B8:CA:3A:6E:1F:20\n").expect("temp tree is writable");
-    root
-}
+mod interface_label {
+    use super::*;
 
-/// `id --explain` names the interface it read (issue 19), never its addresses; a name that
-/// carries the MAC (systemd's `enx…`) is not shown either.
-#[test]
-fn explain_names_the_interface_never_its_addresses() {
-    for (n, (iface, shown)) in [("enp3s0", true), ("enxb8ca3a6e1f20", false)]
-        .into_iter()
-        .enumerate()
-    {
-        let root = host_network_tree(iface, &format!("explain-{n}"));
-        let out = crate::common::agent(crate::common::Telemetry::Off)
-            .arg("--root")
-            .arg(&root)
-            .env("HOST_PROC", "/host/proc")
-            .env("HOST_SYS", "/host/sys")
-            .args(["id", "--explain"])
-            .output()
-            .expect("the binary runs");
-        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        assert!(out.status.success(), "{out:?}");
-        assert!(
-            text.contains(&format!(
-                "method: {}",
-                instance_id::METHOD_HOST_NETWORK.to_lowercase()
-            )),
-            "{text}"
-        );
-        if shown {
-            assert!(
-                text.contains("mac address of the host's default interface enp3s0 ("),
-                "{text}"
-            );
-            assert!(
-                text.contains("ipv4 address of the host's default interface enp3s0 ("),
-                "{text}"
-            );
-        } else {
-            assert!(!text.contains(iface), "{text}");
-            assert!(text.contains("not shown"), "{text}");
+    #[test]
+    fn common_names_are_shown() {
+        for name in [
+            "eth0",
+            "ens3",
+            "enp0s31f6",
+            "wlp2s0",
+            "eth0.100",
+            "bond0",
+            "docker0",
+            "vlan@eth0",
+        ] {
+            assert_eq!(interface_label(name), name);
         }
-        for value in ["b8:ca:3a:6e:1f:20", "b8ca3a6e1f20", "192.168.0.17"] {
-            assert!(!text.contains(value), "{value} in:\n{text}");
+    }
+
+    #[test]
+    fn names_that_could_carry_an_address_are_not() {
+        for name in [
+            "enx0123456789ab",
+            "enxa0cec8d1e2f3",
+            "br-3f2a1b4c5d6e",
+            "10.1.2.3",
+            "br10.1.2",
+            "eth\u{1b}[31m",
+            "name with space",
+            "",
+            "abcdefghijklmnopq",
+        ] {
+            let shown = interface_label(name);
+            assert!(
+                !shown.contains(name) || name.is_empty(),
+                "{name:?}: {shown}"
+            );
+            assert!(shown.contains("not shown"), "{name:?}: {shown}");
         }
-        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -1,9 +1,221 @@
 //! The health server over real TCP: what probes, browsers and hostile clients get.
 
+use super::*;
+use http_body_util::BodyExt;
+use std::convert::Infallible;
+
+fn body(r: Response<Full<Bytes>>) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime builds");
+    let collected = rt.block_on(r.into_body().collect());
+    let bytes = collected
+        .unwrap_or_else(|e: Infallible| match e {})
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("bodies are UTF-8 text")
+}
+
+/// Every check passing.
+const READY: Status = Status {
+    started: true,
+    config_valid: true,
+    listening: true,
+    butler: ButlerCheck::Off,
+};
+/// Before the first host facts and instance ID: what a fresh agent serves.
+const STARTING: Status = Status {
+    started: false,
+    ..READY
+};
+
+#[test]
+fn health_is_butlers_body() {
+    let r = respond(&Method::GET, "/health", None, STARTING);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/json; charset=utf-8");
+    assert_eq!(body(r), HEALTH_BODY);
+}
+
+#[test]
+fn readyz_follows_the_latch() {
+    let before = respond(&Method::GET, "/readyz", None, STARTING);
+    assert_eq!(before.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body(before),
+        "[+]ping ok\n[+]config ok\n[-]startup failed: host facts and instance ID not yet known\n\
+         [+]listener ok\nreadyz check failed\n"
+    );
+    let after = respond(&Method::GET, "/readyz", None, READY);
+    assert_eq!(after.status(), StatusCode::OK);
+    assert_eq!(body(after), "ok");
+}
+
+#[test]
+fn readyz_fails_on_an_invalid_config_or_a_closed_listener_and_health_stays_ok() {
+    let bad_config = Status {
+        config_valid: false,
+        ..READY
+    };
+    let r = respond(&Method::GET, "/readyz", None, bad_config.clone());
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body(r),
+        "[+]ping ok\n[-]config failed: the config file no longer loads (the log says why); \
+         the last good config stays in use\n[+]startup ok\n[+]listener ok\nreadyz check failed\n"
+    );
+    let closed = Status {
+        listening: false,
+        ..READY
+    };
+    let r = respond(&Method::GET, "/readyz", None, closed.clone());
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body(r).contains(
+        "[-]listener failed: the health listener no longer accepts connections: stopping\n"
+    ));
+    // Neither /health (Butler's body) nor /livez follows readiness.
+    for s in [bad_config, closed, STARTING] {
+        let r = respond(&Method::GET, "/health", None, s.clone());
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r), HEALTH_BODY);
+        assert_eq!(
+            respond(&Method::GET, "/livez", None, s).status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[test]
+fn the_butler_check_is_listed_only_when_required_and_feeds_only_readyz() {
+    let failed = Status {
+        butler: ButlerCheck::Failed(
+            "Butler's health endpoint on 127.0.0.1:12398 did not \
+                                     answer: connection refused"
+                .into(),
+        ),
+        ..READY
+    };
+    let r = respond(&Method::GET, "/readyz", None, failed.clone());
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body(r),
+        "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\n[-]butler failed: \
+         Butler's health endpoint on 127.0.0.1:12398 did not answer: connection refused\n\
+         readyz check failed\n"
+    );
+    let pending = Status {
+        butler: ButlerCheck::Pending,
+        ..READY
+    };
+    assert_eq!(
+        respond(&Method::GET, "/readyz", None, pending.clone()).status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for s in [failed, pending] {
+        assert_eq!(
+            respond(&Method::GET, "/livez", None, s.clone()).status(),
+            StatusCode::OK
+        );
+        let r = respond(&Method::GET, "/health", None, s);
+        assert_eq!((r.status(), body(r)), (StatusCode::OK, HEALTH_BODY.into()));
+    }
+    let ok = Status {
+        butler: ButlerCheck::Ok,
+        ..READY
+    };
+    let r = respond(&Method::GET, "/readyz", Some("verbose"), ok);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        body(r),
+        "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\n[+]butler ok\n\
+         readyz check passed\n"
+    );
+}
+
+#[test]
+fn the_flags_follow_the_agent() {
+    let r = Readiness::new();
+    assert_eq!(
+        r.status(),
+        Status {
+            started: false,
+            config_valid: true,
+            listening: false,
+            butler: ButlerCheck::Off,
+        }
+    );
+    r.release();
+    r.set_config_valid(false);
+    assert!(r.status().started && !r.status().config_valid);
+    r.set_config_valid(true);
+    assert!(r.status().config_valid);
+}
+
+/// The listener check is true while `serve` accepts and false once its stop trigger fired.
+#[tokio::test]
+async fn serve_sets_the_listener_flag_and_clears_it_on_stop() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let readiness = Readiness::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        listener,
+        readiness.clone(),
+        Limits::default(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    for _ in 0..200 {
+        if readiness.status().listening {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(readiness.status().listening);
+    let _ = tx.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("serve returns after the stop")
+        .expect("serve does not panic");
+    assert!(!readiness.status().listening);
+}
+
+#[test]
+fn verbose_lists_checks() {
+    let r = respond(&Method::GET, "/livez", Some("verbose"), STARTING);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r), "[+]ping ok\nlivez check passed\n");
+    let r = respond(&Method::GET, "/readyz", Some("x=1&verbose=true"), READY);
+    assert_eq!(
+        body(r),
+        "[+]ping ok\n[+]config ok\n[+]startup ok\n[+]listener ok\nreadyz check passed\n"
+    );
+    assert!(!wants_verbose(Some("verbosex")));
+    assert!(!wants_verbose(None));
+}
+
+#[test]
+fn unknown_paths_and_methods() {
+    assert_eq!(
+        respond(&Method::GET, "/", None, READY).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        respond(&Method::POST, "/nothing", None, READY).status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = respond(&Method::POST, "/health", None, READY);
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    assert_eq!(
+        respond(&Method::HEAD, "/livez", None, STARTING).status(),
+        StatusCode::OK
+    );
+}
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use butler_agent::health::{self, HEALTH_BODY, Limits, Readiness};
+use crate::health::{self, HEALTH_BODY, Limits, Readiness};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -438,5 +650,83 @@ async fn stop_is_quick_with_64_slowloris_connections() {
             closed_within(c, Duration::from_secs(1)).await.is_some(),
             "every dribbling connection is closed"
         );
+    }
+}
+
+/// A client reusing one connection every 250 ms across the connection deadline (3 s here) is
+/// never cut under a request: the answers of the deadline's last idle timeout say
+/// `Connection: close`, and the client opens a new connection then. Every request is answered.
+/// (Before, the deadline closed the connection without a word, and the next request got EOF.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
+    let limits = Limits {
+        connection_deadline: std::time::Duration::from_secs(3),
+        idle_timeout: std::time::Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, Readiness::new(), limits, async {
+        let _ = stopped.await;
+    }));
+    let client = tokio::task::spawn_blocking(move || {
+        let mut conn: Option<std::net::TcpStream> = None;
+        let (mut answered, mut announced) = (0, 0);
+        for i in 0..32 {
+            let s = conn.get_or_insert_with(|| std::net::TcpStream::connect(addr).unwrap());
+            std::io::Write::write_all(s, b"GET /health HTTP/1.1\r\nHost: k\r\n\r\n").unwrap();
+            let (status, connection, _) =
+                read_kept_alive_answer(s, std::time::Duration::from_secs(5))
+                    .unwrap_or_else(|| panic!("request {i}: the connection closed under it"));
+            assert_eq!(status, 200, "request {i}");
+            answered += 1;
+            if connection.as_deref() == Some("close") {
+                announced += 1;
+                conn = None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        (answered, announced)
+    });
+    let (answered, announced) = client.await.unwrap();
+    println!("{answered} requests answered, {announced} connections closed with notice");
+    assert_eq!(answered, 32);
+    assert!(announced >= 1, "8 s of reuse spans the 3 s deadline");
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
+/// One answer read from a kept-alive connection: status, `Connection` header, body.
+/// `None` when the connection closes (or nothing comes within `limit`) before a full answer.
+fn read_kept_alive_answer(
+    s: &mut std::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<(u16, Option<String>, String)> {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let header = |name: &str| {
+                head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+            };
+            let len: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string();
+                return Some((status, header("connection"), body));
+            }
+        }
+        match std::io::Read::read(s, &mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
     }
 }

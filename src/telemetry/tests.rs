@@ -11,16 +11,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use butler_agent::config::{LoadedConfig, MapEnv};
-use butler_agent::host::syscalls::{DockerEndpoint, EngineIdError};
-use butler_agent::host::{self, CpuidVm, Interface, Roots, Syscalls};
-use butler_agent::instance_id::{self, IdConfig};
-use butler_agent::shutdown;
-use butler_agent::sink::{self, capture};
-use butler_agent::telemetry::cycle;
-use butler_agent::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
-use butler_agent::telemetry::schedule::{self, ScheduleContext};
-use butler_agent::telemetry::sender::{self, HttpTransport, Transport};
+use crate::config::{LoadedConfig, MapEnv};
+use crate::host::syscalls::FakeSyscalls;
+use crate::host::{self, Roots};
+use crate::instance_id::{self, IdConfig};
+use crate::shutdown;
+use crate::sink::{self, capture};
+use crate::telemetry::cycle;
+use crate::telemetry::retry::{Attempt, GiveUpReason, RetryPolicy};
+use crate::telemetry::schedule::{self, ScheduleContext};
+use crate::telemetry::sender::{self, HttpTransport, Transport};
+use crate::test_support::Logs;
 
 fn config(env: &MapEnv) -> LoadedConfig {
     LoadedConfig::defaults(env).expect("valid test settings")
@@ -46,49 +47,13 @@ fn host_tree() -> tempfile::TempDir {
     d
 }
 
-/// Syscalls with fixed answers, so these tests never read this machine's interfaces or ask
-/// its Docker socket: one interface (also the first external one), counting the times it is
-/// asked for.
-struct FakeSys {
-    name: &'static str,
-    addrs: Interface,
-    asked: AtomicU32,
+/// Syscalls that know one interface (also the first external one) and no Docker engine.
+fn fake_sys(name: &str, mac: &str, ip: [u8; 4]) -> Arc<FakeSyscalls> {
+    Arc::new(FakeSyscalls::default().interface(name, mac, ip))
 }
 
-impl FakeSys {
-    fn new(name: &'static str, mac: &str, ip: [u8; 4]) -> Arc<Self> {
-        Arc::new(FakeSys {
-            name,
-            addrs: Interface {
-                mac: mac.into(),
-                ipv4: Some(ip.into()),
-            },
-            asked: AtomicU32::new(0),
-        })
-    }
-
-    fn plain() -> Arc<Self> {
-        Self::new("eth9", "02:00:5e:10:00:01", [198, 51, 100, 9])
-    }
-}
-
-impl Syscalls for FakeSys {
-    fn cpuid(&self) -> Option<CpuidVm> {
-        None
-    }
-    fn interface(&self, name: &str) -> Option<Interface> {
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        (name == self.name).then(|| self.addrs.clone())
-    }
-    fn first_external_interface(&self) -> Option<String> {
-        Some(self.name.to_string())
-    }
-    fn pid(&self) -> u32 {
-        4242
-    }
-    fn docker_engine_id(&self, _: &DockerEndpoint) -> Result<String, EngineIdError> {
-        Err(EngineIdError::Failed("no engine in this test".into()))
-    }
+fn plain_sys() -> Arc<FakeSyscalls> {
+    fake_sys("eth9", "02:00:5e:10:00:01", [198, 51, 100, 9])
 }
 
 /// One raw HTTP request as a server saw it.
@@ -258,14 +223,9 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(
-        &cfg,
-        &Roots::at(tree.path()),
-        &env,
-        &*FakeSys::plain(),
-        "16.0.4",
-    )
-    .expect("event passes the guard");
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*plain_sys(), "16.0.4")
+        .body
+        .expect("event passes the guard");
     let t = HttpTransport::new(&cfg.agent).unwrap();
     let before = sender::sent_at_millis(std::time::SystemTime::now());
     let tried = t.send(&body).await;
@@ -308,7 +268,7 @@ async fn the_request_is_what_posthog_capture_accepts() {
     let accepted = capture::accept(&seen.body, capture::WIRE_LIMIT).expect("capture accepts");
     assert_eq!(accepted.len(), 1);
     let e = &accepted[0].event;
-    assert_eq!(accepted[0].token, butler_agent::config::DEFAULT_POSTHOG_KEY);
+    assert_eq!(accepted[0].token, crate::config::DEFAULT_POSTHOG_KEY);
     assert_eq!(e["event"], "telemetry sent");
     let id = e["distinct_id"].as_str().unwrap();
     assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -336,14 +296,9 @@ async fn delivers_to_the_sink() {
     let tree = host_tree();
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", host.as_str())]);
     let cfg = config(&env);
-    let body = cycle::prepare(
-        &cfg,
-        &Roots::at(tree.path()),
-        &env,
-        &*FakeSys::plain(),
-        "16.0.4",
-    )
-    .unwrap();
+    let body = cycle::prepare(&cfg, &Roots::at(tree.path()), &*plain_sys(), "16.0.4")
+        .body
+        .unwrap();
     let d = deliver_to_body(&cfg, &body).await;
     assert!(d.delivered(), "{d:?}");
     let got = events.recv().await.unwrap();
@@ -495,14 +450,7 @@ async fn schedule_delivers_audits_and_stops() {
         ("BUTLER_STATE_DIR", state.to_str().unwrap()),
     ]);
     let tree = host_tree();
-    let ctx = ScheduleContext {
-        initial: config(&env),
-        env: Arc::new(env),
-        roots: Roots::at(tree.path()),
-        hangups: schedule::Hangups::none(),
-        sys: FakeSys::plain(),
-        readiness: butler_agent::health::Readiness::new(),
-    };
+    let ctx = schedule_context(env, &tree);
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
     let got = tokio::time::timeout(Duration::from_secs(20), events.recv())
@@ -522,11 +470,11 @@ async fn schedule_delivers_audits_and_stops() {
     let rec: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(rec["status"], 200);
     assert_eq!(rec["event"]["uuid"], got["uuid"]);
-    let last = butler_agent::telemetry::state::load(&state)
-        .unwrap()
-        .unwrap();
-    assert_eq!(last.result, "delivered");
-    assert_eq!(last.http_status, Some(200));
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("telemetry-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(last["result"], "delivered");
+    assert_eq!(last["httpStatus"], 200);
 
     stop.stop();
     tokio::time::timeout(Duration::from_secs(2), task)
@@ -553,14 +501,7 @@ async fn schedule_opens_no_socket_when_off() {
         ("BUTLER_TELEMETRY_INTERVAL", "1m"),
     ]);
     let tree = host_tree();
-    let ctx = ScheduleContext {
-        initial: config(&env),
-        env: Arc::new(env),
-        roots: Roots::at(tree.path()),
-        hangups: schedule::Hangups::none(),
-        sys: FakeSys::plain(),
-        readiness: butler_agent::health::Readiness::new(),
-    };
+    let ctx = schedule_context(env, &tree);
     let (stop, stop_rx) = shutdown::stop_channel();
     let task = tokio::spawn(schedule::run(ctx, stop_rx.wait()));
     // Two simulated hours: over a hundred cycles.
@@ -570,17 +511,24 @@ async fn schedule_opens_no_socket_when_off() {
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
 
-/// Collects log output in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
+/// The schedule on a host tree, with the plain fake syscalls and no SIGHUP.
+fn schedule_context(env: MapEnv, tree: &tempfile::TempDir) -> ScheduleContext {
+    ScheduleContext {
+        initial: config(&env),
+        env: Arc::new(env),
+        roots: Roots::at(tree.path()),
+        hangups: crate::signals::Hangups::none(),
+        sys: plain_sys(),
+        readiness: crate::health::Readiness::new(),
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+}
+
+/// A cycle that tried once.
+fn sent_once(delivered: bool) -> cycle::CycleOutcome {
+    cycle::CycleOutcome::Sent {
+        delivered,
+        attempts: 1,
+        interrupted: false,
     }
 }
 
@@ -589,13 +537,7 @@ impl std::io::Write for Logs {
 #[tokio::test]
 async fn outage_gives_one_warning_then_one_recovery_line() {
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture(tracing::Level::INFO);
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -611,21 +553,14 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let inputs = cycle::Inputs {
         env: Arc::new(env.clone()),
         roots: roots.clone(),
-        sys: FakeSys::plain(),
+        sys: plain_sys(),
         limit: cycle::CYCLE_TIME_LIMIT,
     };
     for _ in 0..5 {
         let out = runner
             .cycle(&inputs, std::future::pending(), HttpTransport::new)
             .await;
-        assert_eq!(
-            out,
-            cycle::CycleOutcome::Sent {
-                delivered: false,
-                attempts: 1,
-                interrupted: false
-            }
-        );
+        assert_eq!(out, sent_once(false));
         assert_eq!(runner.outbox.len(), 1);
     }
     // The sink comes back on the same address.
@@ -635,18 +570,11 @@ async fn outage_gives_one_warning_then_one_recovery_line() {
     let out = runner
         .cycle(&inputs, std::future::pending(), HttpTransport::new)
         .await;
-    assert_eq!(
-        out,
-        cycle::CycleOutcome::Sent {
-            delivered: true,
-            attempts: 1,
-            interrupted: false
-        }
-    );
-    assert!(runner.outbox.is_empty());
+    assert_eq!(out, sent_once(true));
+    assert_eq!(runner.outbox.len(), 0);
     stop.stop();
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{text}");
     assert!(warnings[0].contains("could not connect"), "{text}");
@@ -667,22 +595,23 @@ fn prepare_uses_the_syscalls_it_is_given() {
     let roots = Roots::at(tree.path());
     let env = MapEnv::new([("BUTLER_POSTHOG_HOST", "http://127.0.0.1:9")]);
     let cfg = config(&env);
-    let id_of = |sys: &FakeSys| {
-        let body =
-            cycle::prepare(&cfg, &roots, &env, sys, "16.0.4").expect("event passes the guard");
+    let id_of = |sys: &FakeSyscalls| {
+        let body = cycle::prepare(&cfg, &roots, sys, "16.0.4")
+            .body
+            .expect("event passes the guard");
         let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
         event["distinct_id"].as_str().unwrap().to_string()
     };
-    let a = FakeSys::new("eth7", "02:42:ac:11:00:07", [10, 1, 2, 3]);
-    let b = FakeSys::new("eth7", "02:42:ac:11:00:08", [10, 1, 2, 4]);
+    let a = fake_sys("eth7", "02:42:ac:11:00:07", [10, 1, 2, 3]);
+    let b = fake_sys("eth7", "02:42:ac:11:00:08", [10, 1, 2, 4]);
     let from_a = id_of(&a);
-    assert!(a.asked.load(Ordering::SeqCst) > 0, "the fake was asked");
+    assert!(a.asked() > 0, "the fake was asked");
     let expected = instance_id::derive_with(
         &roots,
         &host::detect_with(&roots, &*a),
         IdConfig::default(),
         &*a,
     );
-    assert_eq!(from_a, expected.id);
+    assert_eq!(from_a, expected.id.id);
     assert_ne!(from_a, id_of(&b), "other addresses, other ID");
 }
