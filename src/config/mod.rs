@@ -447,22 +447,18 @@ pub fn parse_str(
     Ok((tree, keys, butler.agent))
 }
 
-/// The text settings, which take any string.
-const TEXT_KEYS: &[&str] = &[
+/// The text keys of Butler's sections that the agent reads, which take any string; the agent's
+/// own are marked `text` in [`table::SETTINGS`].
+const BUTLER_TEXT_KEYS: &[&str] = &[
     "Butler.configQRS.host",
-    "Butler.butlerAgent.posthogHost",
-    "Butler.butlerAgent.posthogKey",
-    "Butler.butlerAgent.caFile",
-    "Butler.butlerAgent.stateDir",
-    "Butler.butlerAgent.auditLog",
-    "Butler.butlerAgent.butlerApiUrl",
     "Butler.restServerConfig.serverHost",
 ];
 
 /// `.inf` and `.nan` reach the tree as strings (see `yaml_options`): at a text setting, an
 /// unquoted one is the number, a wrong type.
 fn refuse_non_finite_text(text: &str, origin: &str, tree: &Value) -> Result<(), ConfigError> {
-    for key in TEXT_KEYS {
+    let agent = table::SETTINGS.iter().filter(|s| s.text).map(|s| s.path);
+    for key in BUTLER_TEXT_KEYS.iter().copied().chain(agent) {
         let value = key.split('.').try_fold(tree, |node, k| node.get(k));
         let Some(number) = value
             .and_then(Value::as_str)

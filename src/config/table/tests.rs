@@ -177,3 +177,17 @@ fn the_documentation_table_shows_the_table() {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(rows.len(), expected.len(), "rows: {rows:#?}");
 }
+
+#[test]
+fn every_setting_refuses_an_unquoted_non_finite_number() {
+    // YAML's `.inf` reaches the tree as a string: a text setting not marked `text` would take it.
+    for s in SETTINGS {
+        for number in [".inf", "-.inf", ".nan"] {
+            let yaml = format!("Butler:\n  butlerAgent:\n    {}: {number}\n", key(s));
+            let refused = parse_str(&yaml, "test.yaml")
+                .and_then(|(_, _, file)| AgentSettings::resolve(file.as_ref(), &MapEnv::default()))
+                .is_err();
+            assert!(refused, "{}: {number} was taken", s.path);
+        }
+    }
+}
