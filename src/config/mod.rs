@@ -3,8 +3,9 @@
 //! The agent reads the config file Butler already has (`Butler:` root) and looks at two kinds of
 //! keys:
 //! - keys that steer the agent (`Butler.anonTelemetry`, `Butler.dockerHealthCheck.*`,
-//!   `Butler.configQRS.host` and everything under [`AGENT_KEY`]) are checked strictly: a wrong
-//!   type stops the agent with one message naming file, line, key path and what was expected;
+//!   `Butler.configQRS.host` and everything under `Butler.butlerAgent`, [`table::SETTINGS`]) are
+//!   checked strictly: a wrong type stops the agent with one message naming file, line, key
+//!   path and what was expected;
 //! - keys that are only reported as feature flags are read leniently from the whole tree
 //!   ([`LoadedConfig::tree`]) by `telemetry::features`: Butler validates its own config. Any
 //!   YAML Butler loads loads: `.inf`/`.nan` become the strings `.inf`, `-.inf`, `.nan` in the
@@ -20,6 +21,7 @@
 pub(crate) mod butler;
 pub(crate) mod env;
 pub(crate) mod settings;
+pub(crate) mod table;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -33,10 +35,6 @@ pub use env::{Env, ProcessEnv};
 #[cfg(test)]
 pub(crate) use settings::DEFAULT_POSTHOG_KEY;
 pub use settings::{AgentFile, AgentSettings};
-
-/// The agent's own section, directly below `Butler:`. Butler's schema accepts new keys at that
-/// level but rejects extra keys inside its own sections, so a shared file keeps working for both.
-pub(crate) const AGENT_KEY: &str = "butlerAgent";
 
 /// Larger config files are refused before parsing. Butler's full template is about 80 KB;
 /// 4 MiB leaves room for any real config while keeping memory bounded.
@@ -167,6 +165,9 @@ struct ButlerSection {
     rest_server_config: Option<RestServerConfig>,
     #[serde(default)]
     rest_server_endpoints_enable: Option<RestEndpoints>,
+    /// The agent's own section, directly below `Butler:`. Butler's schema accepts new keys at
+    /// that level but rejects extra keys inside its own sections, so a shared file keeps working
+    /// for both.
     #[serde(rename = "butlerAgent", default)]
     agent: Option<settings::AgentFile>,
 }
@@ -265,17 +266,13 @@ fn check_butler_reachable(
     let Err(message) = self::butler::check_required(butler, &agent) else {
         return Ok(agent);
     };
-    let key = Some(format!(
-        "Butler.{AGENT_KEY}.requireButler (BUTLER_REQUIRE_BUTLER)"
-    ));
+    let setting = &table::REQUIRE_BUTLER;
+    let key = Some(setting.named());
     Err(
-        if env
-            .var("BUTLER_REQUIRE_BUTLER")?
-            .is_some_and(|v| !v.trim().is_empty())
-        {
+        if env.var(setting.var)?.is_some_and(|v| !v.trim().is_empty()) {
             ConfigError {
                 key,
-                ..ConfigError::env("BUTLER_REQUIRE_BUTLER", message)
+                ..ConfigError::env(setting.var, message)
             }
         } else {
             ConfigError {
@@ -450,22 +447,18 @@ pub fn parse_str(
     Ok((tree, keys, butler.agent))
 }
 
-/// The text settings, which take any string.
-const TEXT_KEYS: &[&str] = &[
+/// The text keys of Butler's sections that the agent reads, which take any string; the agent's
+/// own are marked `text` in [`table::SETTINGS`].
+const BUTLER_TEXT_KEYS: &[&str] = &[
     "Butler.configQRS.host",
-    "Butler.butlerAgent.posthogHost",
-    "Butler.butlerAgent.posthogKey",
-    "Butler.butlerAgent.caFile",
-    "Butler.butlerAgent.stateDir",
-    "Butler.butlerAgent.auditLog",
-    "Butler.butlerAgent.butlerApiUrl",
     "Butler.restServerConfig.serverHost",
 ];
 
 /// `.inf` and `.nan` reach the tree as strings (see `yaml_options`): at a text setting, an
 /// unquoted one is the number, a wrong type.
 fn refuse_non_finite_text(text: &str, origin: &str, tree: &Value) -> Result<(), ConfigError> {
-    for key in TEXT_KEYS {
+    let agent = table::SETTINGS.iter().filter(|s| s.text).map(|s| s.path);
+    for key in BUTLER_TEXT_KEYS.iter().copied().chain(agent) {
         let value = key.split('.').try_fold(tree, |node, k| node.get(k));
         let Some(number) = value
             .and_then(Value::as_str)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::butler::DEFAULT_HEALTH_PORT;
+use super::table::*;
 use super::{ConfigError, Env};
 
 /// PostHog's EU ingestion host, where Butler's data lives.
@@ -203,90 +204,84 @@ impl AgentSettings {
         let f = file.cloned().unwrap_or_default();
         let d = AgentSettings::default();
         let s = AgentSettings {
-            posthog_host: env_or(
-                env,
-                "BUTLER_POSTHOG_HOST",
-                f.posthog_host,
-                d.posthog_host,
-                ok,
-            )?,
-            posthog_key: env_or(env, "BUTLER_POSTHOG_KEY", f.posthog_key, d.posthog_key, ok)?,
+            posthog_host: env_or(env, POSTHOG_HOST.var, f.posthog_host, d.posthog_host, ok)?,
+            posthog_key: env_or(env, POSTHOG_KEY.var, f.posthog_key, d.posthog_key, ok)?,
             interval: env_or(
                 env,
-                "BUTLER_TELEMETRY_INTERVAL",
+                INTERVAL.var,
                 f.interval.map(|v| v.0),
                 d.interval,
                 parse_duration,
             )?,
             request_timeout: env_or(
                 env,
-                "BUTLER_TELEMETRY_TIMEOUT",
+                REQUEST_TIMEOUT.var,
                 f.request_timeout.map(|v| v.0),
                 d.request_timeout,
                 parse_duration,
             )?,
             max_retries: env_or(
                 env,
-                "BUTLER_TELEMETRY_RETRIES",
+                MAX_RETRIES.var,
                 f.max_retries,
                 d.max_retries,
                 parse_num,
             )?,
             start_delay: env_or(
                 env,
-                "BUTLER_TELEMETRY_START_DELAY",
+                START_DELAY.var,
                 f.start_delay.map(|v| v.0),
                 d.start_delay,
                 parse_duration,
             )?,
             geoip_disable: env_or(
                 env,
-                "BUTLER_GEOIP_DISABLE",
+                GEOIP_DISABLE.var,
                 f.geoip_disable,
                 d.geoip_disable,
                 parse_bool,
             )?,
-            ca_file: env_opt(env, "BUTLER_CA_FILE", f.ca_file),
+            ca_file: env_opt(env, CA_FILE.var, f.ca_file),
             health_enable: env_or(
                 env,
-                "BUTLER_HEALTH_ENABLE",
+                HEALTH_ENABLE.var,
                 f.health_enable,
                 d.health_enable,
                 parse_bool,
             )?,
             health_host: env_or(
                 env,
-                "BUTLER_HEALTH_HOST",
+                HEALTH_HOST.var,
                 f.health_host,
                 d.health_host,
                 parse_num,
             )?,
             health_port: env_or(
                 env,
-                "BUTLER_HEALTH_PORT",
+                HEALTH_PORT.var,
                 f.health_port.map(|p| p.0),
                 d.health_port,
                 parse_num,
             )?,
-            state_dir: env_opt(env, "BUTLER_STATE_DIR", f.state_dir),
-            audit_log: env_opt(env, "BUTLER_TELEMETRY_AUDIT_LOG", f.audit_log),
+            state_dir: env_opt(env, STATE_DIR.var, f.state_dir),
+            audit_log: env_opt(env, AUDIT_LOG.var, f.audit_log),
             audit_log_max_bytes: env_or(
                 env,
-                "BUTLER_TELEMETRY_AUDIT_LOG_MAX_BYTES",
+                AUDIT_LOG_MAX_BYTES.var,
                 f.audit_log_max_bytes,
                 d.audit_log_max_bytes,
                 parse_num,
             )?,
             shutdown_grace: env_or(
                 env,
-                "BUTLER_SHUTDOWN_GRACE",
+                SHUTDOWN_GRACE.var,
                 f.shutdown_grace.map(|v| v.0),
                 d.shutdown_grace,
                 parse_duration,
             )?,
             butler_api_url: env_or(
                 env,
-                "BUTLER_API_URL",
+                BUTLER_API_URL.var,
                 f.butler_api_url.map(Some),
                 None,
                 |v| Ok(Some(v.to_string())),
@@ -296,7 +291,7 @@ impl AgentSettings {
             })?,
             require_butler: env_or(
                 env,
-                "BUTLER_REQUIRE_BUTLER",
+                REQUIRE_BUTLER.var,
                 f.require_butler,
                 d.require_butler,
                 parse_bool,
@@ -308,8 +303,8 @@ impl AgentSettings {
     /// Range, format and cross-field checks. An error names the environment variable when the
     /// value came from it, else the file's key (the loader adds the file, line and column).
     fn validate(mut self, env: &dyn Env) -> Result<Self, ConfigError> {
-        let bad = |key: &str, var: &'static str, msg: String| {
-            let key = Some(format!("Butler.{}.{key} ({var})", super::AGENT_KEY));
+        let bad = |setting: &Setting, msg: String| {
+            let (key, var) = (Some(setting.named()), setting.var);
             if env.var_os(var).is_some_and(|v| !super::env::is_blank(&v)) {
                 ConfigError {
                     key,
@@ -325,14 +320,12 @@ impl AgentSettings {
                 }
             }
         };
-        self.posthog_host = normalize_host(&self.posthog_host)
-            .map_err(|m| bad("posthogHost", "BUTLER_POSTHOG_HOST", m.into()))?;
-        self.posthog_key = check_key(&self.posthog_key)
-            .map_err(|m| bad("posthogKey", "BUTLER_POSTHOG_KEY", m.into()))?;
+        self.posthog_host =
+            normalize_host(&self.posthog_host).map_err(|m| bad(&POSTHOG_HOST, m.into()))?;
+        self.posthog_key = check_key(&self.posthog_key).map_err(|m| bad(&POSTHOG_KEY, m.into()))?;
         if self.interval < MIN_INTERVAL {
             return Err(bad(
-                "interval",
-                "BUTLER_TELEMETRY_INTERVAL",
+                &INTERVAL,
                 format!(
                     "{} is below the minimum of 1 minute",
                     humantime::format_duration(self.interval)
@@ -341,39 +334,25 @@ impl AgentSettings {
         }
         if self.request_timeout.is_zero() {
             return Err(bad(
-                "requestTimeout",
-                "BUTLER_TELEMETRY_TIMEOUT",
+                &REQUEST_TIMEOUT,
                 "the request timeout must be above zero".into(),
             ));
         }
         if let Some(url) = &self.butler_api_url {
             self.butler_api_url = Some(
                 super::butler::check_api_url(url, &self.posthog_host)
-                    .map_err(|m| bad("butlerApiUrl", "BUTLER_API_URL", m))?,
+                    .map_err(|m| bad(&BUTLER_API_URL, m))?,
             );
         }
-        for (key, var, value) in [
-            ("interval", "BUTLER_TELEMETRY_INTERVAL", self.interval),
-            (
-                "requestTimeout",
-                "BUTLER_TELEMETRY_TIMEOUT",
-                self.request_timeout,
-            ),
-            (
-                "startDelay",
-                "BUTLER_TELEMETRY_START_DELAY",
-                self.start_delay,
-            ),
-            (
-                "shutdownGrace",
-                "BUTLER_SHUTDOWN_GRACE",
-                self.shutdown_grace,
-            ),
+        for (setting, value) in [
+            (&INTERVAL, self.interval),
+            (&REQUEST_TIMEOUT, self.request_timeout),
+            (&START_DELAY, self.start_delay),
+            (&SHUTDOWN_GRACE, self.shutdown_grace),
         ] {
             if value > MAX_DURATION {
                 return Err(bad(
-                    key,
-                    var,
+                    setting,
                     format!(
                         "{} seconds is longer than the maximum of 365 days",
                         value.as_secs()

@@ -39,6 +39,7 @@ use super::sender::{self, Delivery, SetupError, Transport};
 use super::state::LastAttempt;
 use super::{audit, optout, state};
 use crate::butler::{self, ServiceVersion};
+use crate::config::table::SETTINGS;
 use crate::config::{self, AgentSettings, ConfigError, Env, LoadedConfig};
 use crate::host::{Roots, Syscalls};
 use crate::instance_id::Warning;
@@ -269,7 +270,7 @@ impl Runner {
                 } else if always_log {
                     tracing::info!("config re-read: nothing changed");
                 }
-                if changed.iter().any(|k| RESTART_KEYS.contains(k)) {
+                if needs_restart(&self.config, &cfg) {
                     tracing::info!(
                         "config re-read: the health server and the stop grace keep their \
                          start-up settings until a restart"
@@ -505,97 +506,40 @@ impl Runner {
     }
 }
 
-/// The settings the agent reads once at start-up.
-const RESTART_KEYS: &[&str] = &[
-    "Butler.butlerAgent.healthEnable",
-    "Butler.butlerAgent.healthHost",
-    "Butler.butlerAgent.healthPort",
-    "Butler.butlerAgent.shutdownGrace",
-    "Butler.butlerAgent.requireButler",
-];
-
-/// The keys whose values differ between two configs, by name only (values may be private).
+/// The keys whose values differ between two configs, by name only (values may be private):
+/// Butler's steering keys, every agent setting of [`SETTINGS`] in its order, and the rest of
+/// the file as one.
 pub(crate) fn changes(old: &LoadedConfig, new: &LoadedConfig) -> Vec<&'static str> {
-    let (a, b) = (&old.agent, &new.agent);
-    let checks: [(&'static str, bool); 21] = [
-        (
-            "Butler.anonTelemetry",
-            old.butler.anon_telemetry == new.butler.anon_telemetry,
-        ),
-        (
-            "Butler.configQRS.host",
-            old.butler.qrs_host == new.butler.qrs_host,
-        ),
+    let (a, b) = (&old.butler, &new.butler);
+    let butler = [
+        ("Butler.anonTelemetry", a.anon_telemetry != b.anon_telemetry),
+        ("Butler.configQRS.host", a.qrs_host != b.qrs_host),
         (
             "Butler.dockerHealthCheck",
-            old.butler.docker_health_check == new.butler.docker_health_check,
-        ),
-        (
-            "Butler.butlerAgent.posthogHost",
-            a.posthog_host == b.posthog_host,
-        ),
-        (
-            "Butler.butlerAgent.posthogKey",
-            a.posthog_key == b.posthog_key,
-        ),
-        ("Butler.butlerAgent.interval", a.interval == b.interval),
-        (
-            "Butler.butlerAgent.startDelay",
-            a.start_delay == b.start_delay,
-        ),
-        (
-            "Butler.butlerAgent.requestTimeout",
-            a.request_timeout == b.request_timeout,
-        ),
-        (
-            "Butler.butlerAgent.maxRetries",
-            a.max_retries == b.max_retries,
-        ),
-        (
-            "Butler.butlerAgent.geoipDisable",
-            a.geoip_disable == b.geoip_disable,
-        ),
-        ("Butler.butlerAgent.caFile", a.ca_file == b.ca_file),
-        (
-            "Butler.butlerAgent.healthEnable",
-            a.health_enable == b.health_enable,
-        ),
-        (
-            "Butler.butlerAgent.healthHost",
-            a.health_host == b.health_host,
-        ),
-        (
-            "Butler.butlerAgent.healthPort",
-            a.health_port == b.health_port,
-        ),
-        ("Butler.butlerAgent.stateDir", a.state_dir == b.state_dir),
-        ("Butler.butlerAgent.auditLog", a.audit_log == b.audit_log),
-        (
-            "Butler.butlerAgent.auditLogMaxBytes",
-            a.audit_log_max_bytes == b.audit_log_max_bytes,
-        ),
-        (
-            "Butler.butlerAgent.shutdownGrace",
-            a.shutdown_grace == b.shutdown_grace,
-        ),
-        (
-            "Butler.butlerAgent.butlerApiUrl",
-            a.butler_api_url == b.butler_api_url,
-        ),
-        (
-            "Butler.butlerAgent.requireButler",
-            a.require_butler == b.require_butler,
-        ),
-        (
-            "other values (features, guarded strings)",
-            old.tree == new.tree,
+            a.docker_health_check != b.docker_health_check,
         ),
     ];
-    checks
+    let agent = SETTINGS
+        .iter()
+        .map(|s| (s.path, (s.differs)(&old.agent, &new.agent)));
+    let rest = (
+        "other values (features, guarded strings)",
+        old.tree != new.tree,
+    );
+    butler
         .into_iter()
-        .filter(|(_, same)| !same)
+        .chain(agent)
+        .chain([rest])
+        .filter(|(_, changed)| *changed)
         .map(|(key, _)| key)
         .collect()
+}
+
+/// Whether a setting read once at start-up differs: it keeps its old value until a restart.
+fn needs_restart(old: &LoadedConfig, new: &LoadedConfig) -> bool {
+    SETTINGS
+        .iter()
+        .any(|s| s.restart && (s.differs)(&old.agent, &new.agent))
 }
 
 fn give_up_words(d: &Delivery) -> String {

@@ -4,7 +4,9 @@
 //! - every relative link in README.md and `docs/` names a file that exists;
 //! - the settings table of `docs/configuration.md` lists exactly the `Butler.butlerAgent` keys
 //!   the binary accepts (read from the binary's own error for an unknown key), and every
-//!   `BUTLER_*` variable the code reads is documented there, and none that it does not read;
+//!   `BUTLER_*` variable the code reads is documented there, and none that it does not read
+//!   (its key, variable and default columns are held to the code's table of settings by the
+//!   unit tests in `src/config/table/tests.rs`);
 //! - every `butler-agent …` command in a `sh` block or in a table of the docs parses as written
 //!   (the binary's `--help` after the command's own arguments: an unknown flag or subcommand
 //!   fails), and the one-shot ones (`host`, `id`, `telemetry preview|status`) run as written

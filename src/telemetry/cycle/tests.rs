@@ -275,6 +275,22 @@ fn changes_name_the_keys_never_the_values() {
     assert!(changed.iter().all(|k| !k.contains("phc_secret_value")));
 }
 
+#[test]
+fn only_settings_read_at_start_up_need_a_restart() {
+    let env = MapEnv::default();
+    let old = defaults(&env);
+    let mut new = old.clone();
+    new.agent.interval = Duration::from_secs(7200);
+    new.agent.posthog_key = "phc_other".into();
+    new.agent.audit_log = Some("/tmp/audit.jsonl".into());
+    assert!(!needs_restart(&old, &new));
+    new.agent.health_port = 1;
+    assert!(needs_restart(&old, &new));
+    let mut new = old.clone();
+    new.agent.shutdown_grace = Duration::from_secs(1);
+    assert!(needs_restart(&old, &new));
+}
+
 #[tokio::test]
 async fn reload_now_takes_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
