@@ -170,6 +170,19 @@ impl Runner {
         Arc::strong_count(&self.in_flight) > 1
     }
 
+    /// Re-reads the config file off the serving threads, within the cycle's limit.
+    async fn load_off_thread(
+        &self,
+        inputs: &Inputs,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Waited<Result<LoadedConfig, ConfigError>> {
+        let deadline = runtime::after(inputs.limit);
+        let source = self.config.source.clone();
+        let env = Arc::clone(&inputs.env);
+        self.off_thread(deadline, shutdown, move || config::load(source, &*env))
+            .await
+    }
+
     /// Runs `work` on the blocking pool and waits for it until `deadline` or until `shutdown`
     /// completes. Work that is given up on runs to its end on its thread, holding
     /// `in_flight`.
@@ -216,15 +229,7 @@ impl Runner {
             );
             return true;
         }
-        let deadline = runtime::after(inputs.limit);
-        let source = self.config.source.clone();
-        let env = Arc::clone(&inputs.env);
-        match self
-            .off_thread(deadline, shutdown.as_mut(), move || {
-                config::load(source, &*env)
-            })
-            .await
-        {
+        match self.load_off_thread(inputs, shutdown.as_mut()).await {
             Waited::Done(loaded) => {
                 self.apply(loaded, asked);
                 true
@@ -339,15 +344,7 @@ impl Runner {
             return CycleOutcome::Skipped;
         }
         self.skip_logged = false;
-        let deadline = runtime::after(inputs.limit);
-        let source = self.config.source.clone();
-        let env = Arc::clone(&inputs.env);
-        match self
-            .off_thread(deadline, shutdown.as_mut(), move || {
-                config::load(source, &*env)
-            })
-            .await
-        {
+        match self.load_off_thread(inputs, shutdown.as_mut()).await {
             Waited::Done(loaded) => self.apply(loaded, false),
             Waited::TimedOut => return self.abandoned(inputs.limit, "re-reading the config"),
             Waited::Panicked => return panicked("re-reading the config"),
