@@ -7,8 +7,14 @@
 //! logs the engine's whole `/info` answer at `debug` — the engine ID (an anchor of the instance
 //! ID), the Docker host name, its directories and proxies — so its `debug` and `trace` are
 //! never enabled, whatever the directive says: it stays at `info` at most.
+//!
+//! The filter is tracing-subscriber's [`Targets`]: levels per target, no span or field
+//! filters. `EnvFilter`, which also matches spans and field values, brings a regular-expression
+//! engine (about 0.5 MB of the static binary) and compiles its patterns at start-up; the agent
+//! has no spans of its own, so a span or field directive (`target[span]=debug`) selects
+//! nothing.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 /// Targets kept at `warn` unless a directive names them.
 pub(crate) const QUIET_TARGETS: &[&str] = &[
@@ -83,9 +89,21 @@ fn is_level(s: &str) -> bool {
 
 /// The filter for the user's directives; an invalid directive falls back to the default level
 /// (with dependencies still kept quiet).
-pub fn env_filter(user: Option<&str>) -> EnvFilter {
-    EnvFilter::try_new(directives(user))
-        .unwrap_or_else(|_| EnvFilter::new(directives(Some(DEFAULT_LEVEL))))
+pub fn filter(user: Option<&str>) -> Targets {
+    let d = directives(user);
+    // `Targets` takes `=` or `x=` quietly; every `target=level` must name both.
+    let complete = d.split(',').all(|x| {
+        x.rsplit_once('=')
+            .is_none_or(|(target, level)| !target.is_empty() && is_level(level))
+    });
+    complete
+        .then(|| d.parse().ok())
+        .flatten()
+        .unwrap_or_else(|| {
+            directives(Some(DEFAULT_LEVEL))
+                .parse()
+                .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
+        })
 }
 
 #[cfg(test)]
@@ -137,7 +155,8 @@ mod tests {
                 assert!(level != "debug" && level != "trace", "{user}: {d}");
             }
             assert!(d.contains("=info"), "{user}: {d}");
-            EnvFilter::try_new(&d).unwrap_or_else(|e| panic!("{user}: {d}: {e}"));
+            d.parse::<Targets>()
+                .unwrap_or_else(|e| panic!("{user}: {d}: {e}"));
         }
         // A quieter level is kept.
         assert!(directives(Some("bollard=error")).contains("bollard=error"));
@@ -153,7 +172,27 @@ mod tests {
 
     #[test]
     fn bad_directives_fall_back() {
-        let _ = env_filter(Some("=,=,[[["));
-        let _ = env_filter(Some("nonsense=loud"));
+        use tracing::Level;
+        for bad in ["=,=,[[[", "nonsense=loud"] {
+            let f = filter(Some(bad));
+            assert!(f.would_enable("butler_agent", &Level::INFO), "{bad}");
+            assert!(!f.would_enable("butler_agent", &Level::DEBUG), "{bad}");
+            assert!(!f.would_enable("hyper::proto", &Level::INFO), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_filter_applies_the_directives() {
+        use tracing::Level;
+        let f = filter(Some("debug,reqwest=trace,bollard=trace"));
+        assert!(f.would_enable("butler_agent::agent", &Level::DEBUG));
+        assert!(f.would_enable("reqwest::connect", &Level::TRACE));
+        assert!(!f.would_enable("hyper_util::client", &Level::INFO));
+        assert!(f.would_enable("hyper_util::client", &Level::WARN));
+        assert!(f.would_enable("bollard::docker", &Level::INFO));
+        assert!(!f.would_enable("bollard::docker", &Level::DEBUG));
+        // A span filter names no target: it enables nothing more.
+        let f = filter(Some("info,butler_agent[x]=trace"));
+        assert!(!f.would_enable("butler_agent", &Level::DEBUG));
     }
 }

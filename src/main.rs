@@ -24,21 +24,23 @@ fn main() {
 /// object per line; the level comes from `BUTLER_LOG_LEVEL`, else `RUST_LOG`, else `info`.
 fn init_tracing() {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let user = std::env::var("BUTLER_LOG_LEVEL")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok());
-    let filter = butler_agent::logging::env_filter(user.as_deref());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = butler_agent::logging::filter(user.as_deref());
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // A closed or failing stderr drops log lines; the default would report the failed
         // write on that same stderr, which panics.
         .log_internal_errors(false)
         // Colour codes only for a person at a terminal, not in `docker logs` or log shippers.
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     if std::env::var("BUTLER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
+        registry.with(layer.json()).init();
     } else {
-        builder.init();
+        registry.with(layer).init();
     }
 }
