@@ -158,3 +158,117 @@ fn health_server_can_be_turned_off() {
     signal(&child, "-TERM");
     assert_eq!(wait_exit(&mut child), 0);
 }
+
+/// A loopback port nothing listens on (bound and released at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind port 0 on loopback")
+        .port()
+}
+
+/// Reading Butler's config is most of start-up, so the health server is up before it: a
+/// config file that takes long to parse, and turns out invalid at its end (exit 64), has
+/// /health answered 200 (and /readyz 503) while it is read.
+#[test]
+fn health_answers_while_the_config_file_is_read() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("slow.yaml");
+    let mut text = String::from("Butler:\n  bulk:\n");
+    for i in 0..12_000 {
+        text.push_str(&format!(
+            "    key{i}: a value long enough to make the file slow to read {i}\n"
+        ));
+    }
+    text.push_str("  anonTelemetry: \"yes\"\n");
+    std::fs::write(&config, &text).expect("write the config");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = common::agent(Telemetry::Off);
+    let mut child = cmd
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("BUTLER_HEALTH_HOST", "127.0.0.1")
+        .env("BUTLER_HEALTH_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent binary starts");
+    let mut answers = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
+        if let Ok(health) = common::get_status(addr, "/health") {
+            let ready = common::get_status(addr, "/readyz").unwrap_or(0);
+            answers = Some((health, ready));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The parse of a debug build is slow on a busy machine: give it a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait on the agent") {
+            break status.code().expect("the agent exits by itself");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent did not finish reading its config within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert_eq!(code, 64, "the file is refused after it was read: {err}");
+    assert!(err.contains("anonTelemetry"), "{err}");
+    let (health, ready) =
+        answers.unwrap_or_else(|| panic!("no answer on {addr} while the config was read"));
+    assert_eq!(
+        (health, ready),
+        (200, 503),
+        "/health is up, /readyz waits for start-up"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the port is closed after exit"
+    );
+}
+
+/// The early server listens where the environment says; a config file that turns the health
+/// server off has it closed again once the file is read.
+#[test]
+fn a_config_file_that_turns_health_off_closes_the_early_listener() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("off.yaml");
+    std::fs::write(
+        &config,
+        "Butler:\n  butlerAgent:\n    healthEnable: false\n",
+    )
+    .expect("write the config");
+    let port = free_port();
+    let mut cmd = common::agent(Telemetry::Off);
+    let mut child = cmd
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("BUTLER_HEALTH_HOST", "127.0.0.1")
+        .env("BUTLER_HEALTH_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent binary starts");
+    let lines = log_lines(child.stderr.take().expect("stderr is piped"));
+    let mut seen = Vec::new();
+    wait_line(&lines, "health server disabled by configuration", &mut seen);
+    assert!(
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err(),
+        "nothing listens on {port} once the file turned the server off"
+    );
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child), 0);
+}
