@@ -3,10 +3,7 @@
 //! 1. Install the SIGTERM/SIGINT handlers (PID 1 ignores SIGTERM without one) and the SIGHUP
 //!    one (re-read the config now; never a stop).
 //! 2. Bind and start the health server first, so probes get answers (`/readyz` 503) while
-//!    start-up work runs. It starts even before the config file is read ([`EarlyHealth`]) on
-//!    the address the environment and the defaults give, and is kept when the file does not
-//!    say otherwise (reading the file is most of start-up: the YAML parse of Butler's whole
-//!    config).
+//!    start-up work runs.
 //! 3. Gather host facts and the instance ID on the blocking pool: they read files and may be
 //!    slow on odd hosts, and must not stall the health server.
 //! 4. Release the readiness latch, log the start-up banner (Butler's lines), start the
@@ -22,118 +19,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AgentSettings, Env, LoadedConfig};
+use crate::config::{Env, LoadedConfig};
 use crate::error::Failure;
 use crate::health::{self, Limits, Readiness};
 use crate::host::{RealSyscalls, Roots};
-use crate::shutdown::{self, Signals, Stop, StopTrigger};
+use crate::shutdown::{self, Signals};
 use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
-/// Runs the agent until a stop signal; `load` reads the config file.
-pub(crate) fn run(
-    load: impl FnOnce() -> Result<LoadedConfig, Failure>,
-    env: Arc<dyn Env>,
-    roots: Roots,
-) -> Result<(), Failure> {
-    shutdown::block_on_serving(async move {
-        let (stop, stop_token) = shutdown::stop_channel();
-        let readiness = Readiness::new();
-        let early = EarlyHealth::start(env.as_ref(), &readiness, &stop_token);
-        let config = load()?;
-        let started = Started {
-            stop,
-            stop_token,
-            readiness,
-            early,
-        };
-        agent(config, env, roots, started).await
-    })
+/// Runs the agent until a stop signal.
+pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
+    shutdown::block_on_serving(agent(config, env, roots))
 }
 
-/// What [`run`] sets up before the config file is read.
-struct Started {
-    stop: StopTrigger,
-    stop_token: Stop,
-    readiness: Readiness,
-    early: Option<EarlyHealth>,
-}
-
-/// The health server started before the config file is read, on the address the environment
-/// and the defaults give (`BUTLER_HEALTH_HOST`, `BUTLER_HEALTH_PORT`, `BUTLER_HEALTH_ENABLE`).
-/// Once the file is read the agent keeps it when the file leaves that address as it is, and
-/// otherwise stops it (it has answered nobody but start-up probes, for a few milliseconds)
-/// and binds where the file says, or not at all.
-struct EarlyHealth {
-    /// The address asked for (port 0 stays 0 here; `bound` has the one the OS chose).
-    asked: SocketAddr,
-    bound: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-    /// Stops this server alone; dropped unused when it is kept.
-    cancel: StopTrigger,
-}
-
-impl EarlyHealth {
-    /// Binds and serves, or `None` when the environment turns the server off, holds a bad
-    /// value (the config load reports it) or the bind fails (the bind after the config load
-    /// reports it, if that address is still the one asked for).
-    fn start(env: &dyn Env, readiness: &Readiness, stop: &Stop) -> Option<Self> {
-        let settings = AgentSettings::resolve(None, env).ok()?;
-        if !settings.health_enable {
-            return None;
-        }
-        let asked = SocketAddr::new(settings.health_host, settings.health_port);
-        let listener = health::bind(asked).ok()?;
-        let bound = listener.local_addr().unwrap_or(asked);
-        let (cancel, cancelled) = shutdown::stop_channel();
-        let (stop, cancelled) = (stop.wait(), cancelled.wait());
-        let task = tokio::spawn(health::serve(
-            listener,
-            readiness.clone(),
-            Limits::default(),
-            async move {
-                tokio::select! {
-                    () = stop => {}
-                    () = cancelled => {}
-                }
-            },
-        ));
-        Some(EarlyHealth {
-            asked,
-            bound,
-            task,
-            cancel,
-        })
-    }
-
-    /// The running server if it listens on `wanted` (None: the health server is off), else
-    /// stops it and waits for it to end, so that its stop is not mistaken for the next one's.
-    async fn keep_if(
-        self,
-        wanted: Option<SocketAddr>,
-    ) -> Option<(tokio::task::JoinHandle<()>, SocketAddr)> {
-        if wanted == Some(self.asked) {
-            return Some((self.task, self.bound));
-        }
-        self.cancel.stop();
-        if let Err(e) = self.task.await {
-            tracing::error!("health server ended abnormally: {e}");
-        }
-        None
-    }
-}
-
-async fn agent(
-    config: LoadedConfig,
-    env: Arc<dyn Env>,
-    roots: Roots,
-    started: Started,
-) -> Result<(), Failure> {
-    let Started {
-        stop,
-        stop_token,
-        readiness,
-        early,
-    } = started;
+async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
     let mut signals = Signals::install()?;
     // SIGHUP re-reads the config; installed now so that one during start-up is kept for the
     // schedule instead of stopping the agent.
@@ -142,19 +40,12 @@ async fn agent(
     if decision.enabled {
         telemetry::sender::check_ca_file(&config.agent).map_err(Failure::CaFile)?;
     }
+    let (stop, stop_token) = shutdown::stop_channel();
+    let readiness = Readiness::new();
 
     let health_addr = SocketAddr::new(config.agent.health_host, config.agent.health_port);
-    let wanted = config.agent.health_enable.then_some(health_addr);
-    let kept = match early {
-        Some(early) => early.keep_if(wanted).await,
-        None => None,
-    };
     let mut health_bound = None;
-    let health_task = if let Some((task, bound)) = kept {
-        health_bound = Some(bound);
-        tracing::info!("health server listening on http://{bound} (/health, /livez, /readyz)");
-        Some(task)
-    } else if config.agent.health_enable {
+    let health_task = if config.agent.health_enable {
         let listener = health::bind(health_addr).map_err(|source| Failure::HealthBind {
             addr: health_addr,
             source,

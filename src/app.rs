@@ -65,7 +65,8 @@ pub fn dispatch(cli: Cli, shared: &Arc<dyn Env>) -> Result<(), Failure> {
         }
         Command::Sink(args) => crate::sink::run(args.listen, args.out.clone()),
         Command::Run => {
-            crate::agent::run(|| Ok(load_config(&cli, env)?), Arc::clone(shared), roots)
+            let cfg = load_config(&cli, env)?;
+            crate::agent::run(cfg, Arc::clone(shared), roots)
         }
     }
 }
