@@ -3,7 +3,7 @@
 # No image is pulled: scripts/build-image builds the binaries on the host
 # (static glibc, stripped) and prepares the build context this file expects:
 #   butler-agent   the agent (ENTRYPOINT)
-#   healthcheck    the std-only HEALTHCHECK probe
+#   healthcheck    the HEALTHCHECK probe (no std, no C library: a few tens of KB)
 #   sbom/          a CycloneDX SBOM of each binary (<binary>.cdx.json)
 #   data/          an empty directory, becomes /data owned by the runtime user
 # Both binaries are built with `cargo auditable`: each carries its own

@@ -8,15 +8,18 @@
 //! ID), the Docker host name, its directories and proxies — so its `debug` and `trace` are
 //! never enabled, whatever the directive says: it stays at `info` at most.
 //!
-//! That last rule is not a rewrite of the user's directives (`EnvFilter`'s grammar has numeric
+//! That last rule is not a rewrite of the user's directives (a filter grammar has numeric
 //! levels, target prefixes, span and field filters: a rewrite misses some). It is a second
 //! filter, [`cap`], that every event must also pass, and that looks only at the event's own
 //! target and level: no directive reaches it.
+//!
+//! The user's filter is tracing-subscriber's [`Targets`] (`target=level` lists and a bare
+//! level, as `RUST_LOG` is usually written). A span or field directive (`target[span]=debug`)
+//! selects nothing: the agent has no spans of its own.
 
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterExt, FilterFn};
+use tracing_subscriber::filter::{FilterExt, FilterFn, Targets};
 use tracing_subscriber::layer::{Filter, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -70,7 +73,7 @@ pub(crate) fn cap<S>() -> impl Filter<S> + Clone + use<S> {
 }
 
 /// The user's directives (`BUTLER_LOG_LEVEL`, else `RUST_LOG`), with the quiet targets added.
-/// Pure, so the rules are unit-tested; [`env_filter`] builds the filter from it.
+/// Pure, so the rules are unit-tested; [`user_filter`] builds the filter from it.
 pub(crate) fn directives(user: Option<&str>) -> String {
     let user = user.map(str::trim).filter(|u| !u.is_empty());
     let mut out: Vec<String> = Vec::new();
@@ -80,9 +83,10 @@ pub(crate) fn directives(user: Option<&str>) -> String {
         if d.is_empty() {
             continue;
         }
-        // A span or field filter without a target would reach into any crate's events, past
-        // the quiet defaults below; the agent has no spans of its own, so it is dropped.
-        if d.starts_with('[') {
+        // A span or field filter selects nothing here: `Targets` has no such filters, and the
+        // agent has no spans of its own. (Kept, a filter without a target would also reach into
+        // any crate's events, past the quiet defaults below.)
+        if d.contains('[') || d.contains('{') {
             continue;
         }
         let target = d.rsplit_once('=').map_or(d, |(t, _)| t);
@@ -100,11 +104,32 @@ pub(crate) fn directives(user: Option<&str>) -> String {
     out.join(",")
 }
 
-/// The filter for the user's directives; an invalid directive falls back to the default level
-/// (with dependencies still kept quiet). The caps apply on top: see [`filter`].
-pub fn env_filter(user: Option<&str>) -> EnvFilter {
-    EnvFilter::try_new(directives(user))
-        .unwrap_or_else(|_| EnvFilter::new(directives(Some(DEFAULT_LEVEL))))
+/// The user's filter: tracing-subscriber's [`Targets`], levels per target (`EnvFilter`, which
+/// also matches spans and field values, brings a regular-expression engine of about 0.2 MiB
+/// to the static binary; the agent has no spans of its own). An invalid directive falls back
+/// to the default level, with dependencies still kept quiet.
+pub(crate) fn user_filter(user: Option<&str>) -> Targets {
+    let d = directives(user);
+    // `Targets` takes `=` or `x=` quietly; every `target=level` must name both.
+    let complete = d.split(',').all(|x| {
+        x.rsplit_once('=')
+            .is_none_or(|(target, level)| !target.is_empty() && is_level(level))
+    });
+    complete
+        .then(|| d.parse().ok())
+        .flatten()
+        .unwrap_or_else(|| {
+            directives(Some(DEFAULT_LEVEL))
+                .parse()
+                .unwrap_or_else(|_| Targets::new().with_default(Level::INFO))
+        })
+}
+
+fn is_level(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "off" | "error" | "warn" | "info" | "debug" | "trace"
+    ) || s.parse::<u8>().is_ok_and(|n| n <= 5)
 }
 
 /// The whole filter: the user's directives and the caps, both of which an event must pass.
@@ -112,7 +137,7 @@ pub fn filter<S>(user: Option<&str>) -> impl Filter<S> + use<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    env_filter(user).and(cap())
+    user_filter(user).and(cap())
 }
 
 /// The log settings, read from the environment.

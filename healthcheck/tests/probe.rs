@@ -36,8 +36,14 @@ fn serve_once(answer: Option<&'static str>) -> (SocketAddr, thread::JoinHandle<S
     (addr, handle)
 }
 
+/// The probe under test: this build's, or the one `BUTLER_PROBE_BIN` names (the image's
+/// static `no_std` build: `target/<triple>/probe/healthcheck`).
+fn probe_bin() -> std::ffi::OsString {
+    std::env::var_os("BUTLER_PROBE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_healthcheck").into())
+}
+
 fn probe(args: &[&str], env_port: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthcheck"));
+    let mut cmd = Command::new(probe_bin());
     cmd.args(args).env_remove("BUTLER_HEALTH_PORT");
     if let Some(p) = env_port {
         cmd.env("BUTLER_HEALTH_PORT", p);
@@ -123,4 +129,24 @@ fn rejects_garbage_answers_and_arguments() {
     let out = probe(&[], Some("seventy"));
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out).contains("BUTLER_HEALTH_PORT"));
+}
+
+#[test]
+fn an_argument_that_is_not_text_is_a_clear_failure() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(probe_bin())
+        .arg(std::ffi::OsStr::from_bytes(b"http://127.0.0.1:1/\xff"))
+        .output()
+        .expect("the probe binary runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out).starts_with("unhealthy: the argument is not UTF-8 text"));
+}
+
+#[test]
+fn a_long_url_gives_one_cut_line() {
+    let url = format!("http://127.0.0.1:1/{}", "a".repeat(100_000));
+    let out = probe(&[&url], None);
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line(&out);
+    assert!(line.contains("over 8 KiB"), "{}", &line[line.len() - 80..]);
 }

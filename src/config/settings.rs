@@ -412,6 +412,13 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, Rejected> {
     if rest.is_empty() || rest.contains(char::is_whitespace) {
         return Err(Rejected(format!("{host:?} has no host name")));
     }
+    if !authority.is_ascii() {
+        // The HTTP client is built without Unicode domain-name tables (Cargo.toml: idna_adapter).
+        return Err(Rejected(format!(
+            "{host:?}: the host name is not ASCII; write it in its ASCII (Punycode) form, \
+             e.g. xn--bcher-kva.example for bücher.example"
+        )));
+    }
     let scheme = &host[..host.len() - rest.len()];
     let rewritten = match rest {
         "eu.posthog.com" => "eu.i.posthog.com",

@@ -154,6 +154,21 @@ fn capture_host_is_checked_and_rewritten() {
     assert!(normalize_host("https://").is_err());
 }
 
+/// The URL parser is built without Unicode host-name tables (Cargo.toml: idna_adapter), so a
+/// non-ASCII host would only fail at the first send; the config check refuses it at start-up,
+/// naming the fix, and the ASCII (Punycode) form works.
+#[test]
+fn a_non_ascii_capture_host_is_refused_with_its_ascii_form_as_the_fix() {
+    use settings::normalize_host;
+    let e = normalize_host("https://bücher.example").expect_err("not ASCII");
+    assert!(e.0.contains("Punycode") && e.0.contains("xn--"), "{e}");
+    assert!(reqwest::Url::parse("https://bücher.example/i/v0/e/").is_err());
+    let ascii = normalize_host("https://xn--bcher-kva.example/").expect("ASCII form");
+    assert!(reqwest::Url::parse(&format!("{ascii}/i/v0/e/")).is_ok());
+    // Only the host must be ASCII.
+    assert!(normalize_host("https://h.example/ä").is_ok());
+}
+
 #[test]
 fn invalid_yaml_gives_a_location() {
     let e = err("Butler:\n  a: [1, 2\n");
