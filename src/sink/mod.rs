@@ -29,7 +29,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+#[cfg(test)]
+use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connections::{self, Limits, Progress};
 use crate::error::Failure;
@@ -42,8 +44,9 @@ pub struct Output {
     pub stdout: bool,
     /// Append each event as one JSON line to this file.
     pub file: Option<PathBuf>,
-    /// Hand each event to a channel (tests).
-    pub channel: Option<mpsc::UnboundedSender<Value>>,
+    /// Hand each event to a channel (unit tests only: not in the shipped binary).
+    #[cfg(test)]
+    pub(crate) channel: Option<mpsc::UnboundedSender<Value>>,
 }
 
 struct Shared {
@@ -76,6 +79,7 @@ impl Shared {
                 tracing::warn!("sink: cannot append to {}: {e}", path.display());
             }
         }
+        #[cfg(test)]
         if let Some(tx) = &self.output.channel {
             let _ = tx.send(event);
         }
@@ -316,6 +320,7 @@ pub(crate) fn run(listen: SocketAddr, out: Option<PathBuf>) -> Result<(), Failur
         let output = Output {
             stdout: true,
             file: out,
+            #[cfg(test)]
             channel: None,
         };
         let stop = async move {

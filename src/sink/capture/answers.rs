@@ -9,56 +9,41 @@ pub(crate) const OK_BODY: &str = r#"{"status":"Ok"}"#;
 
 /// Why a request is refused: capture's `CaptureError` variants that a request alone can cause
 /// (`rust/capture/src/api.rs`). `Display` is capture's message, word for word.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaptureError {
+    #[error("failed to decode request: {0}")]
     RequestDecoding(String),
+    #[error("failed to parse request: {0}")]
     RequestParsing(String),
+    #[error("failed to hydrate events from request: {0}")]
     RequestHydration(String),
+    #[error("request holds no event")]
     EmptyBatch,
+    #[error("request missing data payload")]
     EmptyPayload,
+    #[error("event submitted with an empty event name")]
     MissingEventName,
+    #[error("event submitted without a distinct_id")]
     MissingDistinctId,
+    #[error("event submitted with invalid cookieless mode")]
     InvalidCookielessMode,
+    #[error("event submitted without an api_key")]
     NoToken,
+    #[error("batch submitted with inconsistent api_key values")]
     MultipleTokens,
+    #[error("API key is not valid: {0}")]
     InvalidToken(&'static str),
+    #[error("maximum event size exceeded: {0}")]
     TooBig(String),
     /// axum's `Query` extractor refusing the query string (before capture's handler runs).
+    #[error("Failed to deserialize query string: {0}")]
     Query(String),
     /// The body did not arrive in time (`rust/capture/src/extractors.rs`): 408.
+    #[error("client stopped sending data")]
     BodyReadTimeout,
     /// capture cannot take the request now; retry later: 503.
+    #[error("service unavailable: {0}")]
     ServiceUnavailable(String),
-}
-
-impl std::fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CaptureError::RequestDecoding(m) => write!(f, "failed to decode request: {m}"),
-            CaptureError::RequestParsing(m) => write!(f, "failed to parse request: {m}"),
-            CaptureError::RequestHydration(m) => {
-                write!(f, "failed to hydrate events from request: {m}")
-            }
-            CaptureError::EmptyBatch => f.write_str("request holds no event"),
-            CaptureError::EmptyPayload => f.write_str("request missing data payload"),
-            CaptureError::MissingEventName => {
-                f.write_str("event submitted with an empty event name")
-            }
-            CaptureError::MissingDistinctId => f.write_str("event submitted without a distinct_id"),
-            CaptureError::InvalidCookielessMode => {
-                f.write_str("event submitted with invalid cookieless mode")
-            }
-            CaptureError::NoToken => f.write_str("event submitted without an api_key"),
-            CaptureError::MultipleTokens => {
-                f.write_str("batch submitted with inconsistent api_key values")
-            }
-            CaptureError::InvalidToken(why) => write!(f, "API key is not valid: {why}"),
-            CaptureError::TooBig(m) => write!(f, "maximum event size exceeded: {m}"),
-            CaptureError::Query(m) => write!(f, "Failed to deserialize query string: {m}"),
-            CaptureError::BodyReadTimeout => f.write_str("client stopped sending data"),
-            CaptureError::ServiceUnavailable(m) => write!(f, "service unavailable: {m}"),
-        }
-    }
 }
 
 impl CaptureError {
