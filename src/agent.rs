@@ -405,7 +405,11 @@ mod tests {
         };
         settle().await;
         assert!(rx.try_recv().is_err(), "no change, no message");
-        std::fs::write(&path, "Butler:\n  anonTelemetry: false\n").unwrap();
+        // One change, made atomically as editors and kubelet do: an in-place write is two
+        // (the truncation, then the text), and a look between them rightly sees both.
+        let next = dir.path().join("config.yaml.new");
+        std::fs::write(&next, "Butler:\n  anonTelemetry: false\n").unwrap();
+        std::fs::rename(&next, &path).unwrap();
         let got = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
         assert_eq!(got.ok().flatten(), Some(()), "the change is seen");
         settle().await;
