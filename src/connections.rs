@@ -26,7 +26,9 @@
 //! use is protected from other sources — one idle between kept-alive requests (closed anyway
 //! after [`Limits::idle_timeout`]), or one accepted less than [`NEW_GRACE`] ago that has not
 //! sent its head yet — so rotating addresses (each new one holding nothing) cannot take a
-//! monitor's kept-alive connection or a probe that has just connected. A request being
+//! monitor's kept-alive connection or a probe that has just connected (a source holding more
+//! than a quarter of the slots, a flood, loses that protection: its connections are all young,
+//! and shielding them would lock every other source out). A request being
 //! answered is never cut; only when no open connection can be evicted is the new one closed at
 //! accept.
 //!
@@ -79,6 +81,9 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 const EVICTION_WAIT: Duration = Duration::from_millis(100);
 /// A request body with no new bytes for this long makes its connection evictable.
 pub(crate) const STALLED: Duration = Duration::from_secs(1);
+/// A source holding more than 1/`FLOOD_SHARE` of the slots is flooding: its connections lose
+/// the protection of [`NEW_GRACE`] and of kept-alive use.
+const FLOOD_SHARE: usize = 4;
 /// A new connection is protected from other sources' eviction this long, time to send its head.
 pub(crate) const NEW_GRACE: Duration = Duration::from_secs(1);
 
@@ -486,7 +491,8 @@ fn evict<'a>(open: &'a [Arc<Conn>], source: IpAddr, limits: &Limits) -> Option<&
             }
         })
         .collect();
-    let victim = &open[choose_victim(&views, group(source))?];
+    let flood = limits.max_connections / FLOOD_SHARE;
+    let victim = &open[choose_victim(&views, group(source), flood)?];
     victim.evicting.store(true, Ordering::Relaxed);
     // notify_one keeps the wake-up even if the task has not been polled yet.
     victim.evict.notify_one();
@@ -511,8 +517,10 @@ struct View {
 /// connections (the newcomer's own source on a tie), idle the longest. None when no
 /// connection is evictable, or when the only candidates belong to a source that holds no more
 /// than the newcomer's source would: a source never loses a connection to one holding fewer.
-/// A protected connection is only taken by its own source.
-fn choose_victim(open: &[View], newcomer: IpAddr) -> Option<usize> {
+/// A protected connection is only taken by its own source, unless that source holds more
+/// than `flood` connections: a flood's connections are all young, and shielding them would
+/// lock every other source out.
+fn choose_victim(open: &[View], newcomer: IpAddr, flood: usize) -> Option<usize> {
     let mut held: HashMap<IpAddr, usize> = HashMap::new();
     for c in open.iter().filter(|c| !c.gone) {
         *held.entry(c.source).or_default() += 1;
@@ -521,7 +529,10 @@ fn choose_victim(open: &[View], newcomer: IpAddr) -> Option<usize> {
     let (index, victim) = open
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.evictable && (!c.protected || c.source == newcomer))
+        .filter(|(_, c)| {
+            let shielded = c.protected && count(&c.source) <= flood;
+            c.evictable && (!shielded || c.source == newcomer)
+        })
         .max_by_key(|(_, c)| {
             (
                 count(&c.source),
@@ -555,20 +566,20 @@ mod tests {
         let mut open = vec![view(1, true, 0)];
         open.extend((0..63).map(|i| view(2, true, 10 + i)));
         // The probe from .1 is the oldest idle connection, yet the flood pays for itself.
-        assert_eq!(choose_victim(&open, ip(2)), Some(1));
+        assert_eq!(choose_victim(&open, ip(2), 16), Some(1));
         // And a third source also takes from the flood.
-        assert_eq!(choose_victim(&open, ip(3)), Some(1));
+        assert_eq!(choose_victim(&open, ip(3), 16), Some(1));
     }
 
     #[test]
     fn busy_and_chosen_connections_are_not_evicted() {
         let mut open = vec![view(2, false, 0), view(2, true, 5), view(2, true, 3)];
-        assert_eq!(choose_victim(&open, ip(1)), Some(2));
+        assert_eq!(choose_victim(&open, ip(1), 16), Some(2));
         open[2].evictable = false;
         open[2].gone = true;
-        assert_eq!(choose_victim(&open, ip(1)), Some(1));
+        assert_eq!(choose_victim(&open, ip(1), 16), Some(1));
         open[1].evictable = false;
-        assert_eq!(choose_victim(&open, ip(1)), None);
+        assert_eq!(choose_victim(&open, ip(1), 16), None);
     }
 
     #[test]
@@ -581,13 +592,13 @@ mod tests {
             view(2, false, 0),
             view(2, false, 0),
         ];
-        assert_eq!(choose_victim(&open, ip(2)), None);
+        assert_eq!(choose_victim(&open, ip(2), 16), None);
         // A newcomer from a source holding nothing may take it (1 > 0).
-        assert_eq!(choose_victim(&open, ip(3)), Some(0));
+        assert_eq!(choose_victim(&open, ip(3), 16), Some(0));
         // On a tie the newcomer's own source gives way.
         let tie = vec![view(1, true, 0), view(2, true, 5)];
-        assert_eq!(choose_victim(&tie, ip(2)), Some(1));
-        assert_eq!(choose_victim(&tie, ip(1)), Some(0));
+        assert_eq!(choose_victim(&tie, ip(2), 16), Some(1));
+        assert_eq!(choose_victim(&tie, ip(1), 16), Some(0));
     }
 
     #[test]
@@ -606,10 +617,10 @@ mod tests {
         // source holding nothing may not take it, and with nothing else evictable is refused.
         let mut open = vec![view(1, true, 0)];
         open[0].protected = true;
-        assert_eq!(choose_victim(&open, ip(9)), None);
+        assert_eq!(choose_victim(&open, ip(9), 16), None);
         // Its own source may, and an unprotected connection of another source goes first.
-        assert_eq!(choose_victim(&open, ip(1)), Some(0));
+        assert_eq!(choose_victim(&open, ip(1), 16), Some(0));
         open.push(view(2, true, 50));
-        assert_eq!(choose_victim(&open, ip(9)), Some(1));
+        assert_eq!(choose_victim(&open, ip(9), 16), Some(1));
     }
 }
