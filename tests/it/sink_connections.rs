@@ -7,39 +7,16 @@
 //! Timings are asserted with generous bounds; the figures are printed (`--nocapture`).
 
 use crate::common;
-use crate::common::Telemetry;
+use crate::common::QuietSink;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const EVENT: &str = r#"{"api_key":"phc_test","event":"e","distinct_id":"d"}"#;
 
-/// A running `butler-agent sink` (stdout discarded), killed on drop.
-struct Sink {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sink() -> Sink {
-    let mut child = common::agent(Telemetry::Off)
-        .args(["sink", "--listen", "127.0.0.1:0"])
-        .env("NO_COLOR", "1")
-        .env("BUTLER_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let addr = common::sink_address(&mut child).parse().unwrap();
-    Sink { child, addr }
+fn start_sink() -> QuietSink {
+    QuietSink::spawn(common::sink_command())
 }
 
 /// One answer read from a kept-alive connection: status, `Connection` header, body.
@@ -103,13 +80,13 @@ fn announced_bodies_do_not_delay_a_small_event() {
     let mut held = Vec::new();
     for n in [4, 8, 12] {
         while held.len() < n {
-            let mut s = TcpStream::connect(sink.addr).unwrap();
+            let mut s = TcpStream::connect(sink.socket()).unwrap();
             s.write_all(b"POST /i/v0/e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 20971520\r\n\r\n")
                 .unwrap();
             held.push(s);
         }
         std::thread::sleep(Duration::from_millis(300));
-        let (status, took) = small_event(sink.addr);
+        let (status, took) = small_event(sink.socket());
         println!("{n} announced 20 MiB bodies held: a 1 KiB event answered {status:?} in {took:?}");
         assert_eq!(status, Some(200), "with {n} held");
         assert!(took < Duration::from_secs(3), "with {n} held: {took:?}");
@@ -125,7 +102,7 @@ fn stalled_bodies_are_evicted_for_new_clients() {
     let sink = start_sink();
     let mut held = Vec::new();
     for _ in 0..256 {
-        let mut s = TcpStream::connect(sink.addr).unwrap();
+        let mut s = TcpStream::connect(sink.socket()).unwrap();
         s.write_all(b"POST /i/v0/e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
             .unwrap();
         held.push(s);
@@ -134,7 +111,7 @@ fn stalled_bodies_are_evicted_for_new_clients() {
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     for i in 0..20 {
-        let (status, took) = small_event(sink.addr);
+        let (status, took) = small_event(sink.socket());
         assert_eq!(status, Some(200), "event {i}, after {took:?}");
     }
     let took = started.elapsed();
@@ -159,7 +136,7 @@ async fn connect_from(
 #[test]
 fn rotating_sources_do_not_take_a_kept_alive_monitor() {
     let sink = start_sink();
-    let addr = sink.addr;
+    let addr = sink.socket();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooding = std::sync::Arc::clone(&stop);
     let flood = std::thread::spawn(move || {
@@ -223,7 +200,7 @@ fn rotating_sources_do_not_take_a_kept_alive_monitor() {
 #[test]
 fn an_oversized_body_is_drained_and_the_connection_stays_usable() {
     let sink = start_sink();
-    let mut s = TcpStream::connect(sink.addr).unwrap();
+    let mut s = TcpStream::connect(sink.socket()).unwrap();
     let over = 20 * 1024 * 1024 + 4096;
     s.write_all(
         format!("POST /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: {over}\r\n\r\n").as_bytes(),
@@ -250,7 +227,7 @@ fn an_oversized_body_is_drained_and_the_connection_stays_usable() {
     let (status, _, body) = read_answer(&mut s, Duration::from_secs(10)).expect("a second answer");
     assert_eq!((status, body.as_str()), (200, r#"{"status":"Ok"}"#));
     // Announced beyond twice the cap: refused at once, and the connection closes.
-    let mut s = TcpStream::connect(sink.addr).unwrap();
+    let mut s = TcpStream::connect(sink.socket()).unwrap();
     s.write_all(b"POST /e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 41943041\r\n\r\n")
         .unwrap();
     let (status, connection, _) = read_answer(&mut s, Duration::from_secs(10)).expect("an answer");
@@ -262,7 +239,7 @@ fn an_oversized_body_is_drained_and_the_connection_stays_usable() {
 #[test]
 fn a_slow_body_that_keeps_coming_is_accepted() {
     let sink = start_sink();
-    let mut s = TcpStream::connect(sink.addr).unwrap();
+    let mut s = TcpStream::connect(sink.socket()).unwrap();
     s.write_all(
         format!(
             "POST /i/v0/e/ HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
@@ -289,7 +266,7 @@ fn a_slow_body_that_keeps_coming_is_accepted() {
 #[test]
 fn status_routes_are_captures() {
     let sink = start_sink();
-    assert_eq!(common::get_status(sink.addr, "/_liveness"), Ok(200));
-    assert_eq!(common::get_status(sink.addr, "/_readiness"), Ok(200));
-    assert_eq!(common::get_status(sink.addr, "/health"), Ok(404));
+    assert_eq!(common::get_status(sink.socket(), "/_liveness"), Ok(200));
+    assert_eq!(common::get_status(sink.socket(), "/_readiness"), Ok(200));
+    assert_eq!(common::get_status(sink.socket(), "/health"), Ok(404));
 }

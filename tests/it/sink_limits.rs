@@ -2,37 +2,15 @@
 //! once, and a symbolic link at `--out`. Each test runs the real binary on loopback.
 
 use crate::common;
-use crate::common::Telemetry;
+use crate::common::{QuietSink, Telemetry};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A running `butler-agent sink` (stdout discarded), killed on drop.
-struct Sink {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sink() -> Sink {
-    let mut child = common::agent(Telemetry::Off)
-        .args(["sink", "--listen", "127.0.0.1:0"])
-        .env("NO_COLOR", "1")
-        .env("BUTLER_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let addr = common::sink_address(&mut child);
-    Sink { child, addr }
+fn start_sink() -> QuietSink {
+    QuietSink::spawn(common::sink_command())
 }
 
 /// Status line and body of the answer on `s` (read until the sink closes or 30 s pass).
@@ -142,7 +120,7 @@ fn concurrent_large_bodies_stay_within_the_memory_bound() {
     let body = std::sync::Arc::new(gz.finish().unwrap());
     assert!(body.len() > 10 * MIB as usize, "{}", body.len());
     let sink = start_sink();
-    let pid = sink.child.id();
+    let pid = sink.pid();
     let before = peak_rss(pid);
     let clients: Vec<_> = (0..N)
         .map(|_| {
@@ -262,15 +240,10 @@ fn a_chunked_body_in_pieces_is_accepted() {
 
 /// A sink run with `--out`, under an address-space limit so that a sink that tried to take
 /// gigabytes fails its allocation instead of pressing on the machine.
-fn start_sink_with_out(out: &std::path::Path) -> Sink {
+fn start_sink_with_out(out: &std::path::Path) -> QuietSink {
     use std::os::unix::process::CommandExt;
-    let mut cmd = common::agent(Telemetry::Off);
-    cmd.args(["sink", "--listen", "127.0.0.1:0", "--out"])
-        .arg(out)
-        .env("NO_COLOR", "1")
-        .env("BUTLER_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = common::sink_command();
+    cmd.arg("--out").arg(out);
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -279,9 +252,7 @@ fn start_sink_with_out(out: &std::path::Path) -> Sink {
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = cmd.spawn().expect("the binary runs");
-    let addr = common::sink_address(&mut child);
-    Sink { child, addr }
+    QuietSink::spawn(cmd)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -330,7 +301,7 @@ fn a_small_request_decoding_to_100_mib_stays_under_256_mib() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
     let sink = start_sink_with_out(&out);
-    let pid = sink.child.id();
+    let pid = sink.pid();
     let before = peak_rss(pid);
     let event = zeros_event(
         r#"{"api_key":"phc_test","event":"big","distinct_id":"d","properties":{"zeros":"#,

@@ -261,3 +261,48 @@ pub(crate) fn sink_address(child: &mut std::process::Child) -> String {
     rx.recv_timeout(std::time::Duration::from_secs(20))
         .expect("the sink logs its address")
 }
+
+/// `butler-agent sink` on a loopback port the OS chooses, info-level plain logs on a piped
+/// stderr (read by [`QuietSink::spawn`]), stdout discarded; add flags before spawning.
+pub(crate) fn sink_command() -> Command {
+    let mut cmd = agent(Telemetry::Off);
+    cmd.args(["sink", "--listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .env("BUTLER_LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// A running sink whose printed events nobody reads, killed on drop.
+pub(crate) struct QuietSink {
+    child: std::process::Child,
+    /// `IP:PORT`, as the sink logged it.
+    pub(crate) addr: String,
+}
+
+impl QuietSink {
+    /// Starts `cmd` (from [`sink_command`]) and waits for its address.
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("the binary runs");
+        let addr = sink_address(&mut child);
+        QuietSink { child, addr }
+    }
+
+    /// The sink's process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The sink's address as a socket address.
+    pub(crate) fn socket(&self) -> std::net::SocketAddr {
+        self.addr.parse().expect("the sink logs an IP:PORT")
+    }
+}
+
+impl Drop for QuietSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
