@@ -79,6 +79,13 @@ pub(crate) const STOP_HEAD_GRACE: Duration = Duration::from_millis(250);
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// How long the accept loop waits for an evicted connection to give its slot back.
 const EVICTION_WAIT: Duration = Duration::from_millis(100);
+/// When every slot is taken, how long after a connection has handed over its last answer (one
+/// that closes it) the accept loop waits for that slot rather than evicting another connection.
+/// A client that reconnects as soon as it reads `Connection: close` races the old connection's
+/// end by microseconds; without this wait it could win and cost a third connection its slot
+/// (and that client a failed request). Counted from the answer, not per accept, so a
+/// connection that never ends after its last answer stalls the accept loop this long once.
+const CLOSING_WAIT: Duration = Duration::from_millis(50);
 /// A request body with no new bytes for this long makes its connection evictable.
 pub(crate) const STALLED: Duration = Duration::from_secs(1);
 /// A source holding more than 1/`FLOOD_SHARE` of the slots is flooding: its connections lose
@@ -96,6 +103,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub idle_timeout: Duration,
     pub max_requests: u32,
+    /// See [`CLOSING_WAIT`].
+    pub closing_wait: Duration,
 }
 
 impl Default for Limits {
@@ -107,6 +116,7 @@ impl Default for Limits {
             max_header_bytes: MAX_HEADER_BYTES,
             idle_timeout: IDLE_TIMEOUT,
             max_requests: MAX_REQUESTS,
+            closing_wait: CLOSING_WAIT,
         }
     }
 }
@@ -148,27 +158,39 @@ pub(crate) async fn serve<H, Fut>(
             Ok(slot) => Some(slot),
             Err(_) => {
                 open.retain(|c| Arc::strong_count(c) > 1);
-                match evict(&open, peer.ip(), &limits) {
-                    Some(victim) => {
-                        tracing::debug!(
-                            "{name}: {max} connections open, closing an idle one from {}",
-                            victim.source
-                        );
-                        // The evicted task frees its slot as soon as it runs; a slot still
-                        // taken after this wait belongs to a task that has just started
-                        // answering.
-                        tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
-                    }
+                let closing = closing_wait(&open, limits.closing_wait);
+                let freed = match closing {
+                    Some(wait) => tokio::time::timeout(wait, slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
                     None => None,
+                };
+                if freed.is_some() {
+                    freed
+                } else {
+                    match evict(&open, peer.ip(), &limits) {
+                        Some(_) => {
+                            // Neither address is logged: they are the clients' IPs.
+                            tracing::debug!(
+                                "{name}: {max} connections open, closing an idle one to make room"
+                            );
+                            // The evicted task frees its slot as soon as it runs; a slot still
+                            // taken after this wait belongs to a task that has just started
+                            // answering.
+                            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                        }
+                        None => None,
+                    }
                 }
             }
         };
         let Some(slot) = slot else {
             tracing::debug!(
-                "{name}: {max} connections open, closing an idle one (its address is not logged)"
+                "{name}: {max} connections open and none can make room: closing the new one"
             );
             drop(stream);
             continue;
@@ -223,14 +245,19 @@ async fn connection<H, Fut>(
         state.busy.store(true, Ordering::Release);
         let served = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         req.extensions_mut().insert(Progress(Arc::clone(&state)));
+        let client_closes = asks_close(&req);
         let answer = handler(req, peer);
         async move {
             let mut answer = answer.await;
             state.reading.store(false, Ordering::Release);
-            if served >= max_requests || state.accepted.elapsed() >= announce_from {
+            let server_closes = served >= max_requests || state.accepted.elapsed() >= announce_from;
+            if server_closes {
                 answer
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if server_closes || client_closes {
+                state.mark_closing();
             }
             Ok::<_, Infallible>(answer.map(|body| Tracked {
                 body,
@@ -346,6 +373,9 @@ struct Conn {
     /// milliseconds since `epoch`.
     idle_since_ms: AtomicU64,
     requests: AtomicU32,
+    /// When its last answer (one that closes it) was handed over, in milliseconds since `epoch`
+    /// plus one; 0 while it stays open.
+    closing_at_ms: AtomicU64,
     /// Set by the accept loop when it has chosen this connection to make room.
     evicting: AtomicBool,
     evict: Notify,
@@ -362,6 +392,7 @@ impl Conn {
             busy: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             requests: AtomicU32::new(0),
+            closing_at_ms: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
             evict: Notify::new(),
         };
@@ -377,6 +408,22 @@ impl Conn {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.idle_since_ms.store(ms, Ordering::Relaxed);
         self.busy.store(false, Ordering::Release);
+    }
+
+    /// Its answer in hand closes it: the slot is about to come back.
+    fn mark_closing(&self) {
+        self.closing_at_ms
+            .store(self.now_ms().saturating_add(1), Ordering::Release);
+    }
+
+    /// How long ago it handed over an answer that closes it, if it did.
+    fn closing_for(&self) -> Option<Duration> {
+        match self.closing_at_ms.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(Duration::from_millis(
+                self.now_ms().saturating_sub(at.saturating_sub(1)),
+            )),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -464,6 +511,32 @@ pub(crate) fn group(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         },
+    }
+}
+
+/// How long to wait for a slot before evicting: what is left of `wait` ([`CLOSING_WAIT`]) since
+/// the latest answer that closes a connection still open, or `None` when there is none.
+fn closing_wait(open: &[Arc<Conn>], wait: Duration) -> Option<Duration> {
+    open.iter()
+        .filter_map(|c| c.closing_for())
+        .min()
+        .and_then(|since| wait.checked_sub(since))
+        .filter(|left| !left.is_zero())
+}
+
+/// Whether the client asked to close after this request: `Connection: close`, or HTTP/1.0
+/// without `keep-alive` (hyper then closes after the answer).
+fn asks_close<B>(req: &Request<B>) -> bool {
+    let has = |token: &str| {
+        req.headers().get_all(CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if req.version() == hyper::Version::HTTP_10 {
+        !has("keep-alive")
+    } else {
+        has("close")
     }
 }
 
@@ -559,6 +632,144 @@ mod tests {
             protected: false,
             idle_since_ms,
         }
+    }
+
+    #[test]
+    fn asks_close_reads_the_connection_tokens_and_the_version() {
+        let req = |version, connection: &[&str]| {
+            let mut b = Request::builder().version(version);
+            for v in connection {
+                b = b.header(CONNECTION, *v);
+            }
+            b.body(()).expect("a request")
+        };
+        use hyper::Version;
+        assert!(!asks_close(&req(Version::HTTP_11, &[])));
+        assert!(asks_close(&req(Version::HTTP_11, &["close"])));
+        assert!(asks_close(&req(Version::HTTP_11, &["Upgrade, CLOSE"])));
+        assert!(asks_close(&req(Version::HTTP_11, &["keep-alive", "close"])));
+        assert!(!asks_close(&req(Version::HTTP_11, &["closed, keep-alive"])));
+        assert!(asks_close(&req(Version::HTTP_10, &[])));
+        assert!(!asks_close(&req(Version::HTTP_10, &["Keep-Alive"])));
+    }
+
+    #[test]
+    fn the_closing_wait_counts_from_the_latest_closing_answer() {
+        let epoch = Instant::now();
+        let open: Vec<Arc<Conn>> = (0..3).map(|_| Arc::new(Conn::new(ip(1), epoch))).collect();
+        let wait = Duration::from_secs(60);
+        assert_eq!(closing_wait(&open, wait), None, "none is closing");
+        open[1].mark_closing();
+        let left = closing_wait(&open, wait).expect("one is closing");
+        assert!(left > Duration::from_secs(59) && left <= wait, "{left:?}");
+        // Long ago: no wait left.
+        open[1].closing_at_ms.store(
+            open[1].now_ms().saturating_sub(61_000).max(1),
+            Ordering::Release,
+        );
+        if open[1].now_ms() >= 61_000 {
+            assert_eq!(closing_wait(&open, wait), None);
+        }
+        assert_eq!(closing_wait(&open, Duration::ZERO), None);
+    }
+
+    /// A client that reconnects as soon as it has its `Connection: close` answer, while every
+    /// slot is taken, gets the slot that answer frees, not another client's kept-alive one.
+    /// Made deterministic by a large answer: the closing connection cannot end (and free its
+    /// slot) until its client has read the body, which it does only after the newcomer has
+    /// connected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_reconnecting_after_close_takes_the_slot_it_freed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+        const BIG: usize = 16 << 20;
+        let big = Bytes::from(vec![b'x'; BIG]);
+        let limits = Limits {
+            max_connections: 3,
+            closing_wait: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            limits,
+            "test",
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |req, _peer| {
+                let body = if req.uri().path() == "/big" {
+                    big.clone()
+                } else {
+                    Bytes::from_static(b"ok")
+                };
+                std::future::ready(Response::new(Full::new(body)))
+            },
+        ));
+        async fn ask(c: &mut TcpStream, path: &str) -> String {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+            c.write_all(req.as_bytes()).await.expect("send");
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n\r\nok") {
+                let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                    .await
+                    .expect("an answer within 5 s")
+                    .expect("read");
+                if n == 0 {
+                    return String::from_utf8_lossy(&got).into_owned();
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        }
+        // Two kept-alive clients, each answered once and idle.
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            assert!(ask(&mut c, "/small").await.starts_with("HTTP/1.1 200"));
+            kept.push(c);
+        }
+        // The third asks for a large answer and to close; it reads the head only.
+        let mut closing = TcpStream::connect(addr).await.expect("connect");
+        closing
+            .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut head = vec![0u8; 1024];
+        let n = closing.read(&mut head).await.expect("the answer starts");
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+        // Every slot is taken: a newcomer connects, then the closing client reads to the end.
+        let mut newcomer = TcpStream::connect(addr).await.expect("connect");
+        newcomer
+            .write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("send");
+        let mut rest = Vec::with_capacity(BIG);
+        closing.read_to_end(&mut rest).await.expect("the body");
+        assert!(n + rest.len() > BIG, "the whole answer arrived");
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), newcomer.read(&mut answer))
+            .await
+            .expect("the newcomer is answered")
+            .expect("read");
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..n]
+        );
+        // Nobody's kept-alive connection was taken to make room.
+        for c in &mut kept {
+            let answer = ask(c, "/small").await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "a kept-alive connection was evicted: {answer:?}"
+            );
+        }
+        let _ = stop_tx.send(());
+        server.await.expect("the server stops");
     }
 
     #[test]

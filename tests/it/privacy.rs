@@ -431,8 +431,20 @@ fn no_log_line_names_a_client_address() {
         c.set_read_timeout(Some(Duration::from_millis(300))).ok();
         let _ = c.read(&mut [0u8; 512]);
     }
+    // More connections than there are slots, from another loopback address: the server must
+    // make room (an eviction, logged at debug) without naming the address.
+    let crowd: Vec<TcpStream> = (0..70)
+        .map(|_| {
+            let c = connect_from([127, 0, 0, 2], agent.health);
+            let mut w = &c;
+            w.write_all(b"GET /health HTTP/1.1\r\n")
+                .expect("half a request");
+            c
+        })
+        .collect();
     // Leave the idle ones to be closed by the server, then stop.
     std::thread::sleep(Duration::from_millis(500));
+    drop(crowd);
     assert!(
         agent.stop(Duration::from_secs(5)).is_some(),
         "the agent stops"
@@ -448,4 +460,32 @@ fn no_log_line_names_a_client_address() {
             "a log line names the client 127.0.0.1:{port}:\n{log}"
         );
     }
+    assert!(
+        log.contains("to make room"),
+        "the crowd made the server evict: {log}"
+    );
+    assert!(
+        !log.contains("127.0.0.2"),
+        "a log line names the client 127.0.0.2:\n{log}"
+    );
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8 is local).
+fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd as _;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("a socket");
+    let [a, b, c, d] = from;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind to the loopback alias");
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("the health server listens on IPv4 here")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+    std::net::TcpStream::from(fd)
 }
