@@ -4,7 +4,8 @@
 //! holds every hostile client to a budget:
 //! - at most [`Limits::max_connections`] are open at once, so memory and descriptors are
 //!   bounded (about `max_connections × 16 KiB` of buffers);
-//! - a request head must arrive within [`Limits::header_read_timeout`] and fit in
+//! - a request head must be complete within [`Limits::header_read_timeout`] of the connection
+//!   becoming ready for it (accepted, or its previous answer sent), and fit in
 //!   [`Limits::max_header_bytes`] (larger heads get 431);
 //! - keep-alive is on: a connection serves up to [`Limits::max_requests`] requests (the last
 //!   answer says `Connection: close`), and is closed once it has been waiting for its next
@@ -49,6 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -56,9 +58,9 @@ use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::Semaphore;
 
 /// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -131,13 +133,12 @@ pub(crate) async fn serve<H, Fut>(
     shutdown: impl Future<Output = ()>,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let max = limits.max_connections.max(1);
     let handler = Arc::new(handler);
     let slots = Arc::new(Semaphore::new(max));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let epoch = Instant::now();
     let mut open: Vec<Arc<Conn>> = Vec::with_capacity(max);
     tokio::pin!(shutdown);
@@ -201,15 +202,19 @@ pub(crate) async fn serve<H, Fut>(
         let state = Arc::new(Conn::new(peer.ip(), epoch));
         open.push(Arc::clone(&state));
         let handler = Arc::clone(&handler);
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            connection(stream, peer, state, handler, limits, name, stop).await;
+        // Outside tokio's cooperative budget: hyper yields on its own after 16 requests in a
+        // row, and the budget's bookkeeping on every read and write costs each request.
+        tokio::spawn(tokio::task::unconstrained(async move {
+            connection(stream, peer, state, handler, limits, name).await;
             drop(slot);
-        });
+        }));
     }
     drop(listener);
-    // Receivers may all be gone already (no connection open); nothing to tell then.
-    let _ = stop_tx.send(true);
+    // Every connection still open is in `open` (only ended ones are dropped from it).
+    for c in &open {
+        c.stopping.store(true, Ordering::Release);
+        c.waker.wake();
+    }
     // Every connection holds a slot until it ends, so holding all slots means all have ended.
     // Each connection is bounded by its deadline, so this wait is too.
     let _all = slots
@@ -219,6 +224,11 @@ pub(crate) async fn serve<H, Fut>(
 
 /// Serves one connection to its end: the client closes, a limit is reached, it is evicted, or
 /// the server stops.
+///
+/// Besides hyper's work the task reacts to three things, checked on every wake-up without a
+/// lock: the accept loop's flags ([`Conn::evicting`], [`Conn::stopping`], which wake it through
+/// [`Conn::wake`]) and one timer, set to the earliest of the connection's deadline, the end of
+/// its idle time (which also bounds the time to send a request head) and the stop grace.
 async fn connection<H, Fut>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -226,9 +236,8 @@ async fn connection<H, Fut>(
     handler: Arc<H>,
     limits: Limits,
     name: &'static str,
-    mut stop: watch::Receiver<bool>,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     // Nagle would hold a kept-alive answer back until the client's delayed ACK.
@@ -240,13 +249,12 @@ async fn connection<H, Fut>(
     let announce_from = limits
         .connection_deadline
         .saturating_sub(limits.idle_timeout);
-    let service = service_fn(move |mut req: Request<Incoming>| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&answering);
         state.busy.store(true, Ordering::Release);
         let served = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        req.extensions_mut().insert(Progress(Arc::clone(&state)));
         let client_closes = asks_close(&req);
-        let answer = handler(req, peer);
+        let answer = handler(req, peer, Progress(Arc::clone(&state)));
         async move {
             let mut answer = answer.await;
             state.reading.store(false, Ordering::Release);
@@ -265,86 +273,121 @@ async fn connection<H, Fut>(
             }))
         }
     });
+    // No header-read timer in hyper (it would arm and drop a timer for every request): the
+    // idle timer below closes a connection that has not completed a request head within
+    // `min(idle_timeout, header_read_timeout)` of becoming idle, which bounds a head's time.
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(READ_BUFFER_BYTES.max(limits.max_header_bytes + 1024))
         .max_header_size(limits.max_header_bytes)
         // A client may shut its sending side once the request is out (HTTP/1.0 clients and
         // `nc -N` do); without this hyper can see the EOF first and close without answering.
         .half_close(true)
+        // One buffer and one `write` per answer: the answers are small, and gathering head
+        // and body with `writev` costs more than copying the body.
+        .writev(false)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let deadline = tokio::time::sleep(limits.connection_deadline);
-    tokio::pin!(deadline);
+    let idle_limit = limits.idle_timeout.min(limits.header_read_timeout);
+    let mut deadline = later(state.accepted, limits.connection_deadline);
     let mut past_deadline = false;
-    // Fires when the connection may have been idle too long; re-armed from its idle time.
-    let timer = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(timer);
-    let stopped = async move {
-        // An error means the server is gone, which also means stop.
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    tokio::pin!(stopped);
+    let mut evict_seen = false;
     let mut stop_at: Option<Instant> = None;
+    let mut due = deadline.min(later(state.accepted, idle_limit));
+    let timer = tokio::time::sleep_until(due);
+    tokio::pin!(timer);
     loop {
-        tokio::select! {
-            r = conn.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            state.waker.register(cx.waker());
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(r));
+            }
+            if !evict_seen && state.evicting.load(Ordering::Acquire) {
+                return Poll::Ready(Event::Evict);
+            }
+            if stop_at.is_none() && state.stopping.load(Ordering::Acquire) {
+                return Poll::Ready(Event::Stop);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        let now = Instant::now();
+        match event {
+            Event::Ended(r) => {
                 if let Err(e) = r {
                     tracing::debug!("{name}: a connection ended: {e}");
                 }
                 return;
             }
-            _ = &mut deadline => {
-                if past_deadline || !state.busy() {
-                    // Idle at the deadline means idle since before its last idle timeout (every
-                    // later answer said close): closing races no request.
-                    tracing::debug!("{name}: a connection reached its deadline");
-                    return;
-                }
-                // Answer the request in progress (its answer says close), then close; none
-                // lives past twice the deadline.
-                past_deadline = true;
-                conn.as_mut().graceful_shutdown();
-                deadline.as_mut().reset(later(Instant::now(), limits.connection_deadline));
-            }
-            _ = state.evict.notified() => {
+            Event::Evict => {
+                evict_seen = true;
                 if !state.busy() || state.stalled() {
                     return;
                 }
                 // Chosen while idle, but a request started since: answer it, then close.
                 conn.as_mut().graceful_shutdown();
+                continue;
             }
-            _ = &mut stopped, if stop_at.is_none() => {
+            Event::Stop => {
                 // Closes a connection idle between requests at once; one being answered
-                // closes after its answer.
+                // closes after its answer; one whose head is arriving gets the grace.
                 conn.as_mut().graceful_shutdown();
-                let now = Instant::now();
                 stop_at = Some(now);
-                timer.as_mut().reset(later(now, STOP_HEAD_GRACE));
             }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if state.busy() {
-                    timer.as_mut().reset(later(now, limits.idle_timeout));
-                    continue;
+            Event::Timer => {
+                if later(now, Duration::ZERO) >= deadline {
+                    if past_deadline || !state.busy() {
+                        // Idle at the deadline means idle since before its last idle timeout
+                        // (every later answer said close): closing races no request.
+                        tracing::debug!("{name}: a connection reached its deadline");
+                        return;
+                    }
+                    // Answer the request in progress (its answer says close), then close;
+                    // none lives past twice the deadline.
+                    past_deadline = true;
+                    conn.as_mut().graceful_shutdown();
+                    deadline = later(now, limits.connection_deadline);
                 }
-                let idle_due = state.idle_since().checked_add(limits.idle_timeout);
-                let stop_due = stop_at.and_then(|t| t.checked_add(STOP_HEAD_GRACE));
-                let due = match (idle_due, stop_due) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (a, b) => a.or(b).unwrap_or(now),
-                };
-                if due <= now {
-                    tracing::debug!("{name}: a connection closed while idle");
-                    return;
-                }
-                timer.as_mut().reset(due.into());
             }
         }
+        // The next time to look: the deadline, and the end of the idle time or of the stop
+        // grace (while an answer is in progress, look again an idle time later).
+        let quiet_until = if state.busy() {
+            later(now, idle_limit)
+        } else {
+            let idle_due = later(state.idle_since(), idle_limit);
+            match stop_at {
+                Some(at) => idle_due.min(later(at, STOP_HEAD_GRACE)),
+                None => idle_due,
+            }
+        };
+        if !state.busy() && quiet_until <= later(now, Duration::ZERO) {
+            tracing::debug!("{name}: a connection closed while idle");
+            return;
+        }
+        let next = deadline.min(quiet_until);
+        if next != due {
+            due = next;
+            timer.as_mut().reset(due);
+        }
     }
+}
+
+/// What woke a connection's task, besides hyper's own progress.
+enum Event {
+    /// hyper finished the connection (the client closed, an error, or a graceful shutdown).
+    Ended(Result<(), hyper::Error>),
+    /// The accept loop chose it to make room.
+    Evict,
+    /// The server is stopping.
+    Stop,
+    /// Its timer fired: the deadline, idle time or stop grace may have passed.
+    Timer,
 }
 
 /// `now + d` as a timer deadline; a duration too long to add means "not in this process's
@@ -378,7 +421,10 @@ struct Conn {
     closing_at_ms: AtomicU64,
     /// Set by the accept loop when it has chosen this connection to make room.
     evicting: AtomicBool,
-    evict: Notify,
+    /// Set by the accept loop when the server stops.
+    stopping: AtomicBool,
+    /// The connection's task, woken when the accept loop sets a flag.
+    waker: AtomicWaker,
 }
 
 impl Conn {
@@ -394,7 +440,8 @@ impl Conn {
             requests: AtomicU32::new(0),
             closing_at_ms: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
-            evict: Notify::new(),
+            stopping: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         };
         c.mark_idle();
         c
@@ -566,9 +613,10 @@ fn evict<'a>(open: &'a [Arc<Conn>], source: IpAddr, limits: &Limits) -> Option<&
         .collect();
     let flood = limits.max_connections / FLOOD_SHARE;
     let victim = &open[choose_victim(&views, group(source), flood)?];
-    victim.evicting.store(true, Ordering::Relaxed);
-    // notify_one keeps the wake-up even if the task has not been polled yet.
-    victim.evict.notify_one();
+    // Set before the wake-up: the task registers its waker, then reads the flag, so a wake-up
+    // before its first poll is not lost.
+    victim.evicting.store(true, Ordering::Release);
+    victim.waker.wake();
     Some(victim)
 }
 
@@ -699,7 +747,7 @@ mod tests {
             async move {
                 let _ = stop_rx.await;
             },
-            move |req, _peer| {
+            move |req, _peer, _progress| {
                 let body = if req.uri().path() == "/big" {
                     big.clone()
                 } else {

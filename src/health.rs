@@ -29,11 +29,11 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 
@@ -161,13 +161,10 @@ pub(crate) async fn serve(
         limits,
         "health server",
         shutdown,
-        move |req, _peer| {
-            let answer = respond(
-                req.method(),
-                req.uri().path(),
-                req.uri().query(),
-                readiness.status(),
-            );
+        move |req, _peer, _progress| {
+            let answer = respond(req.method(), req.uri().path(), req.uri().query(), || {
+                readiness.status()
+            });
             std::future::ready(answer)
         },
     )
@@ -181,12 +178,13 @@ struct Check {
 }
 
 /// The answer to one request. Pure: method, path, query and the readiness flags in, response
-/// out.
+/// out. The flags are read only for `/readyz` (they take a lock; `/health` and `/livez` never
+/// depend on them).
 pub(crate) fn respond(
     method: &Method,
     path: &str,
     query: Option<&str>,
-    status: Status,
+    status: impl FnOnce() -> Status,
 ) -> Response<Full<Bytes>> {
     let endpoint = match path {
         "/health" => Endpoint::Health,
@@ -206,11 +204,17 @@ pub(crate) fn respond(
     let checks = match endpoint {
         Endpoint::Health => {
             let mut r = Response::new(Full::new(Bytes::from_static(HEALTH_BODY.as_bytes())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            no_store(&mut r);
+            // A copy of headers made once: cheaper than hashing them in for every probe.
+            static HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| {
+                let mut r = Response::new(());
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+                no_store(&mut r);
+                r.into_parts().0.headers
+            });
+            *r.headers_mut() = HEADERS.clone();
             return r;
         }
         Endpoint::Livez => vec![Check {
@@ -218,6 +222,7 @@ pub(crate) fn respond(
             failure: None,
         }],
         Endpoint::Readyz => {
+            let status = status();
             let mut checks = vec![
                 Check {
                     name: "ping",
@@ -310,7 +315,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 /// A cached health answer is a wrong health answer.
-fn no_store(r: &mut Response<Full<Bytes>>) {
+fn no_store<B>(r: &mut Response<B>) {
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }

@@ -166,7 +166,7 @@ async fn read_body(
     mut body: Incoming,
     declared: Option<u64>,
     budget: &Arc<Semaphore>,
-    progress: Option<&Progress>,
+    progress: &Progress,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Unread> {
     use capture::CaptureError;
     let refuse = |error, close| Unread {
@@ -194,17 +194,13 @@ async fn read_body(
     let mut seen = 0usize;
     /// Says the body is being read while alive: a body that stops arriving makes its
     /// connection evictable; once read, the request is being answered, and is not.
-    struct Reading<'a>(Option<&'a Progress>);
+    struct Reading<'a>(&'a Progress);
     impl Drop for Reading<'_> {
         fn drop(&mut self) {
-            if let Some(p) = self.0 {
-                p.reading(false);
-            }
+            self.0.reading(false);
         }
     }
-    if let Some(p) = progress {
-        p.reading(true);
-    }
+    progress.reading(true);
     let _reading = Reading(progress);
     loop {
         let frame = match tokio::time::timeout(BODY_CHUNK_READ_TIMEOUT, body.frame()).await {
@@ -219,9 +215,7 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if let Some(p) = progress {
-            p.moved();
-        }
+        progress.moved();
         seen += data.len();
         if seen > capture::WIRE_LIMIT || declared.is_some_and(|n| n > capture::WIRE_LIMIT as u64) {
             // Refused now; the rest is read after the answer, not kept.
@@ -344,10 +338,16 @@ pub async fn serve(
         budget: Arc::new(Semaphore::new(BODY_BUDGET)),
         decoder: Decoder::start()?,
     });
-    connections::serve(listener, limits(), "sink", shutdown, move |req, peer| {
-        let shared = Arc::clone(&shared);
-        async move { route(req, peer, shared).await }
-    })
+    connections::serve(
+        listener,
+        limits(),
+        "sink",
+        shutdown,
+        move |req, peer, progress| {
+            let shared = Arc::clone(&shared);
+            async move { route(req, peer, progress, shared).await }
+        },
+    )
     .await;
     Ok(())
 }
@@ -418,6 +418,7 @@ fn header(req: &hyper::HeaderMap, name: hyper::header::HeaderName) -> Option<&st
 async fn route(
     req: Request<Incoming>,
     peer: SocketAddr,
+    progress: Progress,
     shared: Arc<Shared>,
 ) -> Response<Full<Bytes>> {
     let headers = req.headers().clone();
@@ -426,7 +427,7 @@ async fn route(
     let answer = if preflight {
         Answer::new(200, None, Bytes::new())
     } else {
-        answer(req, peer, shared).await
+        answer(req, peer, progress, shared).await
     };
     let head = method == Method::HEAD;
     let mut r = Response::new(Full::new(if head {
@@ -462,7 +463,12 @@ async fn route(
     r
 }
 
-async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Answer {
+async fn answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    progress: Progress,
+    shared: Arc<Shared>,
+) -> Answer {
     let path = req.uri().path().to_string();
     let path = match capture::route(req.method().as_str(), &path) {
         capture::Route::Capture(p) => p,
@@ -489,8 +495,7 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let progress = req.extensions().get::<Progress>().cloned();
-    let read = read_body(req.into_body(), declared, &shared.budget, progress.as_ref()).await;
+    let read = read_body(req.into_body(), declared, &shared.budget, &progress).await;
     let (body, held) = match read {
         Ok(read) => read,
         Err(unread) => {
