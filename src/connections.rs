@@ -95,6 +95,11 @@ pub(crate) const STALLED: Duration = Duration::from_secs(1);
 const FLOOD_SHARE: usize = 4;
 /// A new connection is protected from other sources' eviction this long, time to send its head.
 pub(crate) const NEW_GRACE: Duration = Duration::from_secs(1);
+/// A server left with no connection open after at least this many since it last gave memory
+/// back has seen a burst: see [`Bursts`].
+const BURST_CONNECTIONS: u64 = 64;
+/// At most one release of free memory per this long.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A server's limits; [`Limits::default`] holds the health server's values, tests shrink them.
 #[derive(Debug, Clone, Copy)]
@@ -139,8 +144,14 @@ pub(crate) async fn serve<H, Fut>(
     let max = limits.max_connections.max(1);
     let handler = Arc::new(handler);
     let slots = Arc::new(Semaphore::new(max));
+    let bursts = Arc::new(Bursts::new());
     let epoch = Instant::now();
     let mut open: Vec<Arc<Conn>> = Vec::with_capacity(max);
+    // Linux gives accepted sockets the listener's TCP_NODELAY: set once here, not per
+    // connection.
+    let nodelay_inherited =
+        nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)
+            .is_ok();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -159,13 +170,17 @@ pub(crate) async fn serve<H, Fut>(
             Ok(slot) => Some(slot),
             Err(_) => {
                 open.retain(|c| Arc::strong_count(c) > 1);
-                let closing = closing_wait(&open, limits.closing_wait);
-                let freed = match closing {
-                    Some(wait) => tokio::time::timeout(wait, slots.clone().acquire_owned())
-                        .await
-                        .ok()
-                        .and_then(Result::ok),
-                    None => None,
+                // A connection gone from `open` has given its slot back (see the task below):
+                // one may have ended since the first try. Else a closing one is about to.
+                let freed = match slots.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => match closing_wait(&open, limits.closing_wait) {
+                        Some(wait) => tokio::time::timeout(wait, slots.clone().acquire_owned())
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                        None => None,
+                    },
                 };
                 if freed.is_some() {
                     freed
@@ -202,11 +217,32 @@ pub(crate) async fn serve<H, Fut>(
         let state = Arc::new(Conn::new(peer.ip(), epoch));
         open.push(Arc::clone(&state));
         let handler = Arc::clone(&handler);
+        // Held until the slot is given back, so that a connection the accept loop no longer
+        // sees (it counts `state`'s owners) has always freed its slot.
+        let held = Arc::clone(&state);
+        bursts.accepted();
+        let bursts = Arc::clone(&bursts);
+        let all_free = Arc::clone(&slots);
+        // Boxed: the connection's future (hyper's state inline) is a few KiB, and spawning
+        // moves a future by value through several calls; a box moves as one pointer.
+        let served = Box::pin(connection(
+            stream,
+            peer,
+            state,
+            handler,
+            limits,
+            name,
+            nodelay_inherited,
+        ));
         // Outside tokio's cooperative budget: hyper yields on its own after 16 requests in a
         // row, and the budget's bookkeeping on every read and write costs each request.
         tokio::spawn(tokio::task::unconstrained(async move {
-            connection(stream, peer, state, handler, limits, name).await;
+            served.await;
             drop(slot);
+            drop(held);
+            if all_free.available_permits() == max {
+                bursts.idle();
+            }
         }));
     }
     drop(listener);
@@ -236,12 +272,15 @@ async fn connection<H, Fut>(
     handler: Arc<H>,
     limits: Limits,
     name: &'static str,
+    nodelay_inherited: bool,
 ) where
     H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    // Nagle would hold a kept-alive answer back until the client's delayed ACK.
-    let _ = stream.set_nodelay(true);
+    if !nodelay_inherited {
+        // Nagle would hold a kept-alive answer back until the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
+    }
     let answering = Arc::clone(&state);
     let max_requests = limits.max_requests.max(1);
     // Answers from here on say `Connection: close`: a client is told before the deadline
@@ -375,6 +414,71 @@ async fn connection<H, Fut>(
             due = next;
             timer.as_mut().reset(due);
         }
+    }
+}
+
+/// Gives memory back after a burst of connections. Each connection's buffers (about 16 KiB)
+/// come from the C library's allocator, which keeps freed memory in its pools: after a burst
+/// of a few hundred connections the process would stay a megabyte or more larger until it
+/// ends, paid for on every node. When the last connection of a burst (at least
+/// [`BURST_CONNECTIONS`] since the last release) has closed, the free memory is returned to
+/// the system, at most once per [`RELEASE_INTERVAL`]: never during a load (some connection is
+/// open), and not for the occasional probe.
+#[derive(Debug)]
+struct Bursts {
+    epoch: Instant,
+    /// Connections accepted since the last release.
+    accepted: AtomicU64,
+    /// When memory was last given back, in milliseconds since `epoch` (0: never).
+    released_ms: AtomicU64,
+}
+
+impl Bursts {
+    fn new() -> Self {
+        Bursts {
+            epoch: Instant::now(),
+            accepted: AtomicU64::new(0),
+            released_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// No connection is open: gives memory back if a burst has just ended.
+    fn idle(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.released_ms.load(Ordering::Relaxed);
+        if !burst_over(self.accepted.load(Ordering::Relaxed), last, now) {
+            return;
+        }
+        // One task releases; another finding the burst over at the same moment does not.
+        if self
+            .released_ms
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.accepted.store(0, Ordering::Relaxed);
+            release_free_memory();
+        }
+    }
+}
+
+/// Whether a server that has just become idle, after `accepted` connections since its last
+/// release at `last_ms` (0: never), should give memory back at `now_ms`.
+fn burst_over(accepted: u64, last_ms: u64, now_ms: u64) -> bool {
+    accepted >= BURST_CONNECTIONS
+        && (last_ms == 0 || now_ms.saturating_sub(last_ms) >= RELEASE_INTERVAL.as_millis() as u64)
+}
+
+/// Returns the allocator's free memory to the system (glibc's `malloc_trim`, which also
+/// releases free pages inside its pools). A few hundred microseconds for a few megabytes.
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers; it walks the allocator's own free lists under
+    // the allocator's locks, so it is safe to call from any thread at any time.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
@@ -574,16 +678,17 @@ fn closing_wait(open: &[Arc<Conn>], wait: Duration) -> Option<Duration> {
 /// Whether the client asked to close after this request: `Connection: close`, or HTTP/1.0
 /// without `keep-alive` (hyper then closes after the answer).
 fn asks_close<B>(req: &Request<B>) -> bool {
-    let has = |token: &str| {
+    let has = |token: &[u8]| {
         req.headers().get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
         })
     };
     if req.version() == hyper::Version::HTTP_10 {
-        !has("keep-alive")
+        !has(b"keep-alive")
     } else {
-        has("close")
+        has(b"close")
     }
 }
 
@@ -699,6 +804,36 @@ mod tests {
         assert!(!asks_close(&req(Version::HTTP_11, &["closed, keep-alive"])));
         assert!(asks_close(&req(Version::HTTP_10, &[])));
         assert!(!asks_close(&req(Version::HTTP_10, &["Keep-Alive"])));
+    }
+
+    #[test]
+    fn memory_is_given_back_after_a_burst_not_after_a_probe() {
+        let interval = RELEASE_INTERVAL.as_millis() as u64;
+        // A probe now and then: never.
+        assert!(!burst_over(1, 0, 10_000));
+        assert!(!burst_over(BURST_CONNECTIONS - 1, 0, 10_000));
+        // The end of the first burst.
+        assert!(burst_over(BURST_CONNECTIONS, 0, 10_000));
+        // Another burst too soon after a release waits for a later idle moment.
+        assert!(!burst_over(500, 10_000, 10_000 + interval - 1));
+        assert!(burst_over(500, 10_000, 10_000 + interval));
+        // The state machine: a release resets the count and records the time.
+        let b = Bursts::new();
+        for _ in 0..BURST_CONNECTIONS {
+            b.accepted();
+        }
+        b.idle();
+        assert_eq!(b.accepted.load(Ordering::Relaxed), 0);
+        assert!(b.released_ms.load(Ordering::Relaxed) >= 1);
+        for _ in 0..BURST_CONNECTIONS {
+            b.accepted();
+        }
+        b.idle();
+        assert_eq!(
+            b.accepted.load(Ordering::Relaxed),
+            BURST_CONNECTIONS,
+            "a second release within the interval waits"
+        );
     }
 
     #[test]
