@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-
 use butler_agent::{app, cli::Cli, config::Env, config::ProcessEnv, output};
 
 /// How long the process waits, at exit, for queued log lines to be written: a log pipe that

@@ -12,8 +12,8 @@
 //!   tree, integers beyond 64 bits become floats, tags are dropped (their values kept).
 //!
 //! Every error about a value the agent uses names the file, the line and column of the value
-//! (found again in the text by `locate` when the typed pass over the tree is what failed,
-//! or when a range check after it did), the key path and what was expected.
+//! (found again in the text by `locate`: the typed pass over the tree, or a range check after
+//! it, is what failed), the key path and what was expected (serde's words).
 //!
 //! Reading is split from parsing: [`parse_str`] is pure and tested on literals; [`load`] does
 //! the file I/O with a size cap.
@@ -412,16 +412,15 @@ pub fn parse_str(
     // Lenient pass first: the whole tree, for feature flags and the privacy guard. A failure
     // here is a YAML syntax or limits problem, not a wrong value.
     let Tree(tree) = serde_saphyr::from_str_with_options(text, yaml_options())
-        .map_err(|e| yaml_error(e, origin, None))?;
+        .map_err(|e| yaml_error(e, origin))?;
     // Typed view of the steering keys, from the tree already parsed (parsing the YAML is the
     // expensive part of start-up, so the happy path does it once).
     let root = if tree.is_null() {
         FileRoot::default()
     } else {
-        match FileRoot::deserialize(&tree) {
+        match serde_path_to_error::deserialize::<_, FileRoot>(&tree) {
             Ok(root) => root,
-            // A wrong value: parse the text again, strictly, for the line, column and key path.
-            Err(_) => return Err(strict_error(text, origin, &tree)),
+            Err(e) => return Err(value_error(text, origin, e)),
         }
     };
     if !tree.is_null() && root.butler.is_none() {
@@ -488,48 +487,30 @@ fn refuse_non_finite_text(text: &str, origin: &str, tree: &Value) -> Result<(), 
     Ok(())
 }
 
-/// The located error for a wrong value, from a strict pass over the text. `fallback` is the
-/// error the tree gave, used should the strict pass not fail the same way.
-fn strict_error(text: &str, origin: &str, tree: &Value) -> ConfigError {
-    // The key and message from the tree: this is what failed.
-    let (key, message) = match serde_path_to_error::deserialize::<_, FileRoot>(tree) {
-        Err(e) => (e.path().to_string(), e.into_inner().to_string()),
-        Ok(_) => (String::new(), "a value has the wrong type".to_string()),
-    };
+/// The located error for a wrong value: the key path and message from the typed view of the
+/// tree, the line and column of the value from the text.
+fn value_error(
+    text: &str,
+    origin: &str,
+    e: serde_path_to_error::Error<serde_json::Error>,
+) -> ConfigError {
+    let key = e.path().to_string();
     let key = (!key.is_empty() && key != ".").then_some(key);
-    // The YAML deserializer's own pass over the text words some errors better ("strict mode
-    // expects true/false"); its error is used when it is about the same key. (It reads any
-    // scalar as a string, so `posthogHost: 42` passes there, and a key that is not a string
-    // stops it early.)
-    let mut strict_key: Option<String> = None;
-    let strict: Result<FileRoot, serde_saphyr::Error> =
-        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                if path != "." && !path.is_empty() {
-                    strict_key = Some(path);
-                }
-                e.into_inner()
-            })
-        });
-    let mut error = match strict {
-        Err(e) if strict_key.is_some() && strict_key == key => yaml_error(e, origin, strict_key),
-        _ => ConfigError {
-            origin: Origin::File(origin.into()),
-            location: None,
-            key,
-            message: message
-                .replace("string \".inf\"", "the non-finite number .inf")
-                .replace("string \"-.inf\"", "the non-finite number -.inf")
-                .replace("string \".nan\"", "the non-finite number .nan"),
-            hint: Some("fix the value, or remove the key to use the default".into()),
-        },
-    };
-    // The value's own place, rather than where inside it the parser gave up.
-    if let Some(at) = error.key.as_deref().and_then(|k| locate(text, k)) {
-        error.location = Some(at);
+    let message = e.into_inner().to_string();
+    ConfigError {
+        origin: Origin::File(origin.into()),
+        // The value's own place.
+        location: key.as_deref().and_then(|k| locate(text, k)),
+        key,
+        // serde's wording, except that a boolean is spelled as the file must spell it (YAML 1.2:
+        // `yes` and `on` are strings).
+        message: message
+            .replace("expected a boolean", "expected true/false")
+            .replace("string \".inf\"", "the non-finite number .inf")
+            .replace("string \"-.inf\"", "the non-finite number -.inf")
+            .replace("string \".nan\"", "the non-finite number .nan"),
+        hint: Some("fix the value, or remove the key to use the default".into()),
     }
-    error
 }
 
 /// The whole file as a JSON tree, read as leniently as Butler reads it: a mapping key that is
@@ -725,7 +706,8 @@ fn locate(text: &str, key_path: &str) -> Option<(u64, u64)> {
     found.filter(|(line, _)| *line > 0)
 }
 
-fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> ConfigError {
+/// A YAML syntax or limits error: the file could not be read as YAML at all.
+fn yaml_error(e: serde_saphyr::Error, origin: &str) -> ConfigError {
     let location = e
         .location()
         .map(|l| (l.line(), l.column()))
@@ -742,18 +724,12 @@ fn yaml_error(e: serde_saphyr::Error, origin: &str, key: Option<String>) -> Conf
             message.trim_start_matches("budget breached: ")
         );
     }
-    // The syntax pass runs first, so an error with a key path is a wrong value at that key.
-    let hint = if key.is_some() {
-        "fix the value, or remove the key to use the default"
-    } else {
-        "fix the YAML syntax; aliases, nesting depth and size are limited"
-    };
     ConfigError {
         origin: Origin::File(origin.into()),
         location,
-        key,
+        key: None,
         message,
-        hint: Some(hint.into()),
+        hint: Some("fix the YAML syntax; aliases, nesting depth and size are limited".into()),
     }
 }
 
