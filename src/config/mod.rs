@@ -503,14 +503,60 @@ fn value_error(
         location: key.as_deref().and_then(|k| locate(text, k)),
         key,
         // serde's wording, except that a boolean is spelled as the file must spell it (YAML 1.2:
-        // `yes` and `on` are strings).
-        message: message
-            .replace("expected a boolean", "expected true/false")
-            .replace("string \".inf\"", "the non-finite number .inf")
-            .replace("string \"-.inf\"", "the non-finite number -.inf")
-            .replace("string \".nan\"", "the non-finite number .nan"),
+        // `yes` and `on` are strings), and that no text from the file is repeated.
+        message: without_text_values(
+            &message
+                .replace("expected a boolean", "expected true/false")
+                .replace("string \".inf\"", "the non-finite number .inf")
+                .replace("string \"-.inf\"", "the non-finite number -.inf")
+                .replace("string \".nan\"", "the non-finite number .nan"),
+        ),
         hint: Some("fix the value, or remove the key to use the default".into()),
     }
+}
+
+/// serde's message without the text values it quotes (`invalid type: string "…"`, `unknown
+/// variant `…``): a value in the wrong place may be a password or a host name, and the agent's
+/// messages name keys and places, never values. Numbers, booleans and key names stay.
+fn without_text_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string = rest.find("string \"");
+        let variant = rest.find("variant `");
+        let (at, quoted, open, close, word) = match (string, variant) {
+            (Some(s), Some(v)) if v < s => (v, "variant `".len(), '`', '`', "variant"),
+            (Some(s), _) => (s, "string \"".len(), '"', '"', "a string"),
+            (None, Some(v)) => (v, "variant `".len(), '`', '`', "variant"),
+            (None, None) => break,
+        };
+        out.push_str(&rest[..at]);
+        let inner = &rest[at + quoted..];
+        // The quoted text ends at the first closing mark not escaped (serde writes strings
+        // with Rust's escapes).
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '\\' if open == '"' && !escaped => escaped = true,
+                c if c == close && !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        out.push_str(word);
+        match end {
+            Some(i) => rest = &inner[i + close.len_utf8()..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The whole file as a JSON tree, read as leniently as Butler reads it: a mapping key that is

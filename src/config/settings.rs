@@ -137,8 +137,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, Rejected> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(t).map_err(|e| {
+        use humantime::DurationError as E;
+        // Where it went wrong, not the text itself (a value in the wrong place may be a secret).
+        let why = match e {
+            E::InvalidCharacter(at) => format!("an unexpected character at {at}"),
+            E::NumberExpected(at) => format!("a number expected at {at}"),
+            E::UnknownUnit { start, .. } => format!("an unknown unit at {start}"),
+            E::NumberOverflow => "a number too large".to_string(),
+            E::Empty => "empty".to_string(),
+        };
         Rejected(format!(
-            "{t:?} is not a duration ({e}); expected e.g. 12h, 90s, 1h 30m or seconds"
+            "not a duration ({why}); expected e.g. 12h, 90s, 1h 30m or seconds"
         ))
     })
 }

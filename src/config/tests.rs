@@ -413,6 +413,57 @@ fn every_steering_key_with_every_wrong_type_is_located() {
     }
 }
 
+/// A wrong value is named by its key and place, never repeated: a password pasted under the
+/// wrong key must not show up in the error, and so in a log.
+#[test]
+fn a_wrong_value_is_never_repeated_in_the_error() {
+    let secret = "s3cret-Passw0rd";
+    let keys: &[(&str, &[&str])] = &[
+        ("anonTelemetry", &["Butler"]),
+        ("port", &["Butler", "dockerHealthCheck"]),
+        ("interval", &["Butler", "butlerAgent"]),
+        ("maxRetries", &["Butler", "butlerAgent"]),
+        ("healthPort", &["Butler", "butlerAgent"]),
+        ("shutdownGrace", &["Butler", "butlerAgent"]),
+    ];
+    for (key, parents) in keys {
+        for value in [
+            format!("\"{secret}\""),
+            secret.to_string(),
+            format!("'{secret} \\\" and `{secret}`'"),
+            format!("\"12 {secret}\""),
+        ] {
+            let mut text = String::new();
+            for (depth, p) in parents.iter().enumerate() {
+                text.push_str(&format!("{}{p}:\n", "  ".repeat(depth)));
+            }
+            text.push_str(&format!("{}{key}: {value}\n", "  ".repeat(parents.len())));
+            let e = match parse(&text) {
+                Err(e) => e,
+                Ok((_, _, agent)) => AgentSettings::resolve(agent.as_ref(), &MapEnv::default())
+                    .map(|_| ())
+                    .expect_err(&format!("{key}: {value} must be refused")),
+            };
+            let shown = e.to_string();
+            assert!(shown.contains(key), "{shown}");
+            assert!(!shown.contains("s3cret"), "{key}: {value}: {shown}");
+        }
+    }
+    assert_eq!(
+        without_text_values(r#"invalid type: string "a\"b", expected x"#),
+        "invalid type: a string, expected x"
+    );
+    assert_eq!(
+        without_text_values("unknown variant `zzz`, expected one of `a`, `b`"),
+        "unknown variant, expected one of `a`, `b`"
+    );
+    assert_eq!(without_text_values("string \"unterminated"), "a string");
+    assert_eq!(
+        without_text_values("invalid value: integer `70000`"),
+        "invalid value: integer `70000`"
+    );
+}
+
 /// Range, format and cross-field errors from the file give the line of the value.
 #[test]
 fn range_errors_name_the_line() {
