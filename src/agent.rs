@@ -14,7 +14,8 @@
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
-//! It runs on the runtime of [`crate::runtime::block_on_serving`].
+//! It runs on the current-thread runtime of [`crate::runtime::block_on`]; the health server
+//! on a thread and runtime of its own ([`health::serve_on_own_thread`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use crate::telemetry::{self, Snapshot, optout, payload, schedule};
 
 /// Runs the agent until a stop signal.
 pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
-    crate::runtime::block_on_serving(agent(config, env, roots))
+    crate::runtime::block_on(agent(config, env, roots))
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
@@ -86,12 +87,17 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
         let bound = listener.local_addr().unwrap_or(health_addr);
         health_bound = Some(bound);
         tracing::info!("health server listening on http://{bound} (/health, /livez, /readyz)");
-        Some(tokio::spawn(health::serve(
+        let serving = health::serve_on_own_thread(
             listener,
             readiness.clone(),
             Limits::default(),
             stop_token.wait(),
-        )))
+        )
+        .map_err(|source| Failure::HealthBind {
+            addr: health_addr,
+            source,
+        })?;
+        Some(serving)
     } else {
         tracing::info!("health server disabled by configuration");
         None
@@ -244,15 +250,15 @@ async fn watch_config(
 /// Waits for the health server and the scheduler to end, at most `grace`, or until
 /// `interrupt` (the next stop signal) completes, and logs which of these happened.
 async fn drain(
-    health: Option<tokio::task::JoinHandle<()>>,
+    health: Option<impl std::future::Future<Output = bool>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
     interrupt: impl std::future::Future<Output = &'static str>,
 ) {
     let both = async {
         if let Some(h) = health {
-            if let Err(e) = h.await {
-                tracing::error!("health server ended abnormally: {e}");
+            if !h.await {
+                tracing::error!("health server ended abnormally");
             }
         }
         if let Some(s) = scheduler {
@@ -339,7 +345,12 @@ mod tests {
         let grace = Duration::from_millis(50);
         tokio::time::timeout(
             Duration::from_secs(5),
-            drain(None, Some(stuck), grace, std::future::pending()),
+            drain(
+                None::<std::future::Ready<bool>>,
+                Some(stuck),
+                grace,
+                std::future::pending(),
+            ),
         )
         .await
         .expect("drain returns once the grace is over, not when the task ends");
@@ -448,7 +459,7 @@ mod tests {
         tokio::time::timeout(
             Duration::from_secs(5),
             drain(
-                None,
+                None::<std::future::Ready<bool>>,
                 Some(done),
                 Duration::from_secs(3600),
                 std::future::pending(),

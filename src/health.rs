@@ -171,6 +171,26 @@ pub(crate) async fn serve(
     .await;
 }
 
+/// [`serve`] on a thread and runtime of its own ([`crate::runtime::on_own_thread`]): takes a
+/// listener bound on the caller's runtime and returns a future that completes, `true`, when
+/// the server has stopped (`false` if it ended abnormally).
+pub(crate) fn serve_on_own_thread(
+    listener: TcpListener,
+    readiness: Readiness,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<impl Future<Output = bool> + Send + 'static> {
+    // Moved between runtimes as the plain socket it is.
+    let listener = listener.into_std()?;
+    crate::runtime::on_own_thread("health", move || async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => serve(listener, readiness, limits, shutdown).await,
+            Err(e) => tracing::error!("health server: cannot take its listener: {e}"),
+        }
+    })
+    .map_err(std::io::Error::other)
+}
+
 /// What one check reports for the verbose listing.
 struct Check {
     name: &'static str,
