@@ -60,7 +60,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -144,8 +144,8 @@ pub(crate) async fn serve<H, Fut>(
     let max = limits.max_connections.max(1);
     let handler = Arc::new(handler);
     let slots = Arc::new(Semaphore::new(max));
-    let bursts = Arc::new(Bursts::new());
     let epoch = Instant::now();
+    let bursts = Arc::new(Bursts::new(epoch));
     let mut open: Vec<Arc<Conn>> = Vec::with_capacity(max);
     // Linux gives accepted sockets the listener's TCP_NODELAY: set once here, not per
     // connection.
@@ -175,10 +175,7 @@ pub(crate) async fn serve<H, Fut>(
                 let freed = match slots.clone().try_acquire_owned() {
                     Ok(slot) => Some(slot),
                     Err(_) => match closing_wait(&open, limits.closing_wait) {
-                        Some(wait) => tokio::time::timeout(wait, slots.clone().acquire_owned())
-                            .await
-                            .ok()
-                            .and_then(Result::ok),
+                        Some(wait) => slot_within(&slots, wait).await,
                         None => None,
                     },
                 };
@@ -194,10 +191,7 @@ pub(crate) async fn serve<H, Fut>(
                             // The evicted task frees its slot as soon as it runs; a slot still
                             // taken after this wait belongs to a task that has just started
                             // answering.
-                            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                                .await
-                                .ok()
-                                .and_then(Result::ok)
+                            slot_within(&slots, EVICTION_WAIT).await
                         }
                         None => None,
                     }
@@ -263,7 +257,7 @@ pub(crate) async fn serve<H, Fut>(
 ///
 /// Besides hyper's work the task reacts to three things, checked on every wake-up without a
 /// lock: the accept loop's flags ([`Conn::evicting`], [`Conn::stopping`], which wake it through
-/// [`Conn::wake`]) and one timer, set to the earliest of the connection's deadline, the end of
+/// [`Conn::waker`]) and one timer, set to the earliest of the connection's deadline, the end of
 /// its idle time (which also bounds the time to send a request head) and the stop grace.
 async fn connection<H, Fut>(
     stream: tokio::net::TcpStream,
@@ -379,7 +373,7 @@ async fn connection<H, Fut>(
                 stop_at = Some(now);
             }
             Event::Timer => {
-                if later(now, Duration::ZERO) >= deadline {
+                if tokio::time::Instant::from_std(now) >= deadline {
                     if past_deadline || !state.busy() {
                         // Idle at the deadline means idle since before its last idle timeout
                         // (every later answer said close): closing races no request.
@@ -405,7 +399,7 @@ async fn connection<H, Fut>(
                 None => idle_due,
             }
         };
-        if !state.busy() && quiet_until <= later(now, Duration::ZERO) {
+        if !state.busy() && quiet_until <= tokio::time::Instant::from_std(now) {
             tracing::debug!("{name}: a connection closed while idle");
             return;
         }
@@ -434,9 +428,9 @@ struct Bursts {
 }
 
 impl Bursts {
-    fn new() -> Self {
+    fn new(epoch: Instant) -> Self {
         Bursts {
-            epoch: Instant::now(),
+            epoch,
             accepted: AtomicU64::new(0),
             released_ms: AtomicU64::new(0),
         }
@@ -448,7 +442,7 @@ impl Bursts {
 
     /// No connection is open: gives memory back if a burst has just ended.
     fn idle(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = millis_since(self.epoch);
         let last = self.released_ms.load(Ordering::Relaxed);
         if !burst_over(self.accepted.load(Ordering::Relaxed), last, now) {
             return;
@@ -492,6 +486,19 @@ enum Event {
     Stop,
     /// Its timer fired: the deadline, idle time or stop grace may have passed.
     Timer,
+}
+
+/// A slot, if one comes back within `wait`.
+async fn slot_within(slots: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
+    tokio::time::timeout(wait, Arc::clone(slots).acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+/// Milliseconds since `epoch`: the clock of the connection and burst records, kept in atomics.
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `now + d` as a timer deadline; a duration too long to add means "not in this process's
@@ -556,8 +563,8 @@ impl Conn {
     }
 
     fn mark_idle(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.idle_since_ms
+            .store(millis_since(self.epoch), Ordering::Relaxed);
         self.busy.store(false, Ordering::Release);
     }
 
@@ -578,7 +585,7 @@ impl Conn {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis_since(self.epoch)
     }
 
     /// Reading a request body that has brought nothing for [`STALLED`].
@@ -818,7 +825,7 @@ mod tests {
         assert!(!burst_over(500, 10_000, 10_000 + interval - 1));
         assert!(burst_over(500, 10_000, 10_000 + interval));
         // The state machine: a release resets the count and records the time.
-        let b = Bursts::new();
+        let b = Bursts::new(Instant::now());
         for _ in 0..BURST_CONNECTIONS {
             b.accepted();
         }

@@ -19,7 +19,10 @@ const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
 pub(crate) fn block_on<T, E: From<NoRuntime>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    run_on(tokio::runtime::Builder::new_current_thread(), work)
+    let runtime = current_thread()?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    result
 }
 
 /// Runs the future `make` returns on a thread of its own (named `name`), on a current-thread
@@ -40,10 +43,7 @@ where
     Make: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(NoRuntime)?;
+    let runtime = current_thread()?;
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(name.to_string())
@@ -57,16 +57,14 @@ where
     Ok(async move { ended.await.is_ok() })
 }
 
-/// Builds the runtime `builder` describes, runs `work` to its end on it, and stops it without
-/// waiting for idle blocking threads.
-fn run_on<T, E: From<NoRuntime>>(
-    mut builder: tokio::runtime::Builder,
-    work: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    let runtime = builder.enable_all().build().map_err(NoRuntime)?;
-    let result = runtime.block_on(work);
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
-    result
+/// A current-thread runtime with I/O and timers: the one kind of runtime the project uses.
+/// Each is stopped with `shutdown_timeout(RUNTIME_SHUTDOWN_WAIT)`, not waiting for idle
+/// blocking threads.
+fn current_thread() -> Result<tokio::runtime::Runtime, NoRuntime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NoRuntime)
 }
 
 /// The runtime could not be built (no threads, no epoll).
