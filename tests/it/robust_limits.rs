@@ -274,3 +274,60 @@ fn the_sink_answers_its_health_under_1000_idle_connections() {
     );
     summary.assert_all_passed();
 }
+
+/// Clients that ask the server to close after their answers, pipeline dozens of requests and
+/// never read, beside connections that sit idle in every other slot: the accept loop waits a
+/// short while for a slot a closing answer frees, and such clients must not turn that wait
+/// into a stall. Every probe is answered, and the agent stops at once afterwards.
+#[test]
+fn closing_clients_that_never_read_do_not_stall_probes() {
+    let _serial = one_at_a_time();
+    const PROBES: usize = 20;
+    let mut summary = Summary::new(CLASS, "closing_clients_that_never_read_do_not_stall_probes");
+    let mut agent = agent();
+    raise_fd_limit();
+    let mut hostile = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 16 {
+        if let Ok(mut c) = TcpStream::connect(agent.health) {
+            let _ = c.write_all(b"GET /health HTTP/1.1\r\n");
+            hostile.push(c);
+        }
+    }
+    for _ in 0..20 {
+        if let Ok(mut c) = TcpStream::connect(agent.health) {
+            let _ = c.write_all(
+                &b"GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".repeat(50),
+            );
+            hostile.push(c);
+        }
+    }
+    let mut slow = Vec::new();
+    for _ in 0..PROBES {
+        let started = Instant::now();
+        let r = (|| -> Result<u16, String> {
+            let mut c = TcpStream::connect_timeout(&agent.health, Duration::from_secs(2))
+                .map_err(|e| format!("connect: {e}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| e.to_string())?;
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                .map_err(|e| format!("send: {e}"))?;
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer)
+                .map_err(|e| format!("read: {e}"))?;
+            statuses(&answer)
+                .first()
+                .copied()
+                .ok_or_else(|| "closed without an answer".to_string())
+        })();
+        if r != Ok(200) {
+            slow.push(format!("{r:?} after {:?}", started.elapsed()));
+        }
+    }
+    summary.case(
+        "every probe answered 200 within 2 s",
+        (!slow.is_empty()).then(|| format!("{} of {PROBES}: {slow:?}", slow.len())),
+    );
+    drop(hostile);
+    summary.case("stops at once", stop_problem(&mut agent));
+    summary.assert_all_passed();
+}
