@@ -115,7 +115,7 @@ fn service_version(cfg: &LoadedConfig) -> Result<ServiceVersion, Failure> {
         // Without a stop trigger the lookup always ends with an answer.
         Ok(found.unwrap_or_else(|| ServiceVersion {
             value: butler::UNKNOWN.into(),
-            source: butler::Source::NoApi("the lookup was interrupted".into()),
+            source: butler::Source::Interrupted,
         }))
     })
 }

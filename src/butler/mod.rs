@@ -31,7 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::config::butler::{Api, PING_PATH, api};
+use crate::config::butler::{Api, NoApi, PING_PATH, api};
 use crate::config::{AgentSettings, ButlerKeys};
 use probe::PingError;
 
@@ -48,7 +48,9 @@ pub(crate) enum Source {
     /// Butler's answer.
     Ping(Api),
     /// No Butler API URL: why.
-    NoApi(String),
+    NoApi(NoApi),
+    /// The lookup was stopped before it had an answer.
+    Interrupted,
     /// The Butler API URL gave no version: what it answered.
     Failed(Api, PingError),
 }
@@ -79,7 +81,8 @@ impl ServiceVersion {
         match &self.source {
             Source::EnvVar => "BUTLER_VERSION".into(),
             Source::Ping(api) => format!("Butler's {PING_PATH} at {}", at(api)),
-            Source::NoApi(why) => why.clone(),
+            Source::NoApi(why) => why.to_string(),
+            Source::Interrupted => "the lookup was interrupted".into(),
             Source::Failed(api, e) => format!("{} {e}", at(api)),
         }
     }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::probe;
+use super::probe::{self, PingError};
 use crate::config::butler::Target;
 use crate::health::{ButlerCheck, Readiness};
 
@@ -18,7 +18,7 @@ use crate::health::{ButlerCheck, Readiness};
 pub(crate) const PERIOD: Duration = Duration::from_secs(5);
 
 /// Asks Butler once. Pure apart from the request: `Ok` when Butler answers as Butler.
-pub(crate) async fn check_once(client: &reqwest::Client, target: &Target) -> Result<(), String> {
+pub(crate) async fn check_once(client: &reqwest::Client, target: &Target) -> Result<(), NotReady> {
     let result = match target {
         Target::Health(port) => probe::health(client, *port).await,
         Target::Ping(api) => match probe::ping(client, &api.url).await {
@@ -27,7 +27,19 @@ pub(crate) async fn check_once(client: &reqwest::Client, target: &Target) -> Res
             Err(e) => Err(e),
         },
     };
-    result.map_err(|e| format!("{target} {e}"))
+    result.map_err(|error| NotReady {
+        target: target.clone(),
+        error,
+    })
+}
+
+/// Butler did not answer the check as Butler; says what was asked (never the URL) and what
+/// came back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{target} {error}")]
+pub(crate) struct NotReady {
+    target: Target,
+    error: PingError,
 }
 
 /// Checks Butler every [`period`] until `shutdown` completes, setting the `butler` check of
@@ -40,7 +52,7 @@ pub(crate) async fn watch(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut last: Option<Result<(), String>> = None;
+    let mut last: Option<Result<(), NotReady>> = None;
     loop {
         let result = tokio::select! {
             r = check_once(&client, &target) => r,
@@ -54,7 +66,7 @@ pub(crate) async fn watch(
         }
         readiness.set_butler(match &result {
             Ok(()) => ButlerCheck::Ok,
-            Err(why) => ButlerCheck::Failed(why.as_str().into()),
+            Err(why) => ButlerCheck::Failed(why.to_string().into()),
         });
         last = Some(result);
         tokio::select! {

@@ -46,6 +46,7 @@ fn the_version_rule() {
     assert!(
         check_version("latest build")
             .unwrap_err()
+            .to_string()
             .contains("not a version")
     );
 }
@@ -61,24 +62,30 @@ fn api_urls_are_checked() {
         check_api_url(" https://10.0.0.5:8443/butler ", ph).unwrap(),
         "https://10.0.0.5:8443/butler"
     );
-    let e = check_api_url("ftp://butler", ph).unwrap_err();
+    let e = check_api_url("ftp://butler", ph).unwrap_err().to_string();
     assert!(e.contains("http://"), "{e}");
-    let e = check_api_url("butler:8080", ph).unwrap_err();
+    let e = check_api_url("butler:8080", ph).unwrap_err().to_string();
     assert!(e.contains("http://"), "{e}");
-    let e = check_api_url("http://admin:s3cret@butler:8080", ph).unwrap_err();
+    let e = check_api_url("http://admin:s3cret@butler:8080", ph)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("credentials") && !e.contains("s3cret"), "{e}");
-    let e = check_api_url("http://butler:8080/?x=1", ph).unwrap_err();
+    let e = check_api_url("http://butler:8080/?x=1", ph)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("query"), "{e}");
     for posthog in [
         "https://eu.i.posthog.com",
         "https://EU.posthog.com/",
         "https://posthog.com",
     ] {
-        let e = check_api_url(posthog, ph).unwrap_err();
+        let e = check_api_url(posthog, ph).unwrap_err().to_string();
         assert!(e.contains("PostHog"), "{posthog}: {e}");
     }
     // A self-hosted PostHog (the configured destination) too.
-    let e = check_api_url("http://ph.example.org:8000", "http://ph.example.org:8000").unwrap_err();
+    let e = check_api_url("http://ph.example.org:8000", "http://ph.example.org:8000")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("PostHog"), "{e}");
     // The same host on another port is not the destination.
     assert!(check_api_url("http://ph.example.org:8080", "http://ph.example.org:8000").is_ok());
@@ -140,7 +147,9 @@ fn the_url_is_derived_from_butlers_config_when_both_switches_are_on() {
 }
 
 fn api_of(cfg: &config::LoadedConfig) -> Result<String, String> {
-    api(&cfg.butler, &cfg.agent).map(|a| a.url)
+    api(&cfg.butler, &cfg.agent)
+        .map(|a| a.url)
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -470,7 +479,10 @@ fn the_readiness_check_follows_butler_and_its_messages_name_no_url() {
     s.silence();
     std::thread::sleep(Duration::from_millis(200));
     for target in [&ping, &health] {
-        let why = rt.block_on(ready::check_once(&client, target)).unwrap_err();
+        let why = rt
+            .block_on(ready::check_once(&client, target))
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("did not answer"), "{why}");
         assert!(!why.contains(&url), "{why}");
     }

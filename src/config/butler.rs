@@ -23,49 +23,40 @@ pub(crate) fn is_version(s: &str) -> bool {
 }
 
 /// `BUTLER_VERSION`: trimmed, and only when it follows the version rule.
-pub(crate) fn check_version(raw: &str) -> Result<String, String> {
+pub(crate) fn check_version(raw: &str) -> Result<String, NotAVersion> {
     let v = raw.trim();
     if is_version(v) {
         Ok(v.to_string())
     } else {
-        Err(format!(
-            "{:?} is not a version: expected 1 to 64 letters, digits, dots, plus or minus signs, \
-             e.g. 16.0.4",
-            v.chars().take(80).collect::<String>()
-        ))
+        Err(NotAVersion(v.chars().take(80).collect()))
     }
 }
 
+/// `BUTLER_VERSION` does not follow the version rule (its first 80 characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a version: expected 1 to 64 letters, digits, dots, plus or minus signs, e.g. \
+     16.0.4"
+)]
+pub(crate) struct NotAVersion(String);
+
 /// Checks a Butler API URL: `http(s)://host[:port][/path]`, no credentials, no query, not
-/// PostHog. Returns it without trailing slashes. The message never repeats the URL (it may hold
-/// a password).
-pub(crate) fn check_api_url(raw: &str, posthog_host: &str) -> Result<String, String> {
+/// PostHog. Returns it without trailing slashes. The error never repeats the URL (it may hold a
+/// password).
+pub(crate) fn check_api_url(raw: &str, posthog_host: &str) -> Result<String, BadApiUrl> {
     let text = raw.trim().trim_end_matches('/');
     if !(text.starts_with("http://") || text.starts_with("https://")) {
-        return Err(
-            "not an http:// or https:// URL; give Butler's REST API, e.g. http://butler:8080"
-                .into(),
-        );
+        return Err(BadApiUrl::NotHttp);
     }
-    let url = reqwest::Url::parse(text).map_err(|e| {
-        format!("not a valid URL ({e}); give Butler's REST API, e.g. http://butler:8080")
-    })?;
+    let url = reqwest::Url::parse(text).map_err(|e| BadApiUrl::Invalid(e.to_string()))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "the URL contains credentials (a name or password before @); Butler's REST API \
-             takes none: remove them"
-                .into(),
-        );
+        return Err(BadApiUrl::Credentials);
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(
-            "the URL has a query or fragment; give only Butler's base URL, e.g. \
-                    http://butler:8080"
-                .into(),
-        );
+        return Err(BadApiUrl::QueryOrFragment);
     }
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-        return Err("the URL has no host".into());
+        return Err(BadApiUrl::NoHost);
     };
     let host = host.to_ascii_lowercase();
     // The configured destination: same host and port (a self-hosted PostHog may share a host
@@ -75,13 +66,34 @@ pub(crate) fn check_api_url(raw: &str, posthog_host: &str) -> Result<String, Str
             && p.port_or_known_default() == url.port_or_known_default()
     });
     if host == "posthog.com" || host.ends_with(".posthog.com") || same_as_destination {
-        return Err(
-            "the URL points at PostHog, the telemetry destination; it must be Butler's REST API, \
-             e.g. http://butler:8080"
-                .into(),
-        );
+        return Err(BadApiUrl::PostHog);
     }
     Ok(text.to_string())
+}
+
+/// Why a Butler API URL is refused; none of the messages repeats the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadApiUrl {
+    #[error("not an http:// or https:// URL; give Butler's REST API, e.g. http://butler:8080")]
+    NotHttp,
+    #[error("not a valid URL ({0}); give Butler's REST API, e.g. http://butler:8080")]
+    Invalid(String),
+    #[error(
+        "the URL contains credentials (a name or password before @); Butler's REST API takes \
+         none: remove them"
+    )]
+    Credentials,
+    #[error(
+        "the URL has a query or fragment; give only Butler's base URL, e.g. http://butler:8080"
+    )]
+    QueryOrFragment,
+    #[error("the URL has no host")]
+    NoHost,
+    #[error(
+        "the URL points at PostHog, the telemetry destination; it must be Butler's REST API, \
+         e.g. http://butler:8080"
+    )]
+    PostHog,
 }
 
 /// How the Butler API URL was found.
@@ -115,7 +127,7 @@ pub(crate) struct Api {
 
 /// The Butler API URL: the setting, else derived from Butler's config when the REST server and
 /// its ping endpoint are both on. `Err`: why there is none, naming the switch to turn on.
-pub(crate) fn api(butler: &ButlerKeys, agent: &AgentSettings) -> Result<Api, String> {
+pub(crate) fn api(butler: &ButlerKeys, agent: &AgentSettings) -> Result<Api, NoApi> {
     if let Some(url) = &agent.butler_api_url {
         return Ok(Api {
             url: url.clone(),
@@ -123,19 +135,11 @@ pub(crate) fn api(butler: &ButlerKeys, agent: &AgentSettings) -> Result<Api, Str
         });
     }
     let rest = &butler.rest_server;
-    let state = |v: Option<bool>| if v.is_some() { "false" } else { "not set" };
     if rest.enable != Some(true) {
-        return Err(format!(
-            "Butler's REST API is off in the config: Butler.restServerConfig.enable is {}",
-            state(rest.enable)
-        ));
+        return Err(NoApi::RestServerOff(Switch::from(rest.enable)));
     }
     if butler.butlerping != Some(true) {
-        return Err(format!(
-            "Butler's /v4/butlerping is off in the config: \
-             Butler.restServerEndpointsEnable.butlerping is {}",
-            state(butler.butlerping)
-        ));
+        return Err(NoApi::PingOff(Switch::from(butler.butlerping)));
     }
     let tls = rest.tls.as_ref().and_then(|t| t.enable) == Some(true);
     Ok(Api {
@@ -146,6 +150,44 @@ pub(crate) fn api(butler: &ButlerKeys, agent: &AgentSettings) -> Result<Api, Str
         ),
         from: ApiFrom::Derived,
     })
+}
+
+/// Why Butler's config gives no API URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NoApi {
+    #[error("Butler's REST API is off in the config: Butler.restServerConfig.enable is {0}")]
+    RestServerOff(Switch),
+    #[error(
+        "Butler's /v4/butlerping is off in the config: \
+         Butler.restServerEndpointsEnable.butlerping is {0}"
+    )]
+    PingOff(Switch),
+}
+
+/// A switch of Butler's config that is not on: `false`, or absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Switch {
+    False,
+    NotSet,
+}
+
+impl From<Option<bool>> for Switch {
+    fn from(v: Option<bool>) -> Self {
+        if v.is_some() {
+            Switch::False
+        } else {
+            Switch::NotSet
+        }
+    }
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Switch::False => "false",
+            Switch::NotSet => "not set",
+        })
+    }
 }
 
 /// `http(s)://serverHost:serverPort`; a listen-everywhere host (`0.0.0.0`, `::`) or none means
@@ -198,26 +240,37 @@ pub(crate) fn readiness_target(butler: &ButlerKeys, agent: &AgentSettings) -> Op
 
 /// The start-up check of `requireButler`: Butler must be reachable one way or the other, and
 /// its health port must not be the agent's own (the agent would be asking itself).
-pub(crate) fn check_required(butler: &ButlerKeys, agent: &AgentSettings) -> Result<(), String> {
+pub(crate) fn check_required(
+    butler: &ButlerKeys,
+    agent: &AgentSettings,
+) -> Result<(), Unreachable> {
     if !agent.require_butler {
         return Ok(());
     }
     match readiness_target(butler, agent) {
-        None => Err(
-            "requireButler needs a way to reach Butler, and the config gives none: turn on \
-             Butler.dockerHealthCheck.enable (in Butler's network namespace: a Kubernetes pod, \
-             compose network_mode: service:butler), or Butler's REST API \
-             (Butler.restServerConfig.enable and Butler.restServerEndpointsEnable.butlerping), or \
-             set BUTLER_API_URL"
-                .into(),
-        ),
+        None => Err(Unreachable::NoWay),
         Some(Target::Health(port)) if agent.health_enable && port == agent.health_port => {
-            Err(format!(
-                "Butler's health port (Butler.dockerHealthCheck.port) and the agent's are both \
-                 {port}: the agent would be checking itself; give the agent another port with \
-                 BUTLER_HEALTH_PORT or Butler.butlerAgent.healthPort (e.g. 12399)"
-            ))
+            Err(Unreachable::OwnPort(port))
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Why `requireButler` cannot be met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unreachable {
+    #[error(
+        "requireButler needs a way to reach Butler, and the config gives none: turn on \
+         Butler.dockerHealthCheck.enable (in Butler's network namespace: a Kubernetes pod, \
+         compose network_mode: service:butler), or Butler's REST API \
+         (Butler.restServerConfig.enable and Butler.restServerEndpointsEnable.butlerping), or \
+         set BUTLER_API_URL"
+    )]
+    NoWay,
+    #[error(
+        "Butler's health port (Butler.dockerHealthCheck.port) and the agent's are both {0}: the \
+         agent would be checking itself; give the agent another port with BUTLER_HEALTH_PORT or \
+         Butler.butlerAgent.healthPort (e.g. 12399)"
+    )]
+    OwnPort(u16),
 }

@@ -263,9 +263,10 @@ fn check_butler_reachable(
     agent: AgentSettings,
     env: &dyn Env,
 ) -> Result<AgentSettings, ConfigError> {
-    let Err(message) = self::butler::check_required(butler, &agent) else {
+    let Err(unreachable) = self::butler::check_required(butler, &agent) else {
         return Ok(agent);
     };
+    let message = unreachable.to_string();
     let setting = &table::REQUIRE_BUTLER;
     let key = Some(setting.named());
     Err(

@@ -296,7 +296,9 @@ impl AgentSettings {
                 |v| Ok(Some(v.to_string())),
             )?,
             butler_version: env_or(env, "BUTLER_VERSION", None, None, |v| {
-                super::butler::check_version(v).map(Some).map_err(Rejected)
+                super::butler::check_version(v)
+                    .map(Some)
+                    .map_err(|e| Rejected(e.to_string()))
             })?,
             require_butler: env_or(
                 env,
@@ -350,7 +352,7 @@ impl AgentSettings {
         if let Some(url) = &self.butler_api_url {
             self.butler_api_url = Some(
                 super::butler::check_api_url(url, &self.posthog_host)
-                    .map_err(|m| bad(&BUTLER_API_URL, m))?,
+                    .map_err(|e| bad(&BUTLER_API_URL, e.to_string()))?,
             );
         }
         for (setting, value) in [
