@@ -1,5 +1,7 @@
 //! Helpers the unit tests share (compiled for tests only).
 
+pub(crate) mod http_answer;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 

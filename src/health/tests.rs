@@ -686,9 +686,11 @@ async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
         for i in 0..32 {
             let s = conn.get_or_insert_with(|| std::net::TcpStream::connect(addr).unwrap());
             std::io::Write::write_all(s, b"GET /health HTTP/1.1\r\nHost: k\r\n\r\n").unwrap();
-            let (status, connection, _) =
-                read_kept_alive_answer(s, std::time::Duration::from_secs(5))
-                    .unwrap_or_else(|| panic!("request {i}: the connection closed under it"));
+            let (status, connection, _) = crate::test_support::http_answer::read_kept_alive_answer(
+                s,
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap_or_else(|| panic!("request {i}: the connection closed under it"));
             assert_eq!(status, 200, "request {i}");
             answered += 1;
             if connection.as_deref() == Some("close") {
@@ -705,38 +707,4 @@ async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
     assert!(announced >= 1, "8 s of reuse spans the 3 s deadline");
     let _ = stop.send(());
     server.await.unwrap();
-}
-
-/// One answer read from a kept-alive connection: status, `Connection` header, body.
-/// `None` when the connection closes (or nothing comes within `limit`) before a full answer.
-fn read_kept_alive_answer(
-    s: &mut std::net::TcpStream,
-    limit: std::time::Duration,
-) -> Option<(u16, Option<String>, String)> {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_string();
-            let header = |name: &str| {
-                head.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-                })
-            };
-            let len: usize = header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1)?.parse().ok()?;
-                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string();
-                return Some((status, header("connection"), body));
-            }
-        }
-        match std::io::Read::read(s, &mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-        }
-    }
 }

@@ -8,8 +8,9 @@
 
 use crate::common;
 use crate::common::QuietSink;
+use crate::common::http_answer::read_kept_alive_answer;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -17,37 +18,6 @@ const EVENT: &str = r#"{"api_key":"phc_test","event":"e","distinct_id":"d"}"#;
 
 fn start_sink() -> QuietSink {
     QuietSink::spawn(common::sink_command())
-}
-
-/// One answer read from a kept-alive connection: status, `Connection` header, body.
-/// `None` when the connection closes (or nothing comes within `limit`) before a full answer.
-fn read_answer(s: &mut TcpStream, limit: Duration) -> Option<(u16, Option<String>, String)> {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_string();
-            let header = |name: &str| {
-                head.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-                })
-            };
-            let len: usize = header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1)?.parse().ok()?;
-                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string();
-                return Some((status, header("connection"), body));
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 fn post(body: &str) -> String {
@@ -66,7 +36,7 @@ fn small_event(addr: SocketAddr) -> (Option<u16>, Duration) {
     let t = Instant::now();
     let status = TcpStream::connect(addr).ok().and_then(|mut s| {
         s.write_all(post(&body).as_bytes()).ok()?;
-        read_answer(&mut s, Duration::from_secs(60)).map(|a| a.0)
+        read_kept_alive_answer(&mut s, Duration::from_secs(60)).map(|a| a.0)
     });
     (status, t.elapsed())
 }
@@ -172,7 +142,7 @@ fn rotating_sources_do_not_take_a_kept_alive_monitor() {
         let ok = monitor
             .write_all(b"GET /_liveness HTTP/1.1\r\nHost: m\r\n\r\n")
             .ok()
-            .and_then(|_| read_answer(&mut monitor, Duration::from_secs(5)));
+            .and_then(|_| read_kept_alive_answer(&mut monitor, Duration::from_secs(5)));
         match ok {
             Some((200, _, _)) => {}
             other => {
@@ -214,7 +184,7 @@ fn an_oversized_body_is_drained_and_the_connection_stays_usable() {
         sent += n;
     }
     let (status, connection, body) =
-        read_answer(&mut s, Duration::from_secs(30)).expect("an answer");
+        read_kept_alive_answer(&mut s, Duration::from_secs(30)).expect("an answer");
     assert_eq!(
         (status, body.as_str()),
         (
@@ -224,13 +194,15 @@ fn an_oversized_body_is_drained_and_the_connection_stays_usable() {
     );
     assert_eq!(connection, None, "the connection stays open");
     s.write_all(post(EVENT).as_bytes()).unwrap();
-    let (status, _, body) = read_answer(&mut s, Duration::from_secs(10)).expect("a second answer");
+    let (status, _, body) =
+        read_kept_alive_answer(&mut s, Duration::from_secs(10)).expect("a second answer");
     assert_eq!((status, body.as_str()), (200, r#"{"status":"Ok"}"#));
     // Announced beyond twice the cap: refused at once, and the connection closes.
     let mut s = TcpStream::connect(sink.socket()).unwrap();
     s.write_all(b"POST /e/ HTTP/1.1\r\nHost: x\r\nContent-Length: 41943041\r\n\r\n")
         .unwrap();
-    let (status, connection, _) = read_answer(&mut s, Duration::from_secs(10)).expect("an answer");
+    let (status, connection, _) =
+        read_kept_alive_answer(&mut s, Duration::from_secs(10)).expect("an answer");
     assert_eq!((status, connection.as_deref()), (413, Some("close")));
 }
 
@@ -253,7 +225,7 @@ fn a_slow_body_that_keeps_coming_is_accepted() {
         s.write_all(piece).unwrap();
         std::thread::sleep(Duration::from_secs(1));
     }
-    let answer = read_answer(&mut s, Duration::from_secs(10));
+    let answer = read_kept_alive_answer(&mut s, Duration::from_secs(10));
     assert!(started.elapsed() > Duration::from_secs(10));
     assert_eq!(
         answer.map(|a| (a.0, a.2)),

@@ -10,6 +10,9 @@
 #![allow(dead_code)]
 
 pub(crate) mod capture;
+/// The unit tests' answer reader (`src/test_support/http_answer.rs`).
+#[path = "../../../src/test_support/http_answer.rs"]
+pub(crate) mod http_answer;
 
 use std::path::Path;
 use std::process::Command;
