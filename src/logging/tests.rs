@@ -1,11 +1,8 @@
-use std::io;
-use std::sync::{Arc, Mutex};
-
 use proptest::prelude::*;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
+use crate::test_support::Logs;
 
 #[test]
 fn dependencies_are_quiet_by_default() {
@@ -60,33 +57,6 @@ fn the_cap_is_by_crate_not_by_prefix() {
     assert_eq!(cap_of("butler_agent::host"), None);
 }
 
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 /// Emits bollard's events at every level, inside spans with the names and fields the grammar's
 /// span and field filters can name, plus an event of the agent's own at `debug`; returns what
 /// was written under `filter`.
@@ -94,9 +64,10 @@ fn emitted<F>(filter: F) -> String
 where
     F: tracing_subscriber::layer::Filter<tracing_subscriber::Registry> + Send + Sync + 'static,
 {
-    let out = Captured::default();
+    let out = Logs::default();
+    let writer = out.clone();
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(out.clone())
+        .with_writer(move || writer.clone())
         .with_ansi(false)
         .with_filter(filter);
     let subscriber = tracing_subscriber::registry().with(layer);
