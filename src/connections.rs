@@ -501,14 +501,9 @@ fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `now + d` as a timer deadline; a duration too long to add means "not in this process's
-/// life" (about 30 years).
-fn later(now: Instant, d: Duration) -> tokio::time::Instant {
-    let far = Duration::from_secs(30 * 365 * 24 * 3600);
-    now.checked_add(d)
-        .or_else(|| now.checked_add(far))
-        .unwrap_or(now)
-        .into()
+/// `base + d` as a timer deadline ([`crate::runtime::later`]).
+fn later(base: Instant, d: Duration) -> tokio::time::Instant {
+    crate::runtime::later(base.into(), d)
 }
 
 /// One open connection as the accept loop and its own task see it.

@@ -1,7 +1,7 @@
 //! The tokio runtimes: the current-thread one of every command (the agent's too), and the
 //! current-thread one on a thread of its own that serves the agent's health endpoint, built
-//! and stopped without waiting for idle blocking threads; and the one way to say "now plus a
-//! duration" on tokio's clock.
+//! and stopped without waiting for idle blocking threads; and the one way to say "an instant
+//! plus a duration" on tokio's clock.
 
 use std::future::Future;
 use std::time::Duration;
@@ -72,12 +72,17 @@ fn current_thread() -> Result<tokio::runtime::Runtime, NoRuntime> {
 #[error("cannot start the async runtime: {0}")]
 pub struct NoRuntime(std::io::Error);
 
-/// Now plus `d` on tokio's clock, or, when that does not fit, a time so far ahead (about 30
-/// years) that it never comes: a pause or limit too long to add is waited as "never".
+/// Now plus `d` on tokio's clock ([`later`]).
 pub(crate) fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+    later(Instant::now(), d)
+}
+
+/// `base` plus `d`, or, when that does not fit, a time so far ahead (about 30 years) that it
+/// never comes: a pause or limit too long to add is waited as "never".
+pub(crate) fn later(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d)
+        .or_else(|| base.checked_add(Duration::from_secs(30 * 365 * 24 * 3600)))
+        .unwrap_or(base)
 }
 
 #[cfg(test)]
