@@ -230,6 +230,7 @@ fn send(cfg: &LoadedConfig, roots: &Roots, env: &dyn Env) -> Result<String, Fail
         attempts: 1,
         gave_up: None,
         interrupted: false,
+        reread: None,
     };
     cycle::record(&cfg.agent, &destination, &delivery, &body);
     let uuid = serde_json::from_slice::<serde_json::Value>(&body)

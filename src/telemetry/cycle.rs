@@ -45,6 +45,7 @@ use crate::host::{Roots, Syscalls};
 use crate::instance_id::Warning;
 use crate::random::NoRandom;
 use crate::runtime;
+use crate::signals::Reread;
 
 /// How long one cycle's blocking work (config, host facts, ID, build, guard) may take before
 /// the cycle is abandoned. Normally it takes milliseconds; the Docker engine query alone is
@@ -109,6 +110,8 @@ pub(crate) enum CycleOutcome {
         delivered: bool,
         attempts: u32,
         interrupted: bool,
+        /// A re-read of the config was asked for between attempts and ended them.
+        reread: Option<Reread>,
     },
 }
 
@@ -319,13 +322,32 @@ impl Runner {
         enabled
     }
 
-    /// One cycle: re-read the config, then, when telemetry is on, build, guard and deliver.
-    /// `connect` builds the transport; it is only called when telemetry is on and the event
-    /// passed the guard. `shutdown` is polled until it completes, never after.
+    /// [`Runner::cycle_or_reread`] with no re-read (the tests' cycles).
+    #[cfg(test)]
     pub(crate) async fn cycle<T, F>(
         &mut self,
         inputs: &Inputs,
         shutdown: impl Future<Output = ()>,
+        connect: F,
+    ) -> CycleOutcome
+    where
+        T: Transport,
+        F: FnOnce(&AgentSettings) -> Result<T, SetupError>,
+    {
+        self.cycle_or_reread(inputs, shutdown, std::future::pending(), connect)
+            .await
+    }
+
+    /// One cycle: re-read the config, then, when telemetry is on, build, guard and deliver.
+    /// `connect` builds the transport; it is only called when telemetry is on and the event
+    /// passed the guard. `shutdown` is polled until it completes, never after. Retries end
+    /// when `reread` completes (the schedule passes the next SIGHUP or change of the file):
+    /// see [`sender::deliver_or_reread`].
+    pub(crate) async fn cycle_or_reread<T, F>(
+        &mut self,
+        inputs: &Inputs,
+        shutdown: impl Future<Output = ()>,
+        reread: impl Future<Output = Reread>,
         connect: F,
     ) -> CycleOutcome
     where
@@ -433,7 +455,8 @@ impl Runner {
             .cloned()
             .expect("the outbox was filled just above");
         let policy = RetryPolicy::new(settings.max_retries);
-        let delivery = sender::deliver(&transport, &body, &policy, shutdown.as_mut()).await;
+        let delivery =
+            sender::deliver_or_reread(&transport, &body, &policy, shutdown.as_mut(), reread).await;
         drop(transport);
         record(&settings, &destination, &delivery, &body);
         if delivery.delivered() {
@@ -444,6 +467,11 @@ impl Runner {
                 ),
                 _ => tracing::info!("telemetry: {} to {destination}", delivery.last.describe()),
             }
+        } else if delivery.reread.is_some() {
+            tracing::info!(
+                "telemetry: retries stopped to re-read the config; the next cycle builds the \
+                 event anew from it"
+            );
         } else if !delivery.interrupted {
             let rejected = delivery.gave_up == Some(GiveUpReason::Rejected);
             if self.streak.failed(rejected).is_some() {
@@ -460,6 +488,7 @@ impl Runner {
             delivered: delivery.delivered(),
             attempts: delivery.attempts,
             interrupted: delivery.interrupted,
+            reread: delivery.reread,
         }
     }
 }

@@ -69,27 +69,21 @@ pub(crate) async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>
                 _ = tokio::time::sleep_until(due) => break,
                 _ = shutdown.as_mut() => return,
                 why = hangups.recv() => {
-                    match why {
-                        Reread::Signal => {
-                            tracing::info!("SIGHUP received: re-reading the config");
-                        }
-                        Reread::FileChanged => {
-                            tracing::info!("the config file changed: re-reading it");
-                        }
-                    }
-                    // SIGHUP asks: its outcome is always logged. A change of the file is
-                    // logged as a cycle's re-read is (what changed; an error once).
-                    let asked = why == Reread::Signal;
-                    let reloaded = runner.reload_now(&inputs, shutdown.as_mut(), asked).await;
-                    readiness.set_config_valid(runner.config_loads());
-                    if !reloaded {
+                    if !reread(&mut runner, &inputs, shutdown.as_mut(), &readiness, why).await {
                         return;
                     }
                 }
             }
         }
+        // SIGHUP or a change of the file also ends a delivery's retries (an opt-out written
+        // meanwhile is obeyed before the next attempt, not after the last).
         let outcome = runner
-            .cycle(&inputs, shutdown.as_mut(), HttpTransport::new)
+            .cycle_or_reread(
+                &inputs,
+                shutdown.as_mut(),
+                hangups.recv(),
+                HttpTransport::new,
+            )
             .await;
         readiness.set_config_valid(runner.config_loads());
         // A cycle that saw the trigger complete: it must not be polled again.
@@ -104,7 +98,39 @@ pub(crate) async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>
             return;
         }
         pause = jittered(runner.config.agent.interval, sender::random_unit());
+        if let CycleOutcome::Sent {
+            reread: Some(why), ..
+        } = outcome
+        {
+            // The next cycle comes an interval later, as after retries that ran out: a file
+            // that keeps changing must not turn the retries' back-off into one attempt per
+            // change.
+            if !reread(&mut runner, &inputs, shutdown.as_mut(), &readiness, why).await {
+                return;
+            }
+        }
     }
+}
+
+/// Re-reads the config now, as SIGHUP or a change of the file asks; `false` when a stop came
+/// during the re-read (the caller returns).
+async fn reread(
+    runner: &mut Runner,
+    inputs: &Inputs,
+    shutdown: impl Future<Output = ()>,
+    readiness: &Readiness,
+    why: Reread,
+) -> bool {
+    match why {
+        Reread::Signal => tracing::info!("SIGHUP received: re-reading the config"),
+        Reread::FileChanged => tracing::info!("the config file changed: re-reading it"),
+    }
+    // SIGHUP asks: its outcome is always logged. A change of the file is logged as a cycle's
+    // re-read is (what changed; an error once).
+    let asked = why == Reread::Signal;
+    let reloaded = runner.reload_now(inputs, shutdown, asked).await;
+    readiness.set_config_valid(runner.config_loads());
+    reloaded
 }
 
 /// `interval` plus a random offset of up to [`JITTER_FRACTION`]; `unit` is in `[0, 1)`.

@@ -18,6 +18,7 @@ use super::retry::{self, Attempt, GiveUpReason, Next, RetryPolicy};
 use crate::config::AgentSettings;
 pub use crate::http::SetupError;
 pub(crate) use crate::http::{chain, read_ca_file, user_agent};
+use crate::signals::Reread;
 
 /// PostHog's single-event capture path (`rust/capture/src/router.rs`).
 pub(crate) const CAPTURE_PATH: &str = "/i/v0/e/";
@@ -302,6 +303,9 @@ pub(crate) struct Delivery {
     pub gave_up: Option<GiveUpReason>,
     /// Stopped because the agent is shutting down.
     pub(crate) interrupted: bool,
+    /// Stopped between attempts because the config is to be re-read (SIGHUP, or the file
+    /// changed): the new config may turn telemetry off or send elsewhere.
+    pub(crate) reread: Option<Reread>,
     /// Every attempt whose body may have left the machine, with its result (for the audit log).
     pub sent: Vec<(SystemTime, Attempt)>,
 }
@@ -321,15 +325,32 @@ pub(crate) fn random_unit() -> f64 {
     }
 }
 
-/// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
-/// when `shutdown` completes; an attempt in flight is finished (the caller bounds it).
+/// [`deliver_or_reread`] with no re-read (the tests' deliveries).
+#[cfg(test)]
 pub(crate) async fn deliver<T: Transport>(
     transport: &T,
     body: &Bytes,
     policy: &RetryPolicy,
     shutdown: impl Future<Output = ()>,
 ) -> Delivery {
+    deliver_or_reread(transport, body, policy, shutdown, std::future::pending()).await
+}
+
+/// Sends `body`, retrying transient failures by `policy`. Pauses between attempts end early
+/// when `shutdown` completes (an attempt in flight is finished: the caller bounds it) or when
+/// `reread` completes (a re-read of the config was asked for): no attempt follows,
+/// [`Delivery::reread`] says why. Otherwise an
+/// opt-out written to the file during a long pause (up to 30 minutes of `Retry-After`, each
+/// retry) would be obeyed only after the retries had sent the event again.
+pub(crate) async fn deliver_or_reread<T: Transport>(
+    transport: &T,
+    body: &Bytes,
+    policy: &RetryPolicy,
+    shutdown: impl Future<Output = ()>,
+    reread: impl Future<Output = Reread>,
+) -> Delivery {
     tokio::pin!(shutdown);
+    tokio::pin!(reread);
     let mut attempts = 0u32;
     let mut sent = Vec::new();
     loop {
@@ -338,16 +359,17 @@ pub(crate) async fn deliver<T: Transport>(
         if tried.body_may_have_left {
             sent.push((SystemTime::now(), tried.attempt.clone()));
         }
-        let done = |gave_up, interrupted, sent| Delivery {
+        let done = |gave_up, interrupted, reread, sent| Delivery {
             last: tried.attempt.clone(),
             attempts,
             gave_up,
             interrupted,
+            reread,
             sent,
         };
         match retry::next(policy, attempts - 1, &tried.attempt, random_unit()) {
-            Next::Done => return done(None, false, sent),
-            Next::GiveUp(why) => return done(Some(why), false, sent),
+            Next::Done => return done(None, false, None, sent),
+            Next::GiveUp(why) => return done(Some(why), false, None, sent),
             Next::RetryAfter(pause) => {
                 tracing::debug!(
                     attempt = attempts,
@@ -357,7 +379,8 @@ pub(crate) async fn deliver<T: Transport>(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = &mut shutdown => return done(None, true, sent),
+                    _ = &mut shutdown => return done(None, true, None, sent),
+                    why = &mut reread => return done(None, false, Some(why), sent),
                 }
             }
         }
@@ -453,6 +476,45 @@ mod tests {
             }
             assert!(t.bodies.lock().unwrap().iter().all(|b| *b == body));
         }
+    }
+
+    /// A re-read asked for during a pause (here 30 minutes of `Retry-After`) ends the
+    /// delivery there: no attempt follows, whatever retries are left.
+    #[tokio::test(start_paused = true)]
+    async fn a_reread_ends_the_retries_during_a_pause() {
+        let t = Scripted::new(vec![
+            retry::classify_status(
+                503,
+                Some(Duration::from_secs(30 * 60))
+            );
+            10
+        ]);
+        let started = tokio::time::Instant::now();
+        let reread = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Reread::FileChanged
+        };
+        let d = deliver_or_reread(
+            &t,
+            &Bytes::new(),
+            &RetryPolicy::new(5),
+            std::future::pending(),
+            reread,
+        )
+        .await;
+        assert_eq!(d.attempts, 1, "no attempt after the re-read");
+        assert_eq!(d.reread, Some(Reread::FileChanged));
+        assert!(!d.interrupted && !d.delivered() && d.gave_up.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        // Without one, the same server gets every retry.
+        let t = Scripted::new(vec![
+            retry::classify_status(
+                503,
+                Some(Duration::from_secs(30 * 60))
+            );
+            10
+        ]);
+        assert_eq!(deliver_with_five_retries(&t).await.attempts, 6);
     }
 
     #[tokio::test(start_paused = true)]

@@ -529,6 +529,7 @@ fn sent_once(delivered: bool) -> cycle::CycleOutcome {
         delivered,
         attempts: 1,
         interrupted: false,
+        reread: None,
     }
 }
 

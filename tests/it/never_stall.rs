@@ -1,8 +1,9 @@
 //! Nothing a telemetry cycle does stalls the agent: while a cycle works through a config with
 //! 40,000 strings, reads a config path that has become a FIFO, or waits on a Docker engine
 //! that never answers, `/health` keeps answering and SIGTERM ends the agent in under a second.
-//! SIGHUP re-reads the config and never stops it. Every agent here has telemetry off or sends
-//! to a local `butler-agent sink`.
+//! SIGHUP re-reads the config and never stops it, and ends a delivery's retries so that an
+//! opt-out written meanwhile is obeyed at once. Every agent here has telemetry off or sends to
+//! a local `butler-agent sink` or recording server.
 
 use crate::robust_support;
 
@@ -10,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Telemetry;
+use crate::common::capture::{Fault, recording_server};
 use crate::robust_support::{Agent, Prober};
 
 /// The slowest probe tolerated while a cycle works on the other core of a loaded machine.
@@ -184,5 +187,53 @@ fn sighup_rereads_the_config_and_never_stops_the_agent() {
     let started = Instant::now();
     assert_eq!(agent.stop(Duration::from_secs(10)), Some(0));
     assert!(started.elapsed() < STOP_BOUND);
+    assert!(agent.panics().is_empty());
+}
+
+/// PostHog answers 503 with `Retry-After: 4`; after the first attempt the user turns telemetry
+/// off in the file and sends SIGHUP. The retry that was 4 s away never comes: the re-read ends
+/// the retries and reads the opt-out. (Before, the agent sent the event again at
+/// every `Retry-After` until its retries ran out: up to 5 × 30 minutes after the opt-out.)
+#[test]
+fn an_opt_out_during_retries_stops_them_at_once() {
+    let recorder = recording_server(Fault::Unavailable);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("production.yaml");
+    std::fs::write(&config, "Butler:\n  anonTelemetry: true\n").expect("write");
+    let url = recorder.url();
+    let mut agent = Agent::start_with(
+        Telemetry::To(&url),
+        &["--config", config.to_str().expect("UTF-8 path")],
+        &[("BUTLER_TELEMETRY_START_DELAY", "0s")],
+        dir.path(),
+    );
+    let started = Instant::now();
+    while recorder.requests() == 0 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(recorder.requests(), 1, "the first attempt arrives");
+    let first = Instant::now();
+    std::fs::write(&config, "Butler:\n  anonTelemetry: false\n").expect("opt out");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("send SIGHUP");
+    agent.wait_log(
+        "retries stopped to re-read the config",
+        Duration::from_secs(3),
+    );
+    let reread = agent.wait_log("config re-read: changed", Duration::from_secs(3));
+    assert!(reread.contains("anonTelemetry"), "{reread}");
+    // Past the retry that was due 4 s after the first attempt.
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(first.elapsed()));
+    assert_eq!(
+        recorder.requests(),
+        1,
+        "nothing is sent after the opt-out; log: {:?}",
+        agent.log()
+    );
+    assert!(agent.running());
+    assert_eq!(agent.stop(Duration::from_secs(10)), Some(0));
     assert!(agent.panics().is_empty());
 }

@@ -58,7 +58,8 @@ async fn many_failed_cycles_keep_one_pending_event() {
             CycleOutcome::Sent {
                 delivered: false,
                 attempts: 3,
-                interrupted: false
+                interrupted: false,
+                reread: None,
             }
         );
         assert_eq!(runner.outbox.len(), 1, "cycle {n}");

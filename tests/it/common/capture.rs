@@ -20,6 +20,8 @@ pub(crate) enum Fault {
     ServerError,
     /// 429 with `Retry-After: 1` to the first two connections, then 200.
     RateLimited,
+    /// Always 503 with `Retry-After: 4`.
+    Unavailable,
 }
 
 /// PostHog capture's answer to an accepted event.
@@ -108,6 +110,9 @@ pub(crate) fn answer(s: &mut impl Write, fault: Fault, n: usize) {
         }
         Fault::RateLimited => {
             let _ = s.write_all(OK.as_bytes());
+        }
+        Fault::Unavailable => {
+            let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 4\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     }
 }
