@@ -105,6 +105,8 @@ pub(crate) enum CycleOutcome {
     Stopped,
     /// The event could not be built or the client could not be set up.
     Error(String),
+    /// A re-read of the config was asked for before the event was sent: nothing was sent.
+    Reread(Reread),
     /// A delivery was attempted.
     Sent {
         delivered: bool,
@@ -355,6 +357,7 @@ impl Runner {
         F: FnOnce(&AgentSettings) -> Result<T, SetupError>,
     {
         tokio::pin!(shutdown);
+        tokio::pin!(reread);
         if self.still_working() {
             if !self.skip_logged {
                 tracing::warn!(
@@ -439,6 +442,12 @@ impl Runner {
         };
         self.refusal = None;
         self.outbox.put(body);
+        // A re-read asked for while the event was being prepared (the wait for Butler can
+        // last minutes): the new config may be an opt-out, so nothing goes out before it is
+        // read. The event stays in the outbox for the next cycle.
+        if let Some(why) = ready_now(reread.as_mut()).await {
+            return CycleOutcome::Reread(why);
+        }
         let transport = match connect(&settings) {
             Ok(t) => t,
             Err(e) => {
@@ -491,6 +500,15 @@ impl Runner {
             reread: delivery.reread,
         }
     }
+}
+
+/// `future`'s output if it is ready now, without waiting for it.
+async fn ready_now<F: Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// A cycle whose work panicked: said as such (the panic hook has printed the message), never

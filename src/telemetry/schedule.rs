@@ -98,15 +98,24 @@ pub(crate) async fn run(ctx: ScheduleContext, shutdown: impl Future<Output = ()>
             return;
         }
         pause = jittered(runner.config.agent.interval, sender::random_unit());
-        if let CycleOutcome::Sent {
-            reread: Some(why), ..
-        } = outcome
-        {
-            // The next cycle comes an interval later, as after retries that ran out: a file
-            // that keeps changing must not turn the retries' back-off into one attempt per
-            // change.
+        // A re-read asked for during the cycle ended its retries (the next cycle comes an
+        // interval later, as after retries that ran out: a file that keeps changing must not
+        // turn their back-off into one attempt per change), or came before anything was sent
+        // (the event is built again from the config as it now is, after the start delay; a
+        // cycle that finds telemetry off sends nothing).
+        let (asked, nothing_sent) = match outcome {
+            CycleOutcome::Sent {
+                reread: Some(why), ..
+            } => (Some(why), false),
+            CycleOutcome::Reread(why) => (Some(why), true),
+            _ => (None, false),
+        };
+        if let Some(why) = asked {
             if !reread(&mut runner, &inputs, shutdown.as_mut(), &readiness, why).await {
                 return;
+            }
+            if nothing_sent {
+                pause = runner.config.agent.start_delay;
             }
         }
     }

@@ -68,6 +68,68 @@ async fn many_failed_cycles_keep_one_pending_event() {
     assert_eq!(calls.load(Ordering::SeqCst), 3 * CYCLES);
 }
 
+/// Always fails to connect, like [`Down`], and says so after its first attempt.
+struct DownAndTell<'a>(
+    &'a AtomicU32,
+    std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+);
+
+impl Transport for DownAndTell<'_> {
+    async fn send(&self, body: &Bytes) -> Tried {
+        let tried = Down(self.0).send(body).await;
+        if let Some(tell) = self.1.lock().unwrap().take() {
+            let _ = tell.send(());
+        }
+        tried
+    }
+}
+
+/// A re-read asked for before the event goes out (the signal came while Butler was being
+/// waited for, or the event built): nothing is sent, not even a first attempt, and the event
+/// waits in the outbox. One asked for during a retry pause ends the retries there.
+#[tokio::test(start_paused = true)]
+async fn a_reread_stops_the_send_before_the_next_attempt() {
+    let env = MapEnv::new([("BUTLER_TELEMETRY_RETRIES", "5")]);
+    let host = tempfile::tempdir().unwrap();
+    let roots = Roots::at(host.path());
+    let mut runner = Runner::new(defaults(&env));
+    let calls = AtomicU32::new(0);
+    let outcome = runner
+        .cycle_or_reread(
+            &inputs(&env, &roots),
+            std::future::pending(),
+            std::future::ready(Reread::Signal),
+            |_| Ok(Down(&calls)),
+        )
+        .await;
+    assert_eq!(outcome, CycleOutcome::Reread(Reread::Signal));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing sent");
+    assert_eq!(runner.outbox.len(), 1);
+
+    let (tell, told) = tokio::sync::oneshot::channel();
+    let outcome = runner
+        .cycle_or_reread(
+            &inputs(&env, &roots),
+            std::future::pending(),
+            async {
+                let _ = told.await;
+                Reread::FileChanged
+            },
+            |_| Ok(DownAndTell(&calls, std::sync::Mutex::new(Some(tell)))),
+        )
+        .await;
+    assert_eq!(
+        outcome,
+        CycleOutcome::Sent {
+            delivered: false,
+            attempts: 1,
+            interrupted: false,
+            reread: Some(Reread::FileChanged),
+        }
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one attempt, no retry");
+}
+
 #[tokio::test(start_paused = true)]
 async fn off_builds_no_client_and_sends_nothing() {
     for env in [
