@@ -190,12 +190,12 @@ fn sighup_rereads_the_config_and_never_stops_the_agent() {
     assert!(agent.panics().is_empty());
 }
 
-/// PostHog answers 503 with `Retry-After: 4`; after the first attempt the user turns telemetry
-/// off in the file and sends SIGHUP. The retry that was 4 s away never comes: the re-read ends
-/// the retries and reads the opt-out. (Before, the agent sent the event again at
-/// every `Retry-After` until its retries ran out: up to 5 × 30 minutes after the opt-out.)
-#[test]
-fn an_opt_out_during_retries_stops_them_at_once() {
+/// PostHog answers 503 with `Retry-After: 8`; after the first attempt the user turns telemetry
+/// off in the file, and sends SIGHUP or not (the agent watches the file: a Kubernetes
+/// ConfigMap update sends no signal). The retry that was 8 s away never comes: the re-read ends
+/// the retries and reads the opt-out. (Before, the agent sent the event again at every
+/// `Retry-After` until its retries ran out: up to 5 × 30 minutes after the opt-out.)
+fn opt_out_during_retries(signal: bool) {
     let recorder = recording_server(Fault::Unavailable);
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("production.yaml");
@@ -214,19 +214,22 @@ fn an_opt_out_during_retries_stops_them_at_once() {
     assert_eq!(recorder.requests(), 1, "the first attempt arrives");
     let first = Instant::now();
     std::fs::write(&config, "Butler:\n  anonTelemetry: false\n").expect("opt out");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.pid as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("send SIGHUP");
+    if signal {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("send SIGHUP");
+    }
+    // The watcher looks every 2 s; SIGHUP is at once.
     agent.wait_log(
         "retries stopped to re-read the config",
-        Duration::from_secs(3),
+        Duration::from_secs(6),
     );
     let reread = agent.wait_log("config re-read: changed", Duration::from_secs(3));
     assert!(reread.contains("anonTelemetry"), "{reread}");
-    // Past the retry that was due 4 s after the first attempt.
-    std::thread::sleep(Duration::from_secs(7).saturating_sub(first.elapsed()));
+    // Past the retry that was due 8 s after the first attempt.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(first.elapsed()));
     assert_eq!(
         recorder.requests(),
         1,
@@ -236,4 +239,14 @@ fn an_opt_out_during_retries_stops_them_at_once() {
     assert!(agent.running());
     assert_eq!(agent.stop(Duration::from_secs(10)), Some(0));
     assert!(agent.panics().is_empty());
+}
+
+#[test]
+fn an_opt_out_and_sighup_during_retries_stop_them_at_once() {
+    opt_out_during_retries(true);
+}
+
+#[test]
+fn an_opt_out_written_to_the_watched_file_during_retries_stops_them() {
+    opt_out_during_retries(false);
 }

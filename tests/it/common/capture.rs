@@ -20,7 +20,7 @@ pub(crate) enum Fault {
     ServerError,
     /// 429 with `Retry-After: 1` to the first two connections, then 200.
     RateLimited,
-    /// Always 503 with `Retry-After: 4`.
+    /// Always 503 with `Retry-After: 8`.
     Unavailable,
 }
 
@@ -112,7 +112,7 @@ pub(crate) fn answer(s: &mut impl Write, fault: Fault, n: usize) {
             let _ = s.write_all(OK.as_bytes());
         }
         Fault::Unavailable => {
-            let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 4\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     }
 }
