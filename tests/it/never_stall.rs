@@ -194,9 +194,11 @@ fn sighup_rereads_the_config_and_never_stops_the_agent() {
 /// off in the file, and sends SIGHUP or not (the agent watches the file: a Kubernetes
 /// ConfigMap update sends no signal). The retry that was 8 s away never comes: the re-read ends
 /// the retries and reads the opt-out. (Before, the agent sent the event again at every
-/// `Retry-After` until its retries ran out: up to 5 × 30 minutes after the opt-out.)
-fn opt_out_during_retries(signal: bool) {
-    let recorder = recording_server(Fault::Unavailable);
+/// `Retry-After` until its retries ran out: up to 5 × 30 minutes after the opt-out.) With
+/// `Fault::Blackhole` the opt-out comes while the attempt is still waiting for an answer
+/// (`env` shortens the request timeout): no retry follows it either.
+fn opt_out_during_retries(fault: Fault, signal: bool, env: &[(&str, &str)]) {
+    let recorder = recording_server(fault);
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("production.yaml");
     std::fs::write(&config, "Butler:\n  anonTelemetry: true\n").expect("write");
@@ -204,7 +206,7 @@ fn opt_out_during_retries(signal: bool) {
     let mut agent = Agent::start_with(
         Telemetry::To(&url),
         &["--config", config.to_str().expect("UTF-8 path")],
-        &[("BUTLER_TELEMETRY_START_DELAY", "0s")],
+        &[&[("BUTLER_TELEMETRY_START_DELAY", "0s")], env].concat(),
         dir.path(),
     );
     let started = Instant::now();
@@ -228,7 +230,8 @@ fn opt_out_during_retries(signal: bool) {
     );
     let reread = agent.wait_log("config re-read: changed", Duration::from_secs(3));
     assert!(reread.contains("anonTelemetry"), "{reread}");
-    // Past the retry that was due 8 s after the first attempt.
+    // Past the retry that was due: 8 s after the first attempt by `Retry-After`, or the 2 s
+    // time-out plus at most 2 s of back-off when nothing answers.
     std::thread::sleep(Duration::from_secs(10).saturating_sub(first.elapsed()));
     assert_eq!(
         recorder.requests(),
@@ -243,10 +246,21 @@ fn opt_out_during_retries(signal: bool) {
 
 #[test]
 fn an_opt_out_and_sighup_during_retries_stop_them_at_once() {
-    opt_out_during_retries(true);
+    opt_out_during_retries(Fault::Unavailable, true, &[]);
 }
 
 #[test]
 fn an_opt_out_written_to_the_watched_file_during_retries_stops_them() {
-    opt_out_during_retries(false);
+    opt_out_during_retries(Fault::Unavailable, false, &[]);
+}
+
+/// The destination never answers: the opt-out and SIGHUP arrive while the first attempt waits
+/// (2 s request timeout); the retry that would follow its time-out (1–2 s later) never comes.
+#[test]
+fn an_opt_out_during_an_unanswered_attempt_stops_the_retries_after_it() {
+    opt_out_during_retries(
+        Fault::Blackhole,
+        true,
+        &[("BUTLER_TELEMETRY_TIMEOUT", "2s")],
+    );
 }
