@@ -105,22 +105,11 @@ fn a_slow_probe_survives_an_idle_flood_from_another_address() {
     let mut answered = 0;
     let mut failures = Vec::new();
     for _ in 0..PROBES {
-        let r = (|| -> Result<u16, String> {
-            let mut c = TcpStream::connect_timeout(&agent.health, Duration::from_secs(1))
-                .map_err(|e| format!("connect: {e}"))?;
-            c.set_read_timeout(Some(Duration::from_secs(1)))
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(50));
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-                .map_err(|e| format!("send: {e}"))?;
-            let mut answer = Vec::new();
-            c.read_to_end(&mut answer)
-                .map_err(|e| format!("read: {e}"))?;
-            statuses(&answer)
-                .first()
-                .copied()
-                .ok_or_else(|| "closed without an answer".to_string())
-        })();
+        let r = strict_probe(
+            agent.health,
+            Duration::from_secs(1),
+            Duration::from_millis(50),
+        );
         match r {
             Ok(200) => answered += 1,
             other => failures.push(format!("{other:?}")),
@@ -304,21 +293,7 @@ fn closing_clients_that_never_read_do_not_stall_probes() {
     let mut slow = Vec::new();
     for _ in 0..PROBES {
         let started = Instant::now();
-        let r = (|| -> Result<u16, String> {
-            let mut c = TcpStream::connect_timeout(&agent.health, Duration::from_secs(2))
-                .map_err(|e| format!("connect: {e}"))?;
-            c.set_read_timeout(Some(Duration::from_secs(2)))
-                .map_err(|e| e.to_string())?;
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-                .map_err(|e| format!("send: {e}"))?;
-            let mut answer = Vec::new();
-            c.read_to_end(&mut answer)
-                .map_err(|e| format!("read: {e}"))?;
-            statuses(&answer)
-                .first()
-                .copied()
-                .ok_or_else(|| "closed without an answer".to_string())
-        })();
+        let r = strict_probe(agent.health, Duration::from_secs(2), Duration::ZERO);
         if r != Ok(200) {
             slow.push(format!("{r:?} after {:?}", started.elapsed()));
         }
@@ -330,4 +305,25 @@ fn closing_clients_that_never_read_do_not_stall_probes() {
     drop(hostile);
     summary.case("stops at once", stop_problem(&mut agent));
     summary.assert_all_passed();
+}
+
+/// One `GET /health` with `Connection: close`, sent `think` after connecting (a slow client),
+/// connect and each read bounded by `limit`: the status of its first answer. Stricter than
+/// `robust_support::probe`, which also takes an answer followed by a reset: here any read
+/// error fails the probe.
+fn strict_probe(addr: SocketAddr, limit: Duration, think: Duration) -> Result<u16, String> {
+    let mut c = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    if !think.is_zero() {
+        std::thread::sleep(think);
+    }
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    statuses(&answer)
+        .first()
+        .copied()
+        .ok_or_else(|| "closed without an answer".to_string())
 }
