@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// `telemetry --help`, and also what bare `telemetry` prints as a usage error (exit 2), as clap did.
+const TELEMETRY_HELP: &str = r#"Inspect or send the telemetry event
+
+Usage: butler-agent telemetry [OPTIONS] <COMMAND>
+
+Commands:
+  preview  Print the exact JSON body that would be sent. Sends nothing, opens no socket
+  status   Print whether telemetry is on and which setting decided it
+  send     Send one event now and print the outcome; exits non-zero on failure
+  help     Print this message or the help of the given subcommand(s)
+
+Options:
+      --config <FILE>  Butler's YAML config file [default: $BUTLER_CONFIG, else ./config/$NODE_ENV.yaml when it exists, else built-in defaults]. An empty path is a configuration error (exit 64), reported like a bad file
+      --root <DIR>     Read host facts (/etc, /proc, /sys, ...) below this directory instead of / [default: /]
+  -h, --help           Print help
+"#;
+
 fn parse(args: &[&str]) -> Result<Cli, Exit> {
     Cli::try_parse_from(std::iter::once("/usr/local/bin/butler-agent").chain(args.iter().copied()))
 }
@@ -47,24 +64,7 @@ Options:
   -h, --help           Print help
 "#,
         ),
-        (
-            &["telemetry", "--help"],
-            r#"Inspect or send the telemetry event
-
-Usage: butler-agent telemetry [OPTIONS] <COMMAND>
-
-Commands:
-  preview  Print the exact JSON body that would be sent. Sends nothing, opens no socket
-  status   Print whether telemetry is on and which setting decided it
-  send     Send one event now and print the outcome; exits non-zero on failure
-  help     Print this message or the help of the given subcommand(s)
-
-Options:
-      --config <FILE>  Butler's YAML config file [default: $BUTLER_CONFIG, else ./config/$NODE_ENV.yaml when it exists, else built-in defaults]. An empty path is a configuration error (exit 64), reported like a bad file
-      --root <DIR>     Read host facts (/etc, /proc, /sys, ...) below this directory instead of / [default: /]
-  -h, --help           Print help
-"#,
-        ),
+        (&["telemetry", "--help"], TELEMETRY_HELP),
         (
             &["telemetry", "preview", "--help"],
             r#"Print the exact JSON body that would be sent. Sends nothing, opens no socket
@@ -344,24 +344,7 @@ Usage: butler-agent telemetry [OPTIONS] <COMMAND>
 For more information, try '--help'.
 "#,
         ),
-        (
-            &["telemetry"],
-            r#"Inspect or send the telemetry event
-
-Usage: butler-agent telemetry [OPTIONS] <COMMAND>
-
-Commands:
-  preview  Print the exact JSON body that would be sent. Sends nothing, opens no socket
-  status   Print whether telemetry is on and which setting decided it
-  send     Send one event now and print the outcome; exits non-zero on failure
-  help     Print this message or the help of the given subcommand(s)
-
-Options:
-      --config <FILE>  Butler's YAML config file [default: $BUTLER_CONFIG, else ./config/$NODE_ENV.yaml when it exists, else built-in defaults]. An empty path is a configuration error (exit 64), reported like a bad file
-      --root <DIR>     Read host facts (/etc, /proc, /sys, ...) below this directory instead of / [default: /]
-  -h, --help           Print help
-"#,
-        ),
+        (&["telemetry"], TELEMETRY_HELP),
         (
             &["run", "-V"],
             r#"error: unexpected argument '-V' found
