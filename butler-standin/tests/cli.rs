@@ -48,11 +48,21 @@ fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// The address after `label ` in the stand-in's first line (`… api A health off control C; …`).
+fn bound(line: &str, label: &str) -> SocketAddr {
+    line.split_whitespace()
+        .skip_while(|w| *w != label)
+        .nth(1)
+        .and_then(|a| a.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("no {label} address in {line:?}"))
+}
+
 #[test]
 fn serve_then_silent_answer_stats_stop() {
-    let (api, control) = (free(), free().to_string());
+    // Port 0: the stand-in says where it listens. (Two ports found free beforehand could be
+    // the same one, or be taken by the test beside this one before the stand-in binds.)
     let mut child = Command::new(EXE)
-        .args(["serve", "--api", &api.to_string(), "--control", &control])
+        .args(["serve", "--api", "127.0.0.1:0", "--control", "127.0.0.1:0"])
         .args(["--butler-version", "15.1.0"])
         .stdout(Stdio::piped())
         .spawn()
@@ -62,6 +72,7 @@ fn serve_then_silent_answer_stats_stop() {
         .read_line(&mut first)
         .unwrap();
     assert!(first.contains("butler-standin: api"), "{first}");
+    let (api, control) = (bound(&first, "api"), bound(&first, "control").to_string());
     assert_eq!(get(api, "/v4/butlerping"), Ok(200));
     assert!(ctl(&control, &["silent"]).status.success());
     eventually("silent refuses connections", || {
