@@ -59,8 +59,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+mod spare;
+
+use spare::{KEPT_AFTER, Kept, Side, Spare, Stream};
 
 /// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -112,6 +117,8 @@ pub struct Limits {
     pub max_requests: u32,
     /// See [`CLOSING_WAIT`].
     pub closing_wait: Duration,
+    /// Kept-alive connections may move to a second serving thread ([`spare`]).
+    pub second_thread: bool,
 }
 
 impl Default for Limits {
@@ -124,6 +131,7 @@ impl Default for Limits {
             idle_timeout: IDLE_TIMEOUT,
             max_requests: MAX_REQUESTS,
             closing_wait: CLOSING_WAIT,
+            second_thread: true,
         }
     }
 }
@@ -139,7 +147,7 @@ pub(crate) async fn serve<H, Fut>(
     handler: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + Unpin + 'static,
 {
     let max = limits.max_connections.max(1);
     let handler = Arc::new(handler);
@@ -147,6 +155,8 @@ pub(crate) async fn serve<H, Fut>(
     let epoch = Instant::now();
     let bursts = Arc::new(Bursts::new(epoch));
     let mut open: Vec<Arc<Conn>> = Vec::with_capacity(max);
+    // Dropped when the server has stopped (every connection has ended): its thread then ends.
+    let spare = limits.second_thread.then(|| Arc::new(Spare::default()));
     // Linux gives accepted sockets the listener's TCP_NODELAY: set once here, not per
     // connection.
     let nodelay_inherited =
@@ -210,32 +220,34 @@ pub(crate) async fn serve<H, Fut>(
         }
         let state = Arc::new(Conn::new(peer.ip(), epoch));
         open.push(Arc::clone(&state));
-        let handler = Arc::clone(&handler);
-        // Held until the slot is given back, so that a connection the accept loop no longer
-        // sees (it counts `state`'s owners) has always freed its slot.
-        let held = Arc::clone(&state);
         bursts.accepted();
-        let bursts = Arc::clone(&bursts);
-        let all_free = Arc::clone(&slots);
-        // Boxed: the connection's future (hyper's state inline) is a few KiB, and spawning
-        // moves a future by value through several calls; a box moves as one pointer.
-        let served = Box::pin(connection(
-            stream,
+        let ticket = Ticket {
+            slot: Some(slot),
+            // Held until the slot is given back, so that a connection the accept loop no
+            // longer sees (it counts `state`'s owners) has always freed its slot.
+            _held: Arc::clone(&state),
+            bursts: Arc::clone(&bursts),
+            all_free: Arc::clone(&slots),
+            max,
+            kept: None,
+        };
+        let stream = Stream::new(stream);
+        let served = Served {
             peer,
             state,
-            handler,
+            handler: Arc::clone(&handler),
             limits,
             name,
-            nodelay_inherited,
-        ));
+            ticket,
+        };
+        // Boxed: the connection's future (hyper's state inline) is a few KiB, and spawning
+        // moves a future by value through several calls; a box moves as one pointer.
+        let serving = Box::pin(connection(stream, served, nodelay_inherited, spare.clone()));
         // Outside tokio's cooperative budget: hyper yields on its own after 16 requests in a
         // row, and the budget's bookkeeping on every read and write costs each request.
         tokio::spawn(tokio::task::unconstrained(async move {
-            served.await;
-            drop(slot);
-            drop(held);
-            if all_free.available_permits() == max {
-                bursts.idle();
+            if let Some(moving) = serving.await {
+                moving.go();
             }
         }));
     }
@@ -252,29 +264,97 @@ pub(crate) async fn serve<H, Fut>(
         .await;
 }
 
+/// One connection's share of the server: what serving it needs, on whichever thread serves it.
+struct Served<H> {
+    peer: SocketAddr,
+    state: Arc<Conn>,
+    handler: Arc<H>,
+    limits: Limits,
+    name: &'static str,
+    ticket: Ticket,
+}
+
+/// A connection's slot and bookkeeping, given back when it ends (on either thread).
+struct Ticket {
+    slot: Option<OwnedSemaphorePermit>,
+    _held: Arc<Conn>,
+    bursts: Arc<Bursts>,
+    all_free: Arc<Semaphore>,
+    max: usize,
+    /// Counted as a kept-alive connection on its thread.
+    kept: Option<Kept>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        if self.all_free.available_permits() == self.max {
+            self.bursts.idle();
+        }
+    }
+}
+
+/// A kept-alive connection on its way to the second thread ([`spare`]), between two requests.
+struct Moving<H> {
+    tcp: std::net::TcpStream,
+    unread: Bytes,
+    served: Served<H>,
+}
+
+impl<H, Fut> Moving<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + Unpin + 'static,
+{
+    /// Serves the rest of the connection on the second thread.
+    fn go(self) {
+        let Some(runtime) = self.served.ticket.kept.as_ref().and_then(Kept::runtime) else {
+            return;
+        };
+        let runtime = runtime.clone();
+        let Moving {
+            tcp,
+            unread,
+            served,
+        } = self;
+        runtime.spawn(tokio::task::unconstrained(async move {
+            match Stream::from_parts(tcp, unread) {
+                Ok(stream) => {
+                    // Its socket already has TCP_NODELAY; it moves no further.
+                    let _ = Box::pin(connection(stream, served, true, None)).await;
+                }
+                Err(e) => tracing::debug!("{}: a connection could not move: {e}", served.name),
+            }
+        }));
+    }
+}
+
 /// Serves one connection to its end: the client closes, a limit is reached, it is evicted, or
-/// the server stops.
+/// the server stops; or until it moves to the second thread ([`spare`]), which it returns.
 ///
 /// Besides hyper's work the task reacts to three things, checked on every wake-up without a
 /// lock: the accept loop's flags ([`Conn::evicting`], [`Conn::stopping`], which wake it through
 /// [`Conn::waker`]) and one timer, set to the earliest of the connection's deadline, the end of
 /// its idle time (which also bounds the time to send a request head) and the stop grace.
 async fn connection<H, Fut>(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    state: Arc<Conn>,
-    handler: Arc<H>,
-    limits: Limits,
-    name: &'static str,
+    stream: Stream,
+    mut served: Served<H>,
     nodelay_inherited: bool,
-) where
+    spare: Option<Arc<Spare>>,
+) -> Option<Moving<H>>
+where
     H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + Unpin + 'static,
 {
     if !nodelay_inherited {
         // Nagle would hold a kept-alive answer back until the client's delayed ACK.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.set_nodelay();
     }
+    let state = Arc::clone(&served.state);
+    let limits = served.limits;
+    let name = served.name;
+    let peer = served.peer;
+    let handler = Arc::clone(&served.handler);
     let answering = Arc::clone(&state);
     let max_requests = limits.max_requests.max(1);
     // Answers from here on say `Connection: close`: a client is told before the deadline
@@ -288,22 +368,15 @@ async fn connection<H, Fut>(
         let served = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let client_closes = asks_close(&req);
         let answer = handler(req, peer, Progress(Arc::clone(&state)));
-        async move {
-            let mut answer = answer.await;
-            state.reading.store(false, Ordering::Release);
-            let server_closes = served >= max_requests || state.accepted.elapsed() >= announce_from;
-            if server_closes {
-                answer
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            if server_closes || client_closes {
-                state.mark_closing();
-            }
-            Ok::<_, Infallible>(answer.map(|body| Tracked {
-                body,
-                _done: Answered(state),
-            }))
+        Answering {
+            answer,
+            state,
+            closes: if served >= max_requests {
+                Closes::Now
+            } else {
+                Closes::From(announce_from)
+            },
+            client_closes,
         }
     });
     // No header-read timer in hyper (it would arm and drop a timer for every request): the
@@ -321,20 +394,24 @@ async fn connection<H, Fut>(
         // and body with `writev` costs more than copying the body.
         .writev(false)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
+    // Polled without hyper's final `shutdown(2)` (done below): one that moves stays open.
+    let mut conn = builder.serve_connection(TokioIo::new(stream), service);
     let idle_limit = limits.idle_timeout.min(limits.header_read_timeout);
     let mut deadline = later(state.accepted, limits.connection_deadline);
     let mut past_deadline = false;
     let mut evict_seen = false;
     let mut stop_at: Option<Instant> = None;
+    // Whether this connection has been placed as kept-alive (on a first thread), and whether
+    // it is on its way to the second one.
+    let mut placed = spare.is_none() || served.ticket.kept.is_some();
+    let mut moving = false;
     let mut due = deadline.min(later(state.accepted, idle_limit));
     let timer = tokio::time::sleep_until(due);
     tokio::pin!(timer);
     loop {
         let event = std::future::poll_fn(|cx| {
             state.waker.register(cx.waker());
-            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                 return Poll::Ready(Event::Ended(r));
             }
             if !evict_seen && state.evicting.load(Ordering::Acquire) {
@@ -342,6 +419,21 @@ async fn connection<H, Fut>(
             }
             if stop_at.is_none() && state.stopping.load(Ordering::Acquire) {
                 return Poll::Ready(Event::Stop);
+            }
+            if !placed && state.kept_alive() && !past_deadline {
+                placed = true;
+                if let Some(spare) = &spare {
+                    let kept = spare.place();
+                    moving = kept.side() == Side::There;
+                    served.ticket.kept = Some(kept);
+                    if moving {
+                        // Idle between requests: hyper lets go at once, writing nothing.
+                        Pin::new(&mut conn).graceful_shutdown();
+                        if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                            return Poll::Ready(Event::Ended(r));
+                        }
+                    }
+                }
             }
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
@@ -352,24 +444,52 @@ async fn connection<H, Fut>(
         let now = Instant::now();
         match event {
             Event::Ended(r) => {
+                let failed = r.is_err();
                 if let Err(e) = r {
                     tracing::debug!("{name}: a connection ended: {e}");
                 }
-                return;
+                let parts = conn.into_parts();
+                let mut stream = parts.io.into_inner();
+                if failed
+                    || !moving
+                    || state.stopping.load(Ordering::Acquire)
+                    || state.evicting.load(Ordering::Acquire)
+                    || state.closing_for().is_some()
+                {
+                    // As hyper would: the FIN goes out before the socket closes, so a client
+                    // whose request was not read to its end (431 for a huge head) reads the
+                    // answer before the reset that closing with unread bytes sends.
+                    let shut = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx));
+                    if let Err(e) = shut.await {
+                        tracing::debug!("{name}: a connection ended: {e}");
+                    }
+                    return None;
+                }
+                return match stream.into_parts(parts.read_buf) {
+                    Ok((tcp, unread)) => Some(Moving {
+                        tcp,
+                        unread,
+                        served,
+                    }),
+                    Err(e) => {
+                        tracing::debug!("{name}: a connection could not move: {e}");
+                        None
+                    }
+                };
             }
             Event::Evict => {
                 evict_seen = true;
                 if !state.busy() || state.stalled() {
-                    return;
+                    return None;
                 }
                 // Chosen while idle, but a request started since: answer it, then close.
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
                 continue;
             }
             Event::Stop => {
                 // Closes a connection idle between requests at once; one being answered
                 // closes after its answer; one whose head is arriving gets the grace.
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
                 stop_at = Some(now);
             }
             Event::Timer => {
@@ -378,12 +498,12 @@ async fn connection<H, Fut>(
                         // Idle at the deadline means idle since before its last idle timeout
                         // (every later answer said close): closing races no request.
                         tracing::debug!("{name}: a connection reached its deadline");
-                        return;
+                        return None;
                     }
                     // Answer the request in progress (its answer says close), then close;
                     // none lives past twice the deadline.
                     past_deadline = true;
-                    conn.as_mut().graceful_shutdown();
+                    Pin::new(&mut conn).graceful_shutdown();
                     deadline = later(now, limits.connection_deadline);
                 }
             }
@@ -401,13 +521,63 @@ async fn connection<H, Fut>(
         };
         if !state.busy() && quiet_until <= tokio::time::Instant::from_std(now) {
             tracing::debug!("{name}: a connection closed while idle");
-            return;
+            return None;
         }
         let next = deadline.min(quiet_until);
         if next != due {
             due = next;
             timer.as_mut().reset(due);
         }
+    }
+}
+
+/// When an answer says `Connection: close`.
+#[derive(Clone, Copy)]
+enum Closes {
+    /// This one: the connection has answered its last request.
+    Now,
+    /// Every answer once the connection is this old.
+    From(Duration),
+}
+
+/// An answer on its way to hyper: the handler's, marked `Connection: close` when the server
+/// closes after it, and tracked so its connection becomes idle once it has been written.
+struct Answering<Fut> {
+    answer: Fut,
+    state: Arc<Conn>,
+    closes: Closes,
+    client_closes: bool,
+}
+
+impl<Fut> Future for Answering<Fut>
+where
+    Fut: Future<Output = Response<Full<Bytes>>> + Unpin,
+{
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Poll::Ready(mut answer) = Pin::new(&mut this.answer).poll(cx) else {
+            return Poll::Pending;
+        };
+        let state = &this.state;
+        state.reading.store(false, Ordering::Release);
+        let server_closes = match this.closes {
+            Closes::Now => true,
+            Closes::From(age) => state.accepted.elapsed() >= age,
+        };
+        if server_closes {
+            answer
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if server_closes || this.client_closes {
+            state.mark_closing();
+        }
+        Poll::Ready(Ok(answer.map(|body| Tracked {
+            body,
+            _done: Answered(Arc::clone(state)),
+        })))
     }
 }
 
@@ -555,6 +725,13 @@ impl Conn {
 
     fn busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
+    }
+
+    /// Idle after answering [`KEPT_AFTER`] requests, none of them its last.
+    fn kept_alive(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) >= KEPT_AFTER
+            && !self.busy()
+            && self.closing_at_ms.load(Ordering::Acquire) == 0
     }
 
     fn mark_idle(&self) {

@@ -345,7 +345,8 @@ pub async fn serve(
         shutdown,
         move |req, peer, progress| {
             let shared = Arc::clone(&shared);
-            async move { route(req, peer, progress, shared).await }
+            // Boxed: the connection polls its answer as an `Unpin` future.
+            Box::pin(async move { route(req, peer, progress, shared).await })
         },
     )
     .await;
