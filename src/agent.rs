@@ -15,7 +15,8 @@
 //!    finish a send, and exit 0. A second signal cuts the grace short.
 //!
 //! It runs on the current-thread runtime of [`crate::runtime::block_on`]; the health server
-//! on a thread and runtime of its own ([`health::serve_on_own_thread`]).
+//! on a thread and runtime of its own ([`health::serve_on_own_thread`]), and busy kept-alive
+//! clients of it on a second one, started when first needed.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -33,6 +33,14 @@
 //! answered is never cut; only when no open connection can be evicted is the new one closed at
 //! accept.
 //!
+//! # Two threads
+//! With [`Limits::second_thread`] (the health server), a connection that has answered two
+//! requests and waits for its next is kept alive, and moves to a second serving thread when
+//! that one holds fewer kept-alive connections ([`spare`]): busy kept-alive clients are served
+//! by two threads, while a probe with a new connection per request is served where it was
+//! accepted, with no hand-over (the second thread starts only when a connection first moves).
+//! A moved connection keeps its slot, limits and place in the eviction list.
+//!
 //! # Stop
 //! When `shutdown` completes the listener closes at once. Connections waiting between
 //! requests close at once; one whose request head is still arriving gets [`STOP_HEAD_GRACE`]

@@ -35,6 +35,8 @@ pub(crate) fn block_on<T, E: From<NoRuntime>>(
 /// between threads. Measured against two worker threads of a shared runtime: the same
 /// requests per second with 64 kept-alive connections, about a fifth less CPU per request
 /// with a new connection per request (as Docker and kubelet probe), and one thread less.
+/// Kept-alive connections can move, between two requests, to a second such thread
+/// (`connections::spare`), started only when one first does.
 pub(crate) fn on_own_thread<Make, Fut>(
     name: &str,
     make: Make,

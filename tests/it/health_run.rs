@@ -91,3 +91,44 @@ fn health_server_can_be_turned_off() {
     agent.wait_log("Health server     : disabled", LIMIT);
     assert_eq!(agent.stop(LIMIT), Some(0));
 }
+
+/// The names of the agent's threads.
+fn threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the agent's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Probes with a new connection per request are answered by the health thread alone (the
+/// second serving thread is not even started); busy kept-alive clients are shared with a second
+/// thread, every request answered; SIGTERM still ends it at once with exit 0.
+#[test]
+fn kept_alive_clients_get_a_second_thread_and_probes_do_not() {
+    use common::http_answer::read_kept_alive_answer;
+    use std::io::Write;
+    let mut agent = start_agent();
+    for _ in 0..20 {
+        assert_eq!(http_get(agent.health, "/health"), 200);
+    }
+    let before = threads(agent.pid);
+    assert!(before.iter().any(|t| t == "health"), "{before:?}");
+    assert!(!before.iter().any(|t| t == "health-2"), "{before:?}");
+    let mut clients: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(agent.health).expect("connect"))
+        .collect();
+    for round in 0..5 {
+        for c in &mut clients {
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send");
+            let answer = read_kept_alive_answer(c, LIMIT);
+            assert_eq!(answer.map(|a| a.0), Some(200), "round {round}");
+        }
+    }
+    let after = threads(agent.pid);
+    assert!(after.iter().any(|t| t == "health-2"), "{after:?}");
+    assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
+}
