@@ -52,14 +52,6 @@ fn printing_commands_end_quietly_on_a_closed_stdout() {
     }
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn spawn_with_closed_stderr(port: u16) -> Child {
     common::agent(Telemetry::Off)
         .arg("run")
@@ -92,8 +84,9 @@ fn wait_exit(child: &mut Child) -> Option<i32> {
 
 #[test]
 fn the_agent_runs_and_stops_with_a_closed_stderr() {
-    let port = free_port();
-    let mut child = spawn_with_closed_stderr(port);
+    let mut child = spawn_with_closed_stderr(0);
+    let port = common::listening_port(child.id(), Duration::from_secs(10))
+        .expect("the agent listens within 10 s");
     let deadline = Instant::now() + Duration::from_secs(10);
     // Ready means the banner was logged (into the closed pipe) and the agent went on.
     while get(port, "/readyz") != Some(200) {

@@ -6,7 +6,7 @@
 //! on SIGTERM within a few seconds; once the pipe is read again it says how many it dropped.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,13 +57,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn sigterm_and_wait(child: &mut Child) -> Option<Duration> {
     let started = Instant::now();
     let _ = nix::sys::signal::kill(
@@ -102,14 +95,12 @@ fn answers(addr: SocketAddr, path: &str) -> Result<u16, String> {
 
 #[test]
 fn the_agent_keeps_answering_and_stops_with_its_stderr_never_read() {
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut child = common::agent(Telemetry::Off)
         .arg("run")
         .env("BUTLER_LOG_LEVEL", "debug")
         .env("BUTLER_LOG_FORMAT", "json")
         .env("BUTLER_HEALTH_HOST", "127.0.0.1")
-        .env("BUTLER_HEALTH_PORT", port.to_string())
+        .env("BUTLER_HEALTH_PORT", "0")
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -117,6 +108,9 @@ fn the_agent_keeps_answering_and_stops_with_its_stderr_never_read() {
         .spawn()
         .map(Proc)
         .expect("the agent starts");
+    let port = common::listening_port(child.id(), Duration::from_secs(20))
+        .expect("the agent listens within 20 s");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Held, never read.
     let stderr = child.stderr.take().expect("piped");
     assert!(
@@ -157,13 +151,11 @@ fn the_agent_keeps_answering_and_stops_with_its_stderr_never_read() {
 
 #[test]
 fn the_agent_reports_the_lines_it_dropped_once_stderr_is_read_again() {
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut child = common::agent(Telemetry::Off)
         .arg("run")
         .env("BUTLER_LOG_LEVEL", "debug")
         .env("BUTLER_HEALTH_HOST", "127.0.0.1")
-        .env("BUTLER_HEALTH_PORT", port.to_string())
+        .env("BUTLER_HEALTH_PORT", "0")
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -171,6 +163,9 @@ fn the_agent_reports_the_lines_it_dropped_once_stderr_is_read_again() {
         .spawn()
         .map(Proc)
         .expect("the agent starts");
+    let port = common::listening_port(child.id(), Duration::from_secs(20))
+        .expect("the agent listens within 20 s");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stderr = child.stderr.take().expect("piped");
     assert!(wait_until(Duration::from_secs(20), || answers(
         addr, "/health"

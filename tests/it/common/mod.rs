@@ -309,3 +309,49 @@ impl Drop for QuietSink {
         let _ = self.child.wait();
     }
 }
+
+/// The port a process listens on (IPv4 or IPv6 TCP), found through its descriptors and the
+/// kernel's socket tables, once it listens (within `limit`): for an agent started with port 0
+/// whose stdout and stderr are closed or unread, so it cannot say which port it got. Picking
+/// a free port first and passing it would race other tests for that port.
+pub(crate) fn listening_port(pid: u32, limit: std::time::Duration) -> Option<u16> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(port) = listening_port_now(pid) {
+            return Some(port);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn listening_port_now(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+            // timeout inode ...; state 0A is LISTEN.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+        })
+    })
+}
