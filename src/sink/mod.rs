@@ -87,12 +87,16 @@ impl Shared {
 }
 
 /// The sink's connection limits: the health server's (see [`crate::connections`]), with
-/// room for more clients and larger headers, and kept-alive connections renewed every 60 s.
+/// room for more clients and larger headers, kept-alive connections renewed every 60 s, and
+/// every connection served on the one thread that accepted it.
 pub fn limits() -> Limits {
     Limits {
         max_connections: 256,
         max_header_bytes: 16 * 1024,
         connection_deadline: Duration::from_secs(60),
+        // Bodies are decoded one at a time anyway; a second serving thread is the health
+        // server's.
+        second_thread: false,
         ..Limits::default()
     }
 }
