@@ -45,11 +45,32 @@ where
     Make: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let runtime = current_thread()?;
+    on_thread(std::thread::Builder::new().name(name.to_string()), make)
+}
+
+/// [`on_own_thread`] with the thread's `builder`. The runtime is built on the new thread: a
+/// thread that cannot start (a pids limit, no memory for its stack) then leaves no runtime to
+/// drop on the caller's side, where tokio forbids dropping one inside an async context (it
+/// panics). A runtime that cannot be built there ends the thread: the returned future says
+/// `false`.
+fn on_thread<Make, Fut>(
+    builder: std::thread::Builder,
+    make: Make,
+) -> Result<impl Future<Output = bool> + Send + 'static, NoRuntime>
+where
+    Make: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name(name.to_string())
+    builder
         .spawn(move || {
+            let runtime = match current_thread() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return;
+                }
+            };
             runtime.block_on(async move { make().await });
             // A closed receiver means nobody waits any more: nothing to tell.
             let _ = done.send(());
@@ -90,6 +111,20 @@ pub(crate) fn later(base: Instant, d: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread that cannot start, asked for inside an async context (where the health server
+    /// starts its second thread): an error, not a panic from dropping a runtime there.
+    #[tokio::test]
+    async fn a_thread_that_cannot_start_is_an_error_inside_an_async_context() {
+        let huge_stack = std::thread::Builder::new().stack_size(usize::MAX / 2);
+        let started = on_thread(huge_stack, || async {});
+        assert!(
+            started.is_err(),
+            "a stack of half the address space cannot be mapped"
+        );
+        let ok = on_thread(std::thread::Builder::new(), || async {}).expect("a normal thread");
+        assert!(ok.await, "its work ran to its end");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn after_a_huge_duration_is_far_ahead_not_a_panic() {
