@@ -48,11 +48,10 @@ where
     on_thread(std::thread::Builder::new().name(name.to_string()), make)
 }
 
-/// [`on_own_thread`] with the thread's `builder`. The runtime is built on the new thread: a
-/// thread that cannot start (a pids limit, no memory for its stack) then leaves no runtime to
-/// drop on the caller's side, where tokio forbids dropping one inside an async context (it
-/// panics). A runtime that cannot be built there ends the thread: the returned future says
-/// `false`.
+/// [`on_own_thread`] with the thread's `builder`. The runtime is built on the new thread (the
+/// caller waits for that, a fraction of a millisecond): a thread that cannot start (a pids
+/// limit, no memory for its stack) then leaves no runtime to drop on the caller's side, where
+/// tokio forbids dropping one inside an async context (it panics). Either failure is an error.
 fn on_thread<Make, Fut>(
     builder: std::thread::Builder,
     make: Make,
@@ -62,22 +61,30 @@ where
     Fut: Future<Output = ()>,
 {
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let (built, told) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
     builder
         .spawn(move || {
             let runtime = match current_thread() {
                 Ok(runtime) => runtime,
-                Err(e) => {
-                    tracing::error!("{e}");
+                Err(NoRuntime(e)) => {
+                    let _ = built.send(Err(e));
                     return;
                 }
             };
+            let _ = built.send(Ok(()));
             runtime.block_on(async move { make().await });
             // A closed receiver means nobody waits any more: nothing to tell.
             let _ = done.send(());
             runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
         })
         .map_err(NoRuntime)?;
-    Ok(async move { ended.await.is_ok() })
+    match told.recv() {
+        Ok(Ok(())) => Ok(async move { ended.await.is_ok() }),
+        Ok(Err(e)) => Err(NoRuntime(e)),
+        Err(_) => Err(NoRuntime(std::io::Error::other(
+            "its thread ended before building it",
+        ))),
+    }
 }
 
 /// A current-thread runtime with I/O and timers: the one kind of runtime the project uses.

@@ -132,3 +132,80 @@ fn kept_alive_clients_get_a_second_thread_and_probes_do_not() {
     assert!(after.iter().any(|t| t == "health-2"), "{after:?}");
     assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
 }
+
+/// A cgroup v1 `pids` group (as `docker run --pids-limit` makes), removed when dropped (once
+/// the processes in it have ended).
+struct PidsLimit(std::path::PathBuf);
+
+impl PidsLimit {
+    /// Puts `pid` in a group of its own whose limit is one below the threads it has now: no
+    /// thread can start, and none can start later when an idle pool thread ends. `None` where
+    /// the pids controller is not mounted as cgroup v1, or without root.
+    fn below_current(pid: u32) -> Option<PidsLimit> {
+        let root = std::path::Path::new("/sys/fs/cgroup/pids");
+        if !nix::unistd::geteuid().is_root() || !root.join("cgroup.procs").exists() {
+            return None;
+        }
+        let dir = root.join(format!("butler-agent-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let group = PidsLimit(dir);
+        std::fs::write(group.0.join("cgroup.procs"), pid.to_string()).ok()?;
+        let current: u32 = std::fs::read_to_string(group.0.join("pids.current"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        std::fs::write(group.0.join("pids.max"), (current - 1).to_string()).ok()?;
+        Some(group)
+    }
+}
+
+impl Drop for PidsLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Where no thread can start (a pids limit), kept-alive clients are all served by the health
+/// thread: one warning names the cause, no task panics, no request fails, and SIGTERM still
+/// exits 0. (A runtime built for a thread that could not start used to be dropped inside the
+/// health thread's async context, which tokio answers with a panic: every kept-alive
+/// connection was cut.)
+#[test]
+fn kept_alive_clients_are_served_on_one_thread_when_no_thread_can_start() {
+    use common::http_answer::read_kept_alive_answer;
+    use std::io::Write;
+    let mut agent = start_agent();
+    let Some(limit) = PidsLimit::below_current(agent.pid) else {
+        eprintln!(
+            "skipped: needs root and cgroup v1's pids controller (.ci/run's machine has both)"
+        );
+        return;
+    };
+    let mut clients: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(agent.health).expect("connect"))
+        .collect();
+    for round in 0..5 {
+        for c in &mut clients {
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send");
+            let answer = read_kept_alive_answer(c, LIMIT);
+            assert_eq!(
+                answer.map(|a| a.0),
+                Some(200),
+                "round {round}: {:?}",
+                agent.log()
+            );
+        }
+    }
+    assert!(!threads(agent.pid).iter().any(|t| t == "health-2"));
+    let warnings: Vec<String> = agent
+        .messages("WARN")
+        .into_iter()
+        .filter(|m| m.contains("cannot start its second thread"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", agent.log());
+    assert!(agent.panics().is_empty(), "{:?}", agent.panics());
+    assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
+    drop(limit);
+}
