@@ -103,20 +103,10 @@ fn threads(pid: u32) -> Vec<String> {
     names
 }
 
-/// Probes with a new connection per request are answered by the health thread alone (the
-/// second serving thread is not even started); busy kept-alive clients are shared with a second
-/// thread, every request answered; SIGTERM still ends it at once with exit 0.
-#[test]
-fn kept_alive_clients_get_a_second_thread_and_probes_do_not() {
+/// Eight kept-alive clients, five requests each, in turns: every answer is 200.
+fn busy_kept_alive_clients(agent: &Agent) {
     use common::http_answer::read_kept_alive_answer;
     use std::io::Write;
-    let mut agent = start_agent();
-    for _ in 0..20 {
-        assert_eq!(http_get(agent.health, "/health"), 200);
-    }
-    let before = threads(agent.pid);
-    assert!(before.iter().any(|t| t == "health"), "{before:?}");
-    assert!(!before.iter().any(|t| t == "health-2"), "{before:?}");
     let mut clients: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(agent.health).expect("connect"))
         .collect();
@@ -125,9 +115,29 @@ fn kept_alive_clients_get_a_second_thread_and_probes_do_not() {
             c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
                 .expect("send");
             let answer = read_kept_alive_answer(c, LIMIT);
-            assert_eq!(answer.map(|a| a.0), Some(200), "round {round}");
+            assert_eq!(
+                answer.map(|a| a.0),
+                Some(200),
+                "round {round}: {:?}",
+                agent.log()
+            );
         }
     }
+}
+
+/// Probes with a new connection per request are answered by the health thread alone (the
+/// second serving thread is not even started); busy kept-alive clients are shared with a second
+/// thread, every request answered; SIGTERM still ends it at once with exit 0.
+#[test]
+fn kept_alive_clients_get_a_second_thread_and_probes_do_not() {
+    let mut agent = start_agent();
+    for _ in 0..20 {
+        assert_eq!(http_get(agent.health, "/health"), 200);
+    }
+    let before = threads(agent.pid);
+    assert!(before.iter().any(|t| t == "health"), "{before:?}");
+    assert!(!before.iter().any(|t| t == "health-2"), "{before:?}");
+    busy_kept_alive_clients(&agent);
     let after = threads(agent.pid);
     assert!(after.iter().any(|t| t == "health-2"), "{after:?}");
     assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
@@ -173,8 +183,6 @@ impl Drop for PidsLimit {
 /// connection was cut.)
 #[test]
 fn kept_alive_clients_are_served_on_one_thread_when_no_thread_can_start() {
-    use common::http_answer::read_kept_alive_answer;
-    use std::io::Write;
     let mut agent = start_agent();
     let Some(limit) = PidsLimit::below_current(agent.pid) else {
         eprintln!(
@@ -182,22 +190,7 @@ fn kept_alive_clients_are_served_on_one_thread_when_no_thread_can_start() {
         );
         return;
     };
-    let mut clients: Vec<TcpStream> = (0..8)
-        .map(|_| TcpStream::connect(agent.health).expect("connect"))
-        .collect();
-    for round in 0..5 {
-        for c in &mut clients {
-            c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
-                .expect("send");
-            let answer = read_kept_alive_answer(c, LIMIT);
-            assert_eq!(
-                answer.map(|a| a.0),
-                Some(200),
-                "round {round}: {:?}",
-                agent.log()
-            );
-        }
-    }
+    busy_kept_alive_clients(&agent);
     assert!(!threads(agent.pid).iter().any(|t| t == "health-2"));
     let warnings: Vec<String> = agent
         .messages("WARN")
