@@ -409,9 +409,7 @@ where
     let mut past_deadline = false;
     let mut evict_seen = false;
     let mut stop_at: Option<Instant> = None;
-    // Whether this connection has been placed as kept-alive (on a first thread), and whether
-    // it is on its way to the second one.
-    let mut placed = spare.is_none() || served.ticket.kept.is_some();
+    // This task has asked hyper to let the connection go so that it moves.
     let mut moving = false;
     let mut due = deadline.min(later(state.accepted, idle_limit));
     let timer = tokio::time::sleep_until(due);
@@ -428,18 +426,21 @@ where
             if stop_at.is_none() && state.stopping.load(Ordering::Acquire) {
                 return Poll::Ready(Event::Stop);
             }
-            if !placed && state.kept_alive() && !past_deadline {
-                placed = true;
-                if let Some(spare) = &spare {
-                    let kept = spare.place();
-                    moving = kept.side() == Side::There;
-                    served.ticket.kept = Some(kept);
-                    if moving {
-                        // Idle between requests: hyper lets go at once, writing nothing.
-                        Pin::new(&mut conn).graceful_shutdown();
-                        if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                            return Poll::Ready(Event::Ended(r));
-                        }
+            // Placed once (a connection on the second thread has no `spare`: it stays), when
+            // it has become kept-alive.
+            if let Some(spare) = &spare
+                && served.ticket.kept.is_none()
+                && state.kept_alive()
+                && !past_deadline
+            {
+                let kept = spare.place();
+                moving = kept.side() == Side::There;
+                served.ticket.kept = Some(kept);
+                if moving {
+                    // Idle between requests: hyper lets go at once, writing nothing.
+                    Pin::new(&mut conn).graceful_shutdown();
+                    if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                        return Poll::Ready(Event::Ended(r));
                     }
                 }
             }
