@@ -188,6 +188,7 @@ pub(crate) fn serve_on_own_thread(
             Err(e) => tracing::error!("health server: cannot take its listener: {e}"),
         }
     })
+    .map(|(_, ended)| ended)
     .map_err(std::io::Error::other)
 }
 

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 /// How long the blocking pool keeps threads of finished tasks around when the runtime stops:
@@ -26,8 +27,9 @@ pub(crate) fn block_on<T, E: From<NoRuntime>>(
 }
 
 /// Runs the future `make` returns on a thread of its own (named `name`), on a current-thread
-/// runtime of its own, and returns a future that completes when it has ended: `true` when it
-/// returned, `false` when the thread could not run it to its end (a panic). `make` is called
+/// runtime of its own; returns that runtime's handle (to spawn more work there) and a future
+/// that completes when it has ended: `true` when it returned, `false` when the thread could
+/// not run it to its end (a panic). `make` is called
 /// on that thread, inside its runtime, so sockets it registers belong to that runtime.
 ///
 /// The agent's health server runs so: probes are answered by a thread that nothing else runs
@@ -40,7 +42,7 @@ pub(crate) fn block_on<T, E: From<NoRuntime>>(
 pub(crate) fn on_own_thread<Make, Fut>(
     name: &str,
     make: Make,
-) -> Result<impl Future<Output = bool> + Send + 'static, NoRuntime>
+) -> Result<(Handle, impl Future<Output = bool> + Send + 'static), NoRuntime>
 where
     Make: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
@@ -55,13 +57,13 @@ where
 fn on_thread<Make, Fut>(
     builder: std::thread::Builder,
     make: Make,
-) -> Result<impl Future<Output = bool> + Send + 'static, NoRuntime>
+) -> Result<(Handle, impl Future<Output = bool> + Send + 'static), NoRuntime>
 where
     Make: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
-    let (built, told) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
+    let (built, told) = std::sync::mpsc::sync_channel::<std::io::Result<Handle>>(1);
     builder
         .spawn(move || {
             let runtime = match current_thread() {
@@ -71,7 +73,7 @@ where
                     return;
                 }
             };
-            let _ = built.send(Ok(()));
+            let _ = built.send(Ok(runtime.handle().clone()));
             runtime.block_on(async move { make().await });
             // A closed receiver means nobody waits any more: nothing to tell.
             let _ = done.send(());
@@ -79,7 +81,7 @@ where
         })
         .map_err(NoRuntime)?;
     match told.recv() {
-        Ok(Ok(())) => Ok(async move { ended.await.is_ok() }),
+        Ok(Ok(handle)) => Ok((handle, async move { ended.await.is_ok() })),
         Ok(Err(e)) => Err(NoRuntime(e)),
         Err(_) => Err(NoRuntime(std::io::Error::other(
             "its thread ended before building it",
@@ -129,7 +131,7 @@ mod tests {
             started.is_err(),
             "a stack of half the address space cannot be mapped"
         );
-        let ok = on_thread(std::thread::Builder::new(), || async {}).expect("a normal thread");
+        let (_, ok) = on_thread(std::thread::Builder::new(), || async {}).expect("a normal thread");
         assert!(ok.await, "its work ran to its end");
     }
 

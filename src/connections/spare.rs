@@ -99,18 +99,12 @@ impl Spare {
 /// Starts the second thread and waits (a fraction of a millisecond, once) for its runtime.
 fn start() -> io::Result<Started> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (tell, told) = std::sync::mpsc::sync_channel::<Handle>(1);
     // Its completion is not waited for: the thread ends when `stop` is dropped.
-    let _ended = crate::runtime::on_own_thread("health-2", move || async move {
-        if tell.send(Handle::current()).is_ok() {
-            // Closed (never sent to) when the last connection has let go of the `Spare`.
-            let _ = stopped.await;
-        }
+    let (runtime, _ended) = crate::runtime::on_own_thread("health-2", move || async move {
+        // Closed (never sent to) when the last connection has let go of the `Spare`.
+        let _ = stopped.await;
     })
     .map_err(io::Error::other)?;
-    let runtime = told
-        .recv()
-        .map_err(|_| io::Error::other("its thread ended before its runtime started"))?;
     Ok(Started {
         runtime,
         _stop: stop,
