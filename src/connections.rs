@@ -72,8 +72,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod spare;
+mod stream;
 
-use spare::{KEPT_AFTER, Kept, Side, Spare, Stream};
+use spare::{KEPT_AFTER, Kept, Side, Spare};
+use stream::{Listener, Stream};
 
 /// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -146,14 +148,15 @@ impl Default for Limits {
 
 /// Serves HTTP/1 on `listener` with `handler` under `limits` until `shutdown` completes, then
 /// stops as the module documentation describes and returns once every connection has ended.
-/// `name` prefixes log lines.
+/// `name` prefixes log lines. Fails only at the start, if the listener cannot be taken over.
 pub(crate) async fn serve<H, Fut>(
     listener: TcpListener,
     limits: Limits,
     name: &'static str,
     shutdown: impl Future<Output = ()>,
     handler: H,
-) where
+) -> std::io::Result<()>
+where
     H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + Unpin + 'static,
 {
@@ -170,6 +173,7 @@ pub(crate) async fn serve<H, Fut>(
     let nodelay_inherited =
         nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)
             .is_ok();
+    let listener = Listener::new(listener)?;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -270,6 +274,7 @@ pub(crate) async fn serve<H, Fut>(
     let _all = slots
         .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
         .await;
+    Ok(())
 }
 
 /// One connection's share of the server: what serving it needs, on whichever thread serves it.
@@ -326,13 +331,9 @@ where
             served,
         } = self;
         runtime.spawn(tokio::task::unconstrained(async move {
-            match Stream::from_parts(tcp, unread) {
-                Ok(stream) => {
-                    // Its socket already has TCP_NODELAY; it moves no further.
-                    let _ = Box::pin(connection(stream, served, true, None)).await;
-                }
-                Err(e) => tracing::debug!("{}: a connection could not move: {e}", served.name),
-            }
+            let stream = Stream::from_parts(tcp, unread);
+            // Its socket already has TCP_NODELAY; it moves no further.
+            let _ = Box::pin(connection(stream, served, true, None)).await;
         }));
     }
 }
@@ -1140,7 +1141,10 @@ mod tests {
             );
         }
         let _ = stop_tx.send(());
-        server.await.expect("the server stops");
+        server
+            .await
+            .expect("the server stops")
+            .expect("the server took its listener");
     }
 
     #[test]

@@ -143,13 +143,14 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves health requests on `listener` until `shutdown` completes, then stops accepting,
 /// closes idle connections at once, lets answers in flight finish and returns. `/readyz` fails
-/// its listener check from the moment `shutdown` completes.
+/// its listener check from the moment `shutdown` completes. Fails only at the start, if the
+/// listener cannot be taken over.
 pub(crate) async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
-) {
+) -> std::io::Result<()> {
     readiness.set_listening(true);
     let closing = readiness.clone();
     let shutdown = async move {
@@ -168,7 +169,7 @@ pub(crate) async fn serve(
             std::future::ready(answer)
         },
     )
-    .await;
+    .await
 }
 
 /// [`serve`] on a thread and runtime of its own ([`crate::runtime::on_own_thread`]): takes a
@@ -183,9 +184,12 @@ pub(crate) fn serve_on_own_thread(
     // Moved between runtimes as the plain socket it is.
     let listener = listener.into_std()?;
     crate::runtime::on_own_thread("health", move || async move {
-        match TcpListener::from_std(listener) {
+        let served = match TcpListener::from_std(listener) {
             Ok(listener) => serve(listener, readiness, limits, shutdown).await,
-            Err(e) => tracing::error!("health server: cannot take its listener: {e}"),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            tracing::error!("health server: cannot take its listener: {e}");
         }
     })
     .map(|(_, ended)| ended)

@@ -4,7 +4,7 @@
 //! [`KEPT_AFTER`] requests and is waiting for its next one is kept alive: when the second
 //! thread holds fewer kept-alive connections than the first, it moves there, between two
 //! requests, as the socket it is plus whatever part of a next request hyper had already read
-//! ([`Stream`]). So a probe with a new connection per request (kubelet, Docker) never pays for
+//! ([`super::stream::Stream`]). So a probe with a new connection per request (kubelet, Docker) never pays for
 //! the second thread (nothing moves, and the thread is not even started), while many busy
 //! kept-alive clients are served by two threads: one thread alone gets a third of two cores
 //! when it competes with two others, the clients' own.
@@ -13,14 +13,9 @@
 //! they are shared through atomics, so eviction and stop reach it on either thread.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
 /// A connection that has answered this many requests and waits for another is kept alive.
@@ -135,100 +130,11 @@ impl Drop for Kept {
     }
 }
 
-/// A connection's socket, and the bytes of its next request that were already read when it
-/// moved between threads (read first).
-#[derive(Debug)]
-pub(super) struct Stream {
-    tcp: TcpStream,
-    unread: Bytes,
-}
-
-impl Stream {
-    pub(super) fn new(tcp: TcpStream) -> Self {
-        Stream {
-            tcp,
-            unread: Bytes::new(),
-        }
-    }
-
-    pub(super) fn set_nodelay(&self) -> io::Result<()> {
-        self.tcp.set_nodelay(true)
-    }
-
-    /// Takes the socket off this thread's runtime, with what is still to be read before it:
-    /// `more`, read past this stream's own unread bytes.
-    pub(super) fn into_parts(self, more: Bytes) -> io::Result<(std::net::TcpStream, Bytes)> {
-        let unread = if self.unread.is_empty() {
-            more
-        } else if more.is_empty() {
-            self.unread
-        } else {
-            let mut both = BytesMut::with_capacity(self.unread.len() + more.len());
-            both.extend_from_slice(&self.unread);
-            both.extend_from_slice(&more);
-            both.freeze()
-        };
-        Ok((self.tcp.into_std()?, unread))
-    }
-
-    /// Registers a socket taken by [`Stream::into_parts`] with the current runtime.
-    pub(super) fn from_parts(tcp: std::net::TcpStream, unread: Bytes) -> io::Result<Self> {
-        Ok(Stream {
-            tcp: TcpStream::from_std(tcp)?,
-            unread,
-        })
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.unread.is_empty() {
-            return Pin::new(&mut this.tcp).poll_read(cx, buf);
-        }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use bytes::Bytes;
 
     use super::*;
 
@@ -258,31 +164,6 @@ mod tests {
         drop(first);
         drop(third);
         assert_eq!(spare.here.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn unread_bytes_come_first_then_the_socket() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let (tcp, unread) = Stream::new(server)
-            .into_parts(Bytes::from_static(b"GET / HT"))
-            .expect("off the runtime");
-        let (tcp, unread) = Stream::from_parts(tcp, unread)
-            .expect("on again")
-            .into_parts(Bytes::from_static(b"TP/1.1\r\n"))
-            .expect("and off again");
-        let mut stream = Stream::from_parts(tcp, unread).expect("on again");
-        client.write_all(b"Host: t\r\n\r\n").await.expect("send");
-        drop(client);
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).await.expect("read");
-        assert_eq!(got, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     }
 
     /// A server on a thread named `first` (as the health server's is `health`), whose answers
@@ -319,7 +200,8 @@ mod tests {
                         std::future::ready(Response::new(Full::new(Bytes::from(body))))
                     },
                 )
-                .await;
+                .await
+                .expect("serve");
                 let _ = end.send(());
             })
             .expect("a thread");
@@ -346,8 +228,12 @@ mod tests {
         format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
     }
 
-    /// Sends `raw` and reads one answer's body (`None`: the connection closed first).
+    /// Sends `raw` and reads one answer's body (`None`: the connection closed first). Waits a
+    /// little first: a connection moves when it waits for its next request, and a client that
+    /// sends it the moment it reads an answer can find the server still at work on that one
+    /// (hyper then reads on, and the connection stays where it is).
     fn ask(c: &mut std::net::TcpStream, raw: &str) -> Option<String> {
+        std::thread::sleep(Duration::from_millis(10));
         std::io::Write::write_all(c, raw.as_bytes()).ok()?;
         answer(c)
     }

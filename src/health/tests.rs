@@ -185,7 +185,8 @@ async fn serve_sets_the_listener_flag_and_clears_it_on_stop() {
     tokio::time::timeout(std::time::Duration::from_secs(5), task)
         .await
         .expect("serve returns after the stop")
-        .expect("serve does not panic");
+        .expect("serve does not panic")
+        .expect("serve took its listener");
     assert!(!readiness.status().listening);
 }
 
@@ -236,7 +237,7 @@ struct Server {
     addr: SocketAddr,
     readiness: Readiness,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
@@ -248,7 +249,8 @@ impl Server {
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("the server stops within 5 s")
-            .expect("the server task does not panic");
+            .expect("the server task does not panic")
+            .expect("the server took its listener");
     }
 }
 
@@ -706,5 +708,5 @@ async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
     assert_eq!(answered, 32);
     assert!(announced >= 1, "8 s of reuse spans the 3 s deadline");
     let _ = stop.send(());
-    server.await.unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -353,8 +353,7 @@ pub async fn serve(
             Box::pin(async move { route(req, peer, progress, shared).await })
         },
     )
-    .await;
-    Ok(())
+    .await
 }
 
 /// One answer: status, content type, body, and capture's extra headers.
