@@ -23,6 +23,10 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bounded retries per cycle; the next cycle brings a fresh snapshot anyway.
 pub(crate) const DEFAULT_MAX_RETRIES: u32 = 5;
+/// The most retries a cycle may make: their pauses (doubling from 2 s to at most 5 min) then
+/// add up to about 8 hours, within the default 12-hour interval. More would keep resending one
+/// stale event for days while no fresh one is built.
+pub(crate) const MAX_MAX_RETRIES: u32 = 100;
 /// A few seconds, so a crash loop does not flood the destination.
 pub(crate) const DEFAULT_START_DELAY: Duration = Duration::from_secs(5);
 /// Longest accepted interval, delay, timeout or grace: longer ones are configuration mistakes
@@ -340,6 +344,16 @@ impl AgentSettings {
                 format!(
                     "{} is below the minimum of 1 minute",
                     humantime::format_duration(self.interval)
+                ),
+            ));
+        }
+        if self.max_retries > MAX_MAX_RETRIES {
+            return Err(bad(
+                &MAX_RETRIES,
+                format!(
+                    "{} retries is more than the maximum of {MAX_MAX_RETRIES} (about 8 hours of \
+                     pauses); the next cycle sends a fresh event anyway",
+                    self.max_retries
                 ),
             ));
         }

@@ -482,6 +482,8 @@ fn range_errors_name_the_line() {
         ("shutdownGrace: 18446744073709551615", "365 days"),
         ("requestTimeout: 0", "above zero"),
         ("requestTimeout: 9999999999", "365 days"),
+        ("maxRetries: 101", "maximum of 100"),
+        ("maxRetries: 4294967295", "maximum of 100"),
     ];
     for (line, expect) in cases {
         let path = dir.path().join("c.yaml");

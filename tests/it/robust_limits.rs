@@ -78,6 +78,146 @@ fn idle_flood(
     })
 }
 
+/// A connection to `target` from the loopback address `source`, blocking.
+fn connect_from(source: std::net::IpAddr, target: SocketAddr) -> TcpStream {
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("a socket");
+    let std::net::IpAddr::V4(v4) = source else {
+        panic!("an IPv4 source");
+    };
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(v4, 0)),
+    )
+    .expect("bind the source address");
+    let SocketAddr::V4(to) = target else {
+        panic!("an IPv4 target");
+    };
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &nix::sys::socket::SockaddrIn::from(to),
+    )
+    .expect("connect");
+    TcpStream::from(socket)
+}
+
+/// Kept-alive connections are shared by the health server's two threads; a flood of idle
+/// connections from their own address then evicts them all, on either thread (the accept loop
+/// reaches a moved connection through its shared record), while probes from another address
+/// are answered throughout; memory stays bounded and SIGTERM ends it with exit 0.
+#[test]
+fn a_flood_evicts_kept_alive_connections_on_both_threads_and_probes_are_answered() {
+    let _serial = one_at_a_time();
+    const KEPT: usize = 32;
+    const PROBES: usize = 100;
+    let mut summary = Summary::new(
+        CLASS,
+        "a_flood_evicts_kept_alive_connections_on_both_threads_and_probes_are_answered",
+    );
+    let mut agent = agent();
+    raise_fd_limit();
+    let flooder = std::net::IpAddr::from([127, 0, 0, 3]);
+    let mut kept: Vec<TcpStream> = (0..KEPT)
+        .map(|_| connect_from(flooder, agent.health))
+        .collect();
+    let mut kept_failures = Vec::new();
+    for round in 0..3 {
+        for (i, c) in kept.iter_mut().enumerate() {
+            // A connection moves when it waits for its next request: give it the time to.
+            std::thread::sleep(Duration::from_millis(2));
+            let answer = c
+                .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .ok()
+                .and_then(|()| {
+                    crate::common::http_answer::read_kept_alive_answer(c, Duration::from_secs(5))
+                });
+            if answer.as_ref().map(|a| a.0) != Some(200) {
+                kept_failures.push(format!("round {round}, client {i}: {answer:?}"));
+            }
+        }
+    }
+    // Idle from now on; the server's idle timeout (5 s) would close them too: they must be
+    // gone well before it.
+    let idle_since = Instant::now();
+    summary.case(
+        "kept-alive clients answered",
+        (!kept_failures.is_empty()).then(|| format!("{kept_failures:?}")),
+    );
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", agent.pid))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    summary.case(
+        "kept-alive connections moved to the second thread",
+        (!names.iter().any(|n| n == "health-2")).then(|| format!("threads: {names:?}")),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = idle_flood(
+        flooder,
+        agent.health,
+        3_000,
+        400,
+        std::sync::Arc::clone(&stop),
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..PROBES {
+        match strict_probe(agent.health, Duration::from_secs(1), Duration::ZERO) {
+            Ok(200) => answered += 1,
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    // Every kept-alive connection has been idle longer than any flood connection: the flood
+    // evicts them first, well before their idle timeout would close them.
+    let deadline = idle_since + Duration::from_secs(3);
+    let mut open = KEPT;
+    while Instant::now() < deadline {
+        open = kept.iter().filter(|c| !closed_by_server(c)).count();
+        if open == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.join().expect("the flood thread does not panic");
+    failures.dedup();
+    eprintln!(
+        "kept-alive vs idle flood: {open} of {KEPT} kept-alive connections still open; \
+         {answered} of {PROBES} probes answered while 127.0.0.3 opened {opened}; \
+         failures: {failures:?}"
+    );
+    summary.case(
+        "flood really ran",
+        // More than the slots: enough to have taken every one.
+        (opened <= MAX_CONNECTIONS).then(|| format!("only {opened} flood connections opened")),
+    );
+    summary.case(
+        "kept-alive connections evicted on both threads",
+        (open > 0).then(|| format!("{open} of {KEPT} still open after the flood")),
+    );
+    summary.case(
+        "probes from another address answered",
+        (answered < 95).then(|| format!("{answered} of {PROBES} answered: {failures:?}")),
+    );
+    summary.case(
+        "memory after the flood",
+        memory_problem(&agent, "after the flood"),
+    );
+    summary.case("stops with exit 0", stop_problem(&mut agent));
+    summary.assert_all_passed();
+}
+
 /// A probe that waits 50 ms between connecting and sending its request (any probe across a
 /// real network) is answered while another address floods the server with idle connections:
 /// the flood evicts its own connections, never the probe's.
