@@ -710,3 +710,75 @@ async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Requests that are already there when their connection is accepted (what a probe's usually
+/// is) are read and answered with plain system calls, before the socket is ever registered
+/// with the runtime: a pipelined pair, one followed by the client's FIN, and one whose client
+/// reset the connection meanwhile. Each gets its own outcome, and the server goes on. (The
+/// test's runtime runs the server only when the test waits, so all four are queued first.)
+#[tokio::test]
+async fn requests_already_there_at_accept_are_answered_and_a_reset_ends_only_its_own() {
+    use std::io::Write;
+    let server = start_server(Limits::default()).await;
+    let connect = || std::net::TcpStream::connect(server.addr).expect("connect");
+    let mut pipelined = connect();
+    pipelined
+        .write_all(
+            b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /livez HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .expect("send two requests");
+    let mut half_closed = connect();
+    half_closed
+        .write_all(b"GET /health HTTP/1.1\r\nHost: b\r\n\r\n")
+        .expect("send");
+    half_closed
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut reset = connect();
+    reset
+        .write_all(b"GET /health HTTP/1.1\r\nHost: c\r\n\r\n")
+        .expect("send");
+    nix::sys::socket::setsockopt(
+        &reset,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .expect("SO_LINGER 0");
+    drop(reset);
+    let mut probe = connect();
+    probe
+        .write_all(b"GET /health HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let read_all = |c: std::net::TcpStream| {
+        tokio::task::spawn_blocking(move || {
+            let mut c = c;
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut c, &mut buf).expect("read to the server's close");
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let (pipelined, half_closed, probe) = (
+        read_all(pipelined).await.expect("reader"),
+        read_all(half_closed).await.expect("reader"),
+        read_all(probe).await.expect("reader"),
+    );
+    assert_eq!(
+        pipelined.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "both pipelined requests answered: {pipelined:?}"
+    );
+    assert!(pipelined.contains(HEALTH_BODY), "{pipelined:?}");
+    assert!(
+        half_closed.starts_with("HTTP/1.1 200 OK") && half_closed.ends_with(HEALTH_BODY),
+        "answered after the client's FIN: {half_closed:?}"
+    );
+    assert!(probe.starts_with("HTTP/1.1 200 OK"), "{probe:?}");
+    assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
+    server.stop().await;
+}
