@@ -41,6 +41,11 @@
 //! accepted, with no hand-over (the second thread starts only when a connection first moves).
 //! A moved connection keeps its slot, limits and place in the eviction list.
 //!
+//! # Sockets
+//! Accepted sockets are read and written directly and registered with the runtime only when
+//! a read or a write would block ([`stream`]): a probe whose request is there when it is
+//! accepted is answered and closed without ever being registered.
+//!
 //! # Stop
 //! When `shutdown` completes the listener closes at once. Connections waiting between
 //! requests close at once; one whose request head is still arriving gets [`STOP_HEAD_GRACE`]
