@@ -408,7 +408,9 @@ where
         // and body with `writev` costs more than copying the body.
         .writev(false)
         .keep_alive(true);
-    // Polled without hyper's final `shutdown(2)` (done below): one that moves stays open.
+    let write_blocked = stream.write_blocked();
+    // Polled as hyper's future (which flushes what it holds, then `shutdown(2)`s the socket),
+    // except while it moves: then without that shutdown, so that the socket stays open.
     let mut conn = builder.serve_connection(TokioIo::new(stream), service);
     let idle_limit = limits.idle_timeout.min(limits.header_read_timeout);
     let mut deadline = later(state.accepted, limits.connection_deadline);
@@ -423,7 +425,12 @@ where
     loop {
         let event = std::future::poll_fn(|cx| {
             state.waker.register(cx.waker());
-            if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+            let polled = if moving {
+                conn.poll_without_shutdown(cx)
+            } else {
+                Pin::new(&mut conn).poll(cx)
+            };
+            if let Poll::Ready(r) = polled {
                 return Poll::Ready(Event::Ended(r));
             }
             if !evict_seen && state.evicting.load(Ordering::Acquire) {
@@ -433,10 +440,12 @@ where
                 return Poll::Ready(Event::Stop);
             }
             // Placed once (a connection on the second thread has no `spare`: it stays), when
-            // it has become kept-alive.
+            // it has become kept-alive and its last answer has gone out (hyper gives back its
+            // socket, not what it still holds to send).
             if let Some(spare) = &spare
                 && served.ticket.kept.is_none()
                 && state.kept_alive()
+                && !write_blocked.load(Ordering::Relaxed)
                 && !past_deadline
             {
                 let kept = spare.place();
@@ -445,8 +454,11 @@ where
                 if moving {
                     // Idle between requests: hyper lets go at once, writing nothing.
                     Pin::new(&mut conn).graceful_shutdown();
-                    if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                        return Poll::Ready(Event::Ended(r));
+                    match conn.poll_without_shutdown(cx) {
+                        Poll::Ready(r) => return Poll::Ready(Event::Ended(r)),
+                        // Not idle after all: the request it is on is answered, and the
+                        // connection closed, here.
+                        Poll::Pending => moving = false,
                     }
                 }
             }
@@ -462,6 +474,10 @@ where
                 let failed = r.is_err();
                 if let Err(e) = r {
                     tracing::debug!("{name}: a connection ended: {e}");
+                }
+                if !moving && !failed {
+                    // hyper has sent what it held and shut the sending side down.
+                    return None;
                 }
                 let parts = conn.into_parts();
                 let mut stream = parts.io.into_inner();
@@ -494,7 +510,7 @@ where
             }
             Event::Evict => {
                 evict_seen = true;
-                if !state.busy() || state.stalled() {
+                if (!state.busy() && !write_blocked.load(Ordering::Relaxed)) || state.stalled() {
                     return None;
                 }
                 // Chosen while idle, but a request started since: answer it, then close.

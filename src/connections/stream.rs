@@ -17,6 +17,8 @@ use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -57,6 +59,11 @@ impl Listener {
 pub(super) struct Stream {
     socket: Socket,
     unread: Bytes,
+    /// Its last write could not go out (the socket's buffer was full, or it had just been
+    /// registered and the runtime did not know yet that it can write): hyper still holds
+    /// bytes to send. Shared with the connection's task, which cannot reach the stream while
+    /// hyper owns it.
+    write_blocked: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -72,10 +79,12 @@ enum Socket {
 impl Stream {
     /// A non-blocking socket, not yet registered.
     pub(super) fn new(tcp: std::net::TcpStream) -> Self {
-        Stream {
-            socket: Socket::Direct(tcp),
-            unread: Bytes::new(),
-        }
+        Self::from_parts(tcp, Bytes::new())
+    }
+
+    /// Whether a write is waiting to go out, readable while hyper owns the stream.
+    pub(super) fn write_blocked(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.write_blocked)
     }
 
     pub(super) fn set_nodelay(&self) -> io::Result<()> {
@@ -113,7 +122,15 @@ impl Stream {
         Stream {
             socket: Socket::Direct(tcp),
             unread,
+            write_blocked: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Notes whether a write went out.
+    fn wrote<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.write_blocked
+            .store(polled.is_pending(), Ordering::Relaxed);
+        polled
     }
 
     /// Registers a direct socket with the current runtime (the one polling it).
@@ -205,15 +222,16 @@ impl AsyncWrite for Stream {
         let this = self.get_mut();
         if let Socket::Direct(tcp) = &this.socket {
             match (&*tcp).write(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => return this.wrote(Poll::Ready(Ok(n))),
                 Err(e) if waits(&e) => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return this.wrote(Poll::Ready(Err(e))),
             }
         }
-        match this.register() {
+        let polled = match this.register() {
             Ok(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
-        }
+        };
+        this.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -224,15 +242,16 @@ impl AsyncWrite for Stream {
         let this = self.get_mut();
         if let Socket::Direct(tcp) = &this.socket {
             match (&*tcp).write_vectored(bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => return this.wrote(Poll::Ready(Ok(n))),
                 Err(e) if waits(&e) => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return this.wrote(Poll::Ready(Err(e))),
             }
         }
-        match this.register() {
+        let polled = match this.register() {
             Ok(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             Err(e) => Poll::Ready(Err(e)),
-        }
+        };
+        this.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {

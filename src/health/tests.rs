@@ -713,8 +713,8 @@ async fn kept_alive_connections_are_told_before_the_deadline_closes_them() {
 
 /// Requests that are already there when their connection is accepted (what a probe's usually
 /// is) are read and answered with plain system calls, before the socket is ever registered
-/// with the runtime: a pipelined pair, one followed by the client's FIN, and one whose client
-/// reset the connection meanwhile. Each gets its own outcome, and the server goes on. (The
+/// with the runtime: a pipelined pair, one followed by the client's FIN, one answered before
+/// its body comes, and one whose client reset the connection meanwhile. Each gets its own outcome, and the server goes on. (The
 /// test's runtime runs the server only when the test waits, so all four are queued first.)
 #[tokio::test]
 async fn requests_already_there_at_accept_are_answered_and_a_reset_ends_only_its_own() {
@@ -749,6 +749,13 @@ async fn requests_already_there_at_accept_are_answered_and_a_reset_ends_only_its
     )
     .expect("SO_LINGER 0");
     drop(reset);
+    // Answered before its body comes: the body's read blocks and registers the socket in the
+    // middle of hyper's work, and the answer must still go out (the runtime does not know yet
+    // that the new registration can write, so hyper's first write of it waits a turn).
+    let mut early = connect();
+    early
+        .write_all(b"POST /health HTTP/1.1\r\nHost: e\r\nContent-Length: 10\r\n\r\n")
+        .expect("send");
     let mut probe = connect();
     probe
         .write_all(b"GET /health HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
@@ -763,10 +770,15 @@ async fn requests_already_there_at_accept_are_answered_and_a_reset_ends_only_its
             String::from_utf8_lossy(&buf).into_owned()
         })
     };
-    let (pipelined, half_closed, probe) = (
+    let (pipelined, half_closed, early, probe) = (
         read_all(pipelined).await.expect("reader"),
         read_all(half_closed).await.expect("reader"),
+        read_all(early).await.expect("reader"),
         read_all(probe).await.expect("reader"),
+    );
+    assert!(
+        early.starts_with("HTTP/1.1 405 Method Not Allowed"),
+        "answered without its body: {early:?}"
     );
     assert_eq!(
         pipelined.matches("HTTP/1.1 200 OK").count(),
