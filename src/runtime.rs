@@ -13,10 +13,18 @@ use tokio::time::Instant;
 /// the process exits right after, so nothing is worth waiting for.
 const RUNTIME_SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
 
+/// How long an idle thread of the blocking pool waits for more work before it ends: for the
+/// agent's life. A thread that has run blocking work once (the host facts at start) stays,
+/// asleep, for the next (a config re-read, the next cycle's facts, 12 hours later): no thread
+/// is started then, which under a pids limit (`docker run --pids-limit`) may be impossible,
+/// and tokio answers a thread that cannot start with a panic of the task that asked for it.
+/// (tokio's default is 10 s.) A sleeping thread costs a few KiB and no wake-ups.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Runs `work` on tokio's current-thread runtime, the runtime of every command: they make a
 /// handful of requests at a time at most, so worker threads would only add memory; blocking
-/// work goes to tokio's blocking pool, which starts its threads on demand. (The agent's
-/// health server has its own: [`on_own_thread`].)
+/// work goes to tokio's blocking pool, which starts its threads on demand and keeps them
+/// ([`BLOCKING_KEEP_ALIVE`]). (The agent's health server has its own: [`on_own_thread`].)
 pub(crate) fn block_on<T, E: From<NoRuntime>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
@@ -95,6 +103,7 @@ where
 fn current_thread() -> Result<tokio::runtime::Runtime, NoRuntime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
         .map_err(NoRuntime)
 }

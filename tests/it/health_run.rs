@@ -202,3 +202,34 @@ fn kept_alive_clients_are_served_on_one_thread_when_no_thread_can_start() {
     assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
     drop(limit);
 }
+
+/// Blocking work long after start-up (the config re-read SIGHUP asks for, as the next cycle's
+/// would be) where no thread can start any more (a pids limit): it runs on the pool thread
+/// kept since start-up. (tokio ends an idle pool thread after 10 s by default, and asking for
+/// one that cannot start panics the task that asks: the schedule, so telemetry stopped.)
+#[test]
+fn a_reread_long_after_start_up_needs_no_new_thread() {
+    // The first cycle at once (telemetry is off: it only re-reads the config), so that the
+    // blocking work of start-up is all done within a second of the start.
+    let mut agent = Agent::start_with(
+        Telemetry::Off,
+        &[],
+        &[("BUTLER_TELEMETRY_START_DELAY", "0s")],
+        &std::env::temp_dir(),
+    );
+    agent.wait_log("Instance ID", LIMIT);
+    // Longer than tokio's default keep-alive of an idle blocking thread (10 s).
+    std::thread::sleep(Duration::from_secs(12));
+    let Some(limit) = PidsLimit::below_current(agent.pid) else {
+        eprintln!(
+            "skipped: needs root and cgroup v1's pids controller (.ci/run's machine has both)"
+        );
+        return;
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid as i32), Signal::SIGHUP);
+    agent.wait_log("config re-read: nothing changed", LIMIT);
+    assert!(agent.panics().is_empty(), "{:?}", agent.log());
+    assert_eq!(http_get(agent.health, "/health"), 200);
+    assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
+    drop(limit);
+}
