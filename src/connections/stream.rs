@@ -213,6 +213,7 @@ impl AsyncRead for Stream {
     }
 }
 
+/// Not vectored: hyper is told to gather each answer into one buffer (`writev(false)`).
 impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -232,30 +233,6 @@ impl AsyncWrite for Stream {
             Err(e) => Poll::Ready(Err(e)),
         };
         this.wrote(polled)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Socket::Direct(tcp) = &this.socket {
-            match (&*tcp).write_vectored(bufs) {
-                Ok(n) => return this.wrote(Poll::Ready(Ok(n))),
-                Err(e) if waits(&e) => {}
-                Err(e) => return this.wrote(Poll::Ready(Err(e))),
-            }
-        }
-        let polled = match this.register() {
-            Ok(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        };
-        this.wrote(polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
