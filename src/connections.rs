@@ -410,27 +410,20 @@ where
         .keep_alive(true);
     let write_blocked = stream.write_blocked();
     // Polled as hyper's future (which flushes what it holds, then `shutdown(2)`s the socket),
-    // except while it moves: then without that shutdown, so that the socket stays open.
+    // except to let it go when it moves: then without that shutdown, so the socket stays open.
     let mut conn = builder.serve_connection(TokioIo::new(stream), service);
     let idle_limit = limits.idle_timeout.min(limits.header_read_timeout);
     let mut deadline = later(state.accepted, limits.connection_deadline);
     let mut past_deadline = false;
     let mut evict_seen = false;
     let mut stop_at: Option<Instant> = None;
-    // This task has asked hyper to let the connection go so that it moves.
-    let mut moving = false;
     let mut due = deadline.min(later(state.accepted, idle_limit));
     let timer = tokio::time::sleep_until(due);
     tokio::pin!(timer);
     loop {
         let event = std::future::poll_fn(|cx| {
             state.waker.register(cx.waker());
-            let polled = if moving {
-                conn.poll_without_shutdown(cx)
-            } else {
-                Pin::new(&mut conn).poll(cx)
-            };
-            if let Poll::Ready(r) = polled {
+            if let Poll::Ready(r) = Pin::new(&mut conn).poll(cx) {
                 return Poll::Ready(Event::Ended(r));
             }
             if !evict_seen && state.evicting.load(Ordering::Acquire) {
@@ -449,16 +442,15 @@ where
                 && !past_deadline
             {
                 let kept = spare.place();
-                moving = kept.side() == Side::There;
+                let moves = kept.side() == Side::There;
                 served.ticket.kept = Some(kept);
-                if moving {
-                    // Idle between requests: hyper lets go at once, writing nothing.
+                if moves {
+                    // Idle between requests: hyper lets go at once, writing nothing. (Pending:
+                    // not idle after all; the request it is on is answered, and the connection
+                    // closed, here.)
                     Pin::new(&mut conn).graceful_shutdown();
-                    match conn.poll_without_shutdown(cx) {
-                        Poll::Ready(r) => return Poll::Ready(Event::Ended(r)),
-                        // Not idle after all: the request it is on is answered, and the
-                        // connection closed, here.
-                        Poll::Pending => moving = false,
+                    if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                        return Poll::Ready(Event::LetGo(r));
                     }
                 }
             }
@@ -470,30 +462,28 @@ where
         .await;
         let now = Instant::now();
         match event {
-            Event::Ended(r) => {
-                let failed = r.is_err();
+            Event::Ended(Ok(())) => {
+                // hyper has sent what it held and shut the sending side down.
+                return None;
+            }
+            Event::Ended(Err(e)) => {
+                tracing::debug!("{name}: a connection ended: {e}");
+                shut_down(conn.into_parts().io.into_inner(), name).await;
+                return None;
+            }
+            Event::LetGo(r) => {
+                let parts = conn.into_parts();
+                let stream = parts.io.into_inner();
                 if let Err(e) = r {
                     tracing::debug!("{name}: a connection ended: {e}");
-                }
-                if !moving && !failed {
-                    // hyper has sent what it held and shut the sending side down.
+                    shut_down(stream, name).await;
                     return None;
                 }
-                let parts = conn.into_parts();
-                let mut stream = parts.io.into_inner();
-                if failed
-                    || !moving
-                    || state.stopping.load(Ordering::Acquire)
+                if state.stopping.load(Ordering::Acquire)
                     || state.evicting.load(Ordering::Acquire)
                     || state.closing_for().is_some()
                 {
-                    // As hyper would: the FIN goes out before the socket closes, so a client
-                    // whose request was not read to its end (431 for a huge head) reads the
-                    // answer before the reset that closing with unread bytes sends.
-                    let shut = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx));
-                    if let Err(e) = shut.await {
-                        tracing::debug!("{name}: a connection ended: {e}");
-                    }
+                    shut_down(stream, name).await;
                     return None;
                 }
                 return match stream.into_parts(parts.read_buf) {
@@ -677,10 +667,24 @@ fn release_free_memory() {
     }
 }
 
+/// Sends the FIN of a connection hyper has given back, as hyper would before the close, so a
+/// client whose request was not read to its end (431 for a huge head) reads the answer before
+/// the reset that closing with unread bytes sends.
+async fn shut_down(mut stream: Stream, name: &str) {
+    let shut = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx));
+    if let Err(e) = shut.await {
+        tracing::debug!("{name}: a connection ended: {e}");
+    }
+}
+
 /// What woke a connection's task, besides hyper's own progress.
 enum Event {
-    /// hyper finished the connection (the client closed, an error, or a graceful shutdown).
+    /// hyper finished the connection (the client closed, an error, or a graceful shutdown); when
+    /// it finished well, it has sent what it held and shut the socket's sending side down.
     Ended(Result<(), hyper::Error>),
+    /// hyper let an idle connection go, without that shutdown, so that it moves to the second
+    /// thread.
+    LetGo(Result<(), hyper::Error>),
     /// The accept loop chose it to make room.
     Evict,
     /// The server is stopping.
