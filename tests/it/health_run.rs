@@ -92,17 +92,6 @@ fn health_server_can_be_turned_off() {
     assert_eq!(agent.stop(LIMIT), Some(0));
 }
 
-/// The names of the agent's threads.
-fn threads(pid: u32) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("the agent's threads")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Eight kept-alive clients, five requests each, in turns: every answer is 200.
 fn busy_kept_alive_clients(agent: &Agent) {
     use common::http_answer::read_kept_alive_answer;
@@ -134,11 +123,11 @@ fn kept_alive_clients_get_a_second_thread_and_probes_do_not() {
     for _ in 0..20 {
         assert_eq!(http_get(agent.health, "/health"), 200);
     }
-    let before = threads(agent.pid);
+    let before = common::thread_names(agent.pid);
     assert!(before.iter().any(|t| t == "health"), "{before:?}");
     assert!(!before.iter().any(|t| t == "health-2"), "{before:?}");
     busy_kept_alive_clients(&agent);
-    let after = threads(agent.pid);
+    let after = common::thread_names(agent.pid);
     assert!(after.iter().any(|t| t == "health-2"), "{after:?}");
     assert_eq!(agent.stop(LIMIT), Some(0), "{:?}", agent.log());
 }
@@ -191,7 +180,11 @@ fn kept_alive_clients_are_served_on_one_thread_when_no_thread_can_start() {
         return;
     };
     busy_kept_alive_clients(&agent);
-    assert!(!threads(agent.pid).iter().any(|t| t == "health-2"));
+    assert!(
+        !common::thread_names(agent.pid)
+            .iter()
+            .any(|t| t == "health-2")
+    );
     let warnings: Vec<String> = agent
         .messages("WARN")
         .into_iter()

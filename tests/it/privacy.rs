@@ -435,7 +435,7 @@ fn no_log_line_names_a_client_address() {
     // make room (an eviction, logged at debug) without naming the address.
     let crowd: Vec<TcpStream> = (0..70)
         .map(|_| {
-            let c = connect_from([127, 0, 0, 2], agent.health);
+            let c = common::connect_from([127, 0, 0, 2], agent.health);
             let mut w = &c;
             w.write_all(b"GET /health HTTP/1.1\r\n")
                 .expect("half a request");
@@ -468,24 +468,4 @@ fn no_log_line_names_a_client_address() {
         !log.contains("127.0.0.2"),
         "a log line names the client 127.0.0.2:\n{log}"
     );
-}
-
-/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8 is local).
-fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-    use std::os::fd::AsRawFd as _;
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("a socket");
-    let [a, b, c, d] = from;
-    bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind to the loopback alias");
-    let std::net::SocketAddr::V4(to) = to else {
-        panic!("the health server listens on IPv4 here")
-    };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
-    std::net::TcpStream::from(fd)
 }

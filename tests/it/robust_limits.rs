@@ -112,34 +112,6 @@ fn probes(addr: SocketAddr, count: usize, think: Duration) -> (usize, Vec<String
     (answered, failures)
 }
 
-/// A connection to `target` from the loopback address `source`, blocking.
-fn connect_from(source: std::net::IpAddr, target: SocketAddr) -> TcpStream {
-    let socket = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Stream,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("a socket");
-    let std::net::IpAddr::V4(v4) = source else {
-        panic!("an IPv4 source");
-    };
-    nix::sys::socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&socket),
-        &nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(v4, 0)),
-    )
-    .expect("bind the source address");
-    let SocketAddr::V4(to) = target else {
-        panic!("an IPv4 target");
-    };
-    nix::sys::socket::connect(
-        std::os::fd::AsRawFd::as_raw_fd(&socket),
-        &nix::sys::socket::SockaddrIn::from(to),
-    )
-    .expect("connect");
-    TcpStream::from(socket)
-}
-
 /// Kept-alive connections are shared by the health server's two threads; a flood of idle
 /// connections from their own address then evicts them all, on either thread (the accept loop
 /// reaches a moved connection through its shared record), while probes from another address
@@ -155,9 +127,9 @@ fn a_flood_evicts_kept_alive_connections_on_both_threads_and_probes_are_answered
     );
     let mut agent = agent();
     raise_fd_limit();
-    let flooder = std::net::IpAddr::from([127, 0, 0, 3]);
+    const FLOODER: [u8; 4] = [127, 0, 0, 3];
     let mut kept: Vec<TcpStream> = (0..KEPT)
-        .map(|_| connect_from(flooder, agent.health))
+        .map(|_| crate::common::connect_from(FLOODER, agent.health))
         .collect();
     let mut kept_failures = Vec::new();
     for round in 0..3 {
@@ -182,20 +154,13 @@ fn a_flood_evicts_kept_alive_connections_on_both_threads_and_probes_are_answered
         "kept-alive clients answered",
         (!kept_failures.is_empty()).then(|| format!("{kept_failures:?}")),
     );
-    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", agent.pid))
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .map(|n| n.trim().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = crate::common::thread_names(agent.pid);
     summary.case(
         "kept-alive connections moved to the second thread",
         (!names.iter().any(|n| n == "health-2")).then(|| format!("threads: {names:?}")),
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood = flood_every_slot(flooder, agent.health, &stop);
+    let flood = flood_every_slot(FLOODER.into(), agent.health, &stop);
     let (answered, failures) = probes(agent.health, PROBES, Duration::ZERO);
     // Every kept-alive connection has been idle longer than any flood connection: the flood
     // evicts them first, well before their idle timeout would close them.

@@ -355,3 +355,34 @@ fn listening_port_now(pid: u32) -> Option<u16> {
         })
     })
 }
+
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8 is local).
+pub(crate) fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd as _;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("a socket");
+    let [a, b, c, d] = from;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind to the loopback alias");
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("the health server listens on IPv4 here")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+    std::net::TcpStream::from(fd)
+}
+
+/// The names of process `pid`'s threads, sorted; panics if it has ended.
+pub(crate) fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
