@@ -421,6 +421,65 @@ fn closing_clients_that_never_read_do_not_stall_probes() {
     summary.assert_all_passed();
 }
 
+/// Kept-alive clients in every slot that pipeline requests for large answers (a 404 repeats
+/// its 7 KB path) and never read: their answers fill the sockets' buffers and stay unsent.
+/// Such a connection is idle between answers, so it is evicted for a probe at once; it must
+/// not hold its slot until its deadline because an answer is still waiting to go out. Every
+/// probe is answered within 2 s.
+///
+/// Known hole, found 2026-12-03 and not yet mended (it fails the same with and without that
+/// day's changes): hyper reads the next pipelined request while an answer waits to go out, so
+/// the connection counts as busy, a busy connection is never evicted, and it holds its slot
+/// until its deadline (10 s); 1 or 2 of 20 probes are refused at accept. The mend: count an
+/// answer that has not moved for `STALLED` as stalled, as a request body is.
+#[test]
+#[ignore = "known hole: busy connections whose client never reads hold their slots (see above)"]
+fn kept_alive_clients_that_never_read_their_answers_are_evicted_for_probes() {
+    let _serial = one_at_a_time();
+    const PROBES: usize = 20;
+    let mut summary = Summary::new(
+        CLASS,
+        "kept_alive_clients_that_never_read_their_answers_are_evicted_for_probes",
+    );
+    let mut agent = agent();
+    raise_fd_limit();
+    let request = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "x".repeat(7_000));
+    let pipelined = request.repeat(400);
+    let mut hostile = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let Ok(mut c) = crate::common::connect_from_nonblocking([127, 0, 0, 2], agent.health)
+        else {
+            continue;
+        };
+        // As much as the buffers take: the server stops reading once its answers back up.
+        let mut sent = 0;
+        while sent < pipelined.len() {
+            match c.write(&pipelined.as_bytes()[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        hostile.push(c);
+    }
+    // Their answers back up.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slow = Vec::new();
+    for _ in 0..PROBES {
+        let started = Instant::now();
+        let r = strict_probe(agent.health, Duration::from_secs(2), Duration::ZERO);
+        if r != Ok(200) {
+            slow.push(format!("{r:?} after {:?}", started.elapsed()));
+        }
+    }
+    summary.case(
+        "every probe answered 200 within 2 s",
+        (!slow.is_empty()).then(|| format!("{} of {PROBES}: {slow:?}", slow.len())),
+    );
+    drop(hostile);
+    summary.case("stops at once", stop_problem(&mut agent));
+    summary.assert_all_passed();
+}
+
 /// One `GET /health` with `Connection: close`, sent `think` after connecting (a slow client),
 /// connect and each read bounded by `limit`: the status of its first answer. Stricter than
 /// `robust_support::probe`, which also takes an answer followed by a reset: here any read

@@ -386,3 +386,13 @@ pub(crate) fn thread_names(pid: u32) -> Vec<String> {
     names.sort();
     names
 }
+
+/// [`connect_from`], then non-blocking: for a client that writes what the buffers take.
+pub(crate) fn connect_from_nonblocking(
+    from: [u8; 4],
+    to: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let c = connect_from(from, to);
+    c.set_nonblocking(true)?;
+    Ok(c)
+}
