@@ -427,8 +427,8 @@ fn closing_clients_that_never_read_do_not_stall_probes() {
 /// not hold its slot until its deadline because an answer is still waiting to go out. Every
 /// probe is answered within 2 s.
 ///
-/// Known hole, found 2026-12-03 and not yet mended (it fails the same with and without that
-/// day's changes): hyper reads the next pipelined request while an answer waits to go out, so
+/// Known hole, found 2026-12-03 and not yet mended (it fails the same with the eviction
+/// condition of before that day's changes): hyper reads the next pipelined request while an answer waits to go out, so
 /// the connection counts as busy, a busy connection is never evicted, and it holds its slot
 /// until its deadline (10 s); 1 or 2 of 20 probes are refused at accept. The mend: count an
 /// answer that has not moved for `STALLED` as stalled, as a request body is.
