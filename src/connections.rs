@@ -20,7 +20,8 @@
 //! When every slot is taken, a new connection makes room by closing one that is not being
 //! answered (waiting for its first request, dribbling its head, or idle between kept-alive
 //! requests), or whose request body has stopped arriving ([`STALLED`], reported through
-//! [`Progress`]): one of the source holding the most connections, the one idle the longest.
+//! [`Progress`]), or whose answer has stopped going out for as long (a client that sends
+//! requests and reads no answer: noted by its [`Stream`]): one of the source holding the most connections, the one idle the longest.
 //! Sources are grouped as an attacker holds them: an IPv4 address, an IPv6 /64 ([`group`]). A
 //! source is only made to give up a connection for a source holding fewer, so a flood from one
 //! address evicts its own connections and never another address's probe; and a connection in
@@ -80,7 +81,7 @@ mod spare;
 mod stream;
 
 use spare::{KEPT_AFTER, Kept, Side, Spare};
-use stream::{Listener, Stream};
+use stream::{Listener, Stream, Writes};
 
 /// Kubelet, Docker and a few humans probe at once; 64 leaves ample room and bounds memory.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -108,7 +109,8 @@ const EVICTION_WAIT: Duration = Duration::from_millis(100);
 /// (and that client a failed request). Counted from the answer, not per accept, so a
 /// connection that never ends after its last answer stalls the accept loop this long once.
 const CLOSING_WAIT: Duration = Duration::from_millis(50);
-/// A request body with no new bytes for this long makes its connection evictable.
+/// A request body with no new bytes for this long, or an answer of which nothing has gone out
+/// for this long, makes its connection evictable.
 pub(crate) const STALLED: Duration = Duration::from_secs(1);
 /// A source holding more than 1/`FLOOD_SHARE` of the slots is flooding: its connections lose
 /// the protection of [`NEW_GRACE`] and of kept-alive use.
@@ -248,7 +250,7 @@ where
             max,
             kept: None,
         };
-        let stream = Stream::new(stream);
+        let stream = Stream::new(stream, Arc::clone(&state.writes));
         let served = Served {
             peer,
             state,
@@ -336,7 +338,7 @@ where
             served,
         } = self;
         runtime.spawn(tokio::task::unconstrained(async move {
-            let stream = Stream::from_parts(tcp, unread);
+            let stream = Stream::from_parts(tcp, unread, Arc::clone(&served.state.writes));
             // Its socket already has TCP_NODELAY; it moves no further.
             let _ = Box::pin(connection(stream, served, true, None)).await;
         }));
@@ -408,7 +410,6 @@ where
         // and body with `writev` costs more than copying the body.
         .writev(false)
         .keep_alive(true);
-    let write_blocked = stream.write_blocked();
     // Polled as hyper's future (which flushes what it holds, then `shutdown(2)`s the socket),
     // except to let it go when it moves: then without that shutdown, so the socket stays open.
     let mut conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -438,7 +439,7 @@ where
             if let Some(spare) = &spare
                 && served.ticket.kept.is_none()
                 && state.kept_alive()
-                && !write_blocked.load(Ordering::Relaxed)
+                && !state.writes.blocked()
                 && !past_deadline
             {
                 let kept = spare.place();
@@ -500,7 +501,7 @@ where
             }
             Event::Evict => {
                 evict_seen = true;
-                if (!state.busy() && !write_blocked.load(Ordering::Relaxed)) || state.stalled() {
+                if state.evictable() {
                     return None;
                 }
                 // Chosen while idle, but a request started since: answer it, then close.
@@ -723,6 +724,8 @@ struct Conn {
     progress_ms: AtomicU64,
     /// From the moment a request head is complete until its answer has been handed over.
     busy: AtomicBool,
+    /// Whether its answers go out, noted by its [`Stream`].
+    writes: Arc<Writes>,
     /// When the connection last became idle (accepted, or an answer handed over), in
     /// milliseconds since `epoch`.
     idle_since_ms: AtomicU64,
@@ -747,6 +750,7 @@ impl Conn {
             reading: AtomicBool::new(false),
             progress_ms: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            writes: Arc::new(Writes::new(epoch)),
             idle_since_ms: AtomicU64::new(0),
             requests: AtomicU32::new(0),
             closing_at_ms: AtomicU64::new(0),
@@ -795,13 +799,24 @@ impl Conn {
         millis_since(self.epoch)
     }
 
-    /// Reading a request body that has brought nothing for [`STALLED`].
+    /// Reading a request body that has brought nothing for [`STALLED`], or sending an answer
+    /// of which nothing has gone out for as long (a client that sends requests and does not
+    /// read the answers: hyper goes on reading while an answer waits, so the connection stays
+    /// busy).
     fn stalled(&self) -> bool {
-        self.reading.load(Ordering::Acquire)
+        let body_stalled = self.reading.load(Ordering::Acquire)
             && self
                 .now_ms()
                 .saturating_sub(self.progress_ms.load(Ordering::Relaxed))
-                >= STALLED.as_millis() as u64
+                >= STALLED.as_millis() as u64;
+        body_stalled || self.writes.blocked_for().is_some_and(|w| w >= STALLED)
+    }
+
+    /// Can be closed to make room: idle with nothing left to send, or stalled. The accept loop
+    /// chooses by this and the connection's task closes by it, so a connection chosen is one
+    /// that closes (an idle connection whose last answer is still going out is neither).
+    fn evictable(&self) -> bool {
+        (!self.busy() && !self.writes.blocked()) || self.stalled()
     }
 
     fn idle_since(&self) -> Instant {
@@ -916,7 +931,7 @@ fn evict<'a>(open: &'a [Arc<Conn>], source: IpAddr, limits: &Limits) -> Option<&
             let idle = !c.busy();
             View {
                 source: group(c.source),
-                evictable: !gone && (idle || c.stalled()),
+                evictable: !gone && c.evictable(),
                 gone,
                 // In use: idle between kept-alive requests (it has answered one, and the idle
                 // timeout closes it), or just accepted and not yet sent its head.

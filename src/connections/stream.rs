@@ -18,8 +18,9 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
@@ -59,11 +60,59 @@ impl Listener {
 pub(super) struct Stream {
     socket: Socket,
     unread: Bytes,
+    /// Whether its writes go out, shared with the connection's state.
+    writes: Arc<Writes>,
+}
+
+/// Whether a connection's answer is going out, readable by its task and by the accept loop,
+/// which cannot reach the stream while hyper owns it.
+#[derive(Debug)]
+pub(super) struct Writes {
+    epoch: Instant,
+    /// When the first of the writes that have not gone out since the last one that did was
+    /// tried, in milliseconds since `epoch` plus one; 0 while the last write went out.
+    blocked_since_ms: AtomicU64,
+}
+
+impl Writes {
+    pub(super) fn new(epoch: Instant) -> Self {
+        Writes {
+            epoch,
+            blocked_since_ms: AtomicU64::new(0),
+        }
+    }
+
     /// Its last write could not go out (the socket's buffer was full, or it had just been
     /// registered and the runtime did not know yet that it can write): hyper still holds
-    /// bytes to send. Shared with the connection's task, which cannot reach the stream while
-    /// hyper owns it.
-    write_blocked: Arc<AtomicBool>,
+    /// bytes to send.
+    pub(super) fn blocked(&self) -> bool {
+        self.blocked_since_ms.load(Ordering::Relaxed) != 0
+    }
+
+    /// How long no byte of its answer has gone out, if its last write could not.
+    pub(super) fn blocked_for(&self) -> Option<Duration> {
+        match self.blocked_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                millis(self.epoch).saturating_sub(since - 1),
+            )),
+        }
+    }
+
+    /// Notes whether a write went out (some of its bytes, or an error that ends the
+    /// connection): a write that waits keeps the time of the first that did.
+    fn note(&self, went_out: bool) {
+        if went_out {
+            self.blocked_since_ms.store(0, Ordering::Relaxed);
+        } else if !self.blocked() {
+            self.blocked_since_ms
+                .store(millis(self.epoch).saturating_add(1), Ordering::Relaxed);
+        }
+    }
+}
+
+fn millis(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug)]
@@ -77,14 +126,9 @@ enum Socket {
 }
 
 impl Stream {
-    /// A non-blocking socket, not yet registered.
-    pub(super) fn new(tcp: std::net::TcpStream) -> Self {
-        Self::from_parts(tcp, Bytes::new())
-    }
-
-    /// Whether a write is waiting to go out, readable while hyper owns the stream.
-    pub(super) fn write_blocked(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.write_blocked)
+    /// A non-blocking socket, not yet registered, whose writes are noted in `writes`.
+    pub(super) fn new(tcp: std::net::TcpStream, writes: Arc<Writes>) -> Self {
+        Self::from_parts(tcp, Bytes::new(), writes)
     }
 
     pub(super) fn set_nodelay(&self) -> io::Result<()> {
@@ -118,18 +162,17 @@ impl Stream {
 
     /// A socket taken by [`Stream::into_parts`], to be served on another thread (registered
     /// with that thread's runtime when it first waits).
-    pub(super) fn from_parts(tcp: std::net::TcpStream, unread: Bytes) -> Self {
+    pub(super) fn from_parts(tcp: std::net::TcpStream, unread: Bytes, writes: Arc<Writes>) -> Self {
         Stream {
             socket: Socket::Direct(tcp),
             unread,
-            write_blocked: Arc::new(AtomicBool::new(false)),
+            writes,
         }
     }
 
     /// Notes whether a write went out.
     fn wrote<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.write_blocked
-            .store(polled.is_pending(), Ordering::Relaxed);
+        self.writes.note(polled.is_ready());
         polled
     }
 
@@ -251,11 +294,13 @@ impl AsyncWrite for Stream {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    fn writes() -> Arc<Writes> {
+        Arc::new(Writes::new(Instant::now()))
+    }
 
     /// A connected pair on loopback: the client, and the server's end as [`Listener`] gives it.
     async fn pair() -> (TcpStream, std::net::TcpStream) {
@@ -282,13 +327,13 @@ mod tests {
     #[tokio::test]
     async fn unread_bytes_come_first_then_the_socket() {
         let (mut client, server) = pair().await;
-        let (tcp, unread) = Stream::new(server)
+        let (tcp, unread) = Stream::new(server, writes())
             .into_parts(Bytes::from_static(b"GET / HT"))
             .expect("off the runtime");
-        let (tcp, unread) = Stream::from_parts(tcp, unread)
+        let (tcp, unread) = Stream::from_parts(tcp, unread, writes())
             .into_parts(Bytes::from_static(b"TP/1.1\r\n"))
             .expect("and off again");
-        let mut stream = Stream::from_parts(tcp, unread);
+        let mut stream = Stream::from_parts(tcp, unread, writes());
         client.write_all(b"Host: t\r\n\r\n").await.expect("send");
         drop(client);
         let mut got = Vec::new();
@@ -302,7 +347,7 @@ mod tests {
     async fn reads_directly_until_one_would_block_then_waits_registered() {
         let (mut client, server) = pair().await;
         client.write_all(b"first").await.expect("send");
-        let mut stream = Stream::new(server);
+        let mut stream = Stream::new(server, writes());
         let mut buf = [0u8; 16];
         let mut n = 0;
         for _ in 0..100 {
@@ -353,7 +398,7 @@ mod tests {
     #[tokio::test]
     async fn writes_directly_until_one_would_block_then_waits_registered() {
         let (client, server) = pair().await;
-        let mut stream = Stream::new(server);
+        let mut stream = Stream::new(server, writes());
         let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let expected = data.clone();
         let reader = tokio::spawn(async move {
@@ -377,11 +422,68 @@ mod tests {
         assert!(got == expected, "the client read what was written");
     }
 
+    /// A write that cannot go out is noted with the time of the first such write, kept while
+    /// later writes wait too, and cleared by the first that goes out.
+    #[tokio::test]
+    async fn a_write_that_waits_is_timed_from_the_first_until_one_goes_out() {
+        let (mut client, server) = pair().await;
+        let writes = writes();
+        let mut stream = Stream::new(server, Arc::clone(&writes));
+        let chunk = vec![7u8; 64 * 1024];
+        let mut written = 0usize;
+        // The client reads nothing: the buffers fill (loopback's take a few MiB at most).
+        let waited = loop {
+            let polled = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut stream).poll_write(cx, &chunk))
+            })
+            .await;
+            match polled {
+                Poll::Ready(Ok(n)) => {
+                    assert!(!writes.blocked(), "a write that went out is not blocked");
+                    written += n;
+                    assert!(written < 256 * 1024 * 1024, "the buffers never filled");
+                }
+                Poll::Ready(Err(e)) => panic!("write: {e}"),
+                Poll::Pending => break writes.blocked_for(),
+            }
+        };
+        assert!(waited.is_some_and(|w| w < Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut stream).poll_write(cx, &chunk)))
+                .await;
+        assert!(polled.is_pending(), "the client still reads nothing");
+        assert!(
+            writes
+                .blocked_for()
+                .is_some_and(|w| w >= Duration::from_millis(300)),
+            "timed from the first write that waited: {:?}",
+            writes.blocked_for()
+        );
+        // The client reads all that was written; the next write goes out.
+        let mut buf = vec![0u8; 1024 * 1024];
+        let mut read = 0usize;
+        while read < written {
+            let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+                .await
+                .expect("the bytes arrive")
+                .expect("read");
+            assert!(n > 0, "the stream is still open");
+            read += n;
+        }
+        tokio::time::timeout(Duration::from_secs(10), stream.write_all(b"more"))
+            .await
+            .expect("a write goes out once the client has read")
+            .expect("write");
+        assert!(!writes.blocked());
+        assert_eq!(writes.blocked_for(), None);
+    }
+
     /// A direct socket's shutdown sends the FIN: the client reads to its end.
     #[tokio::test]
     async fn a_direct_shutdown_ends_the_clients_read() {
         let (mut client, server) = pair().await;
-        let mut stream = Stream::new(server);
+        let mut stream = Stream::new(server, writes());
         stream.write_all(b"bye").await.expect("write");
         stream.shutdown().await.expect("shutdown");
         assert!(matches!(stream.socket, Socket::Direct(_)));

@@ -387,12 +387,31 @@ pub(crate) fn thread_names(pid: u32) -> Vec<String> {
     names
 }
 
-/// [`connect_from`], then non-blocking: for a client that writes what the buffers take.
-pub(crate) fn connect_from_nonblocking(
+/// [`connect_from`], non-blocking and with a receive buffer of a few KiB set before the
+/// connection is made (so the window it offers stays that small): a client that writes what
+/// the buffers take and reads little, whose answers back up after a few KiB.
+pub(crate) fn connect_from_nonblocking_small_window(
     from: [u8; 4],
     to: std::net::SocketAddr,
 ) -> std::io::Result<std::net::TcpStream> {
-    let c = connect_from(from, to);
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd as _;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::RcvBuf, &4096)?;
+    let [a, b, c, d] = from;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0))?;
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("the health server listens on IPv4 here")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
+    let c = std::net::TcpStream::from(fd);
     c.set_nonblocking(true)?;
     Ok(c)
 }
