@@ -39,6 +39,9 @@ pub(crate) fn run(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Resu
 }
 
 async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<(), Failure> {
+    // Shared with the start-up's host detection, then handed to the schedule: the tree is not
+    // copied (a copy of the production template's tree is about a million instructions).
+    let config = Arc::new(config);
     // The file's version as loaded (just read, so this stat is quick): a change during
     // start-up is seen by the watcher as a change.
     let loaded_version = config.source.path().map(file_version);
@@ -105,7 +108,7 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     };
 
     let gather = {
-        let config = config.clone();
+        let config = Arc::clone(&config);
         let roots = roots.clone();
         tokio::task::spawn_blocking(move || telemetry::gather(&config, &roots, &RealSyscalls))
     };
@@ -156,9 +159,11 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
         }
         _ => hangups,
     };
+    let grace = config.agent.shutdown_grace;
     let scheduler = tokio::spawn(schedule::run(
         schedule::ScheduleContext {
-            initial: config.clone(),
+            // The only owner left once host detection has returned: taken, not copied.
+            initial: Arc::unwrap_or_clone(config),
             env,
             roots,
             hangups,
@@ -169,7 +174,6 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     ));
 
     let sig = signals.recv().await;
-    let grace = config.agent.shutdown_grace;
     tracing::info!(
         "{sig} received: stopping (telemetry grace {})",
         humantime::format_duration(grace)
