@@ -28,17 +28,18 @@ pub(crate) fn check_version(raw: &str) -> Result<String, NotAVersion> {
     if is_version(v) {
         Ok(v.to_string())
     } else {
-        Err(NotAVersion(v.chars().take(80).collect()))
+        Err(NotAVersion)
     }
 }
 
-/// `BUTLER_VERSION` does not follow the version rule (its first 80 characters).
+/// `BUTLER_VERSION` does not follow the version rule. The value is not repeated: a message
+/// names the setting, never what it holds (a wrong value may be a host name or a secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a version: expected 1 to 64 letters, digits, dots, plus or minus signs, e.g. \
-     16.0.4"
+    "the value is not a version: expected 1 to 64 letters, digits, dots, plus or minus signs, \
+     e.g. 16.0.4"
 )]
-pub(crate) struct NotAVersion(String);
+pub(crate) struct NotAVersion;
 
 /// Checks a Butler API URL: `http(s)://host[:port][/path]`, no credentials, no query, not
 /// PostHog. Returns it without trailing slashes. The error never repeats the URL (it may hold a

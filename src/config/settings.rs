@@ -423,7 +423,7 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, Rejected> {
     let rest = host
         .strip_prefix("https://")
         .or_else(|| host.strip_prefix("http://"))
-        .ok_or_else(|| format!("{host:?} must start with https:// or http://"))?;
+        .ok_or("the capture host must start with https:// or http://")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
         // Not repeated in the message: the part before `@` is a password.
@@ -435,14 +435,15 @@ pub(crate) fn normalize_host(raw: &str) -> Result<String, Rejected> {
         );
     }
     if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(Rejected(format!("{host:?} has no host name")));
+        return Err("the capture host has no host name, or contains white space".into());
     }
     if !authority.is_ascii() {
         // The HTTP client is built without Unicode domain-name tables (Cargo.toml: idna_adapter).
-        return Err(Rejected(format!(
-            "{host:?}: the host name is not ASCII; write it in its ASCII (Punycode) form, \
-             e.g. xn--bcher-kva.example for bücher.example"
-        )));
+        return Err(
+            "the capture host's name is not ASCII; write it in its ASCII (Punycode) \
+             form, e.g. xn--bcher-kva.example for bücher.example"
+                .into(),
+        );
     }
     let scheme = &host[..host.len() - rest.len()];
     let rewritten = match rest {
@@ -463,7 +464,7 @@ where
 {
     s.trim()
         .parse::<T>()
-        .map_err(|e| Rejected(format!("{s:?} is not valid: {e}")))
+        .map_err(|e| Rejected(format!("the value is not valid: {e}")))
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) for environment variables.
@@ -471,9 +472,7 @@ pub(crate) fn parse_bool(s: &str) -> Result<bool, Rejected> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Rejected(format!(
-            "{s:?} is not a boolean; expected true or false"
-        ))),
+        _ => Err("the value is not a boolean; expected true or false".into()),
     }
 }
 

@@ -577,3 +577,59 @@ fn an_empty_config_path_is_a_config_error() {
     assert!(e.to_string().contains("--config"), "{e}");
     assert!(e.message.contains("empty"), "{e}");
 }
+
+/// As the test above, for every setting and `BUTLER_VERSION`, from the environment and from the
+/// file, with host names, addresses and credentials as the wrong values: none is repeated. (A
+/// capture host with credentials and no scheme was quoted whole until 2026-12-03, as was any
+/// wrong number, address or boolean from the environment.) The message names the setting and,
+/// for the file, the line and column.
+#[test]
+fn no_setting_repeats_a_wrong_value_from_the_environment_or_the_file() {
+    const SECRETS: [&str; 4] = ["hunter2", "db01", "corp-secret", "10.11.12.13"];
+    let values = [
+        "ftp://admin:hunter2@db01.corp-secret.example",
+        "admin:hunter2@db01.corp-secret.example",
+        "https://db01.corp-secrët.example",
+        "https:// db01 corp-secret",
+        "db01.corp-secret.example",
+        "10.11.12.13:hunter2",
+        "hunter2 corp-secret",
+        "-1 db01",
+    ];
+    let vars = table::SETTINGS
+        .iter()
+        .map(|s| (s.var, s.path.rsplit('.').next().unwrap_or(s.path)))
+        .chain([("BUTLER_VERSION", "")]);
+    let mut refused = 0;
+    for (var, key) in vars {
+        for value in values {
+            let env = MapEnv::new([(var, value)]);
+            if let Err(e) = AgentSettings::resolve(None, &env) {
+                refused += 1;
+                let text = e.to_string();
+                assert!(text.contains(var), "{var}: {text}");
+                for secret in SECRETS {
+                    assert!(!text.contains(secret), "{var}={value:?} repeated: {text}");
+                }
+            }
+            if key.is_empty() {
+                continue;
+            }
+            let file = format!("Butler:\n  butlerAgent:\n    {key}: {value:?}\n");
+            let resolved = parse(&file)
+                .and_then(|(_, _, agent)| AgentSettings::resolve(agent.as_ref(), &MapEnv::new([])));
+            if let Err(e) = resolved {
+                refused += 1;
+                let text = e.to_string();
+                for secret in SECRETS {
+                    assert!(!text.contains(secret), "{key}: {value:?} repeated: {text}");
+                }
+            }
+        }
+    }
+    // Most settings refuse most of these (paths and the project key take any text).
+    assert!(
+        refused > 100,
+        "only {refused} refusals: the test no longer reaches the checks"
+    );
+}
