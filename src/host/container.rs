@@ -83,13 +83,13 @@ fn runtime(roots: &Roots, sys: &dyn Syscalls) -> (Option<String>, String) {
         return if v.is_empty() || v.eq_ignore_ascii_case("none") {
             (
                 None,
-                format!("{}={v:?} (override)", super::CONTAINER_OVERRIDE),
+                format!("{}=none (override)", super::CONTAINER_OVERRIDE),
             )
         } else {
-            (
-                Some(normalize(v)),
-                format!("{}={v} (override)", super::CONTAINER_OVERRIDE),
-            )
+            // The name as it is sent, not as it was given (any text may be set there).
+            let name = normalize(v);
+            let rule = format!("{}={name} (override)", super::CONTAINER_OVERRIDE);
+            (Some(name), rule)
         };
     }
     let own = |p: &str| roots.own_path(p);
@@ -147,16 +147,14 @@ fn runtime(roots: &Roots, sys: &dyn Syscalls) -> (Option<String>, String) {
     if let Some(found) = cgroup.as_deref().and_then(cgroup_runtime) {
         return found;
     }
-    if pid_ns == PidNs::Other {
-        if let Some(path) = cgroup.as_deref().and_then(containerd_cgroup) {
-            return (
-                Some("containerd".into()),
-                format!(
-                    "cgroup path {path:?} in /proc/self/cgroup is containerd's \
-                     /<namespace>/<container>, outside the initial PID namespace"
-                ),
-            );
-        }
+    if pid_ns == PidNs::Other && cgroup.as_deref().and_then(containerd_cgroup).is_some() {
+        // Not the path itself: its second part is the container's name or ID.
+        return (
+            Some("containerd".into()),
+            "a cgroup path in /proc/self/cgroup of containerd's form /<namespace>/<container>, \
+             outside the initial PID namespace"
+                .into(),
+        );
     }
     if let Some(rule) = cgroup_namespace(roots) {
         return (Some("container-other".into()), rule);
@@ -492,25 +490,25 @@ pub fn cgroup_runtime(text: &str) -> Option<(Option<String>, String)> {
         if path == "/" || path.is_empty() {
             continue;
         }
-        let r = if path.contains("/docker/") || path.contains("/docker-") {
-            "docker"
-        } else if path.contains("cri-containerd") {
-            "containerd"
-        } else if path.contains("libpod") {
-            "podman"
-        } else if path.contains("/lxc/") || path.contains("lxc.payload") {
-            "lxc"
-        } else if path.contains("systemd-nspawn@") {
-            "systemd-nspawn"
-        } else if path.contains("kubepods") {
+        // The rule names the marker, never the path: it holds the container's ID (or the
+        // nspawn machine's name, the pod's UID).
+        const MARKERS: [(&str, &str); 8] = [
+            ("/docker/", "docker"),
+            ("/docker-", "docker"),
+            ("cri-containerd", "containerd"),
+            ("libpod", "podman"),
+            ("/lxc/", "lxc"),
+            ("lxc.payload", "lxc"),
+            ("systemd-nspawn@", "systemd-nspawn"),
             // kubepods without a runtime name (e.g. CRI-O's crio-<id>.scope).
-            "container-other"
-        } else {
+            ("kubepods", "container-other"),
+        ];
+        let Some((marker, r)) = MARKERS.iter().find(|(m, _)| path.contains(m)) else {
             continue;
         };
         return Some((
-            Some(r.into()),
-            format!("cgroup path {path:?} in /proc/self/cgroup"),
+            Some((*r).into()),
+            format!("a cgroup path with {marker:?} in /proc/self/cgroup"),
         ));
     }
     None

@@ -469,3 +469,64 @@ fn no_log_line_names_a_client_address() {
         "a log line names the client 127.0.0.2:\n{log}"
     );
 }
+
+/// `host` explains each fact by the rule that decided it; a rule that read a cgroup path names
+/// the marker it found, never the path (it holds the container's ID), and an override shows
+/// the name that is sent, not the text that was set. Trees: the real Docker one
+/// (`docker-fuse-overlayfs`) with `/.dockerenv` and the mountinfo markers taken away, so the
+/// cgroup rule decides; the same with containerd's `/<namespace>/<container>` form.
+#[test]
+fn host_rules_never_show_a_container_id_or_an_override_text() {
+    const ID: &str = "354d9dea057e008098483db310eecdd83a65e3a225c23c4093a437305befb646";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hosts/docker-fuse-overlayfs/root");
+    let cases: [(&str, &str, Option<&str>, &str); 3] = [
+        ("cgroup", "/docker/", None, "docker"),
+        ("containerd", "/default/", None, "containerd"),
+        (
+            "override",
+            "/docker/",
+            Some("db01.corp-secret.example"),
+            "container-other",
+        ),
+    ];
+    for (name, prefix, runtime, expected) in cases {
+        let root = dir.path().join(name);
+        copy_dir(&fixture, &root);
+        std::fs::remove_file(root.join(".dockerenv")).expect("the fixture has /.dockerenv");
+        let cgroup = root.join("proc/self/cgroup");
+        let text = std::fs::read_to_string(&cgroup).expect("cgroup");
+        assert!(
+            text.contains(ID),
+            "the fixture's cgroup names the container"
+        );
+        std::fs::write(&cgroup, text.replace("/docker/", prefix)).expect("write");
+        let mountinfo = root.join("proc/self/mountinfo");
+        let text = std::fs::read_to_string(&mountinfo).expect("mountinfo");
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.contains("docker"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&mountinfo, kept).expect("write");
+        for args in [&["host"][..], &["host", "--json"]] {
+            let mut c = common::agent(Telemetry::Off);
+            c.arg("--root").arg(&root).args(args);
+            if let Some(r) = runtime {
+                c.env("BUTLER_CONTAINER_RUNTIME", r);
+            }
+            let out = c.output().expect("the binary runs");
+            assert!(out.status.success(), "{name} {args:?}: {out:?}");
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(text.contains(expected), "{name} {args:?}: {text}");
+            for secret in [&ID[..12], "db01", "corp-secret"] {
+                assert!(
+                    !text.contains(secret),
+                    "{name} {args:?} shows {secret}: {text}"
+                );
+            }
+        }
+    }
+}
