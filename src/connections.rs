@@ -907,11 +907,14 @@ fn closing_wait(open: &[Arc<Conn>], wait: Duration) -> Option<Duration> {
 /// Whether the client asked to close after this request: `Connection: close`, or HTTP/1.0
 /// without `keep-alive` (hyper then closes after the answer).
 fn asks_close<B>(req: &Request<B>) -> bool {
+    // A walk over the few headers a request has, comparing names (a known name compares as a
+    // number), instead of a lookup that hashes the name for every request.
     let has = |token: &[u8]| {
-        req.headers().get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        req.headers().iter().any(|(name, v)| {
+            name == CONNECTION
+                && v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
         })
     };
     if req.version() == hyper::Version::HTTP_10 {
