@@ -21,7 +21,8 @@
 //! answered (waiting for its first request, dribbling its head, or idle between kept-alive
 //! requests), or whose request body has stopped arriving ([`STALLED`], reported through
 //! [`Progress`]), or whose answer has stopped going out for as long (a client that sends
-//! requests and reads no answer: noted by its [`Stream`]): one of the source holding the most connections, the one idle the longest.
+//! requests and reads no answer: noted by its [`Stream`]): one of the source holding the most
+//! connections, the one idle the longest.
 //! Sources are grouped as an attacker holds them: an IPv4 address, an IPv6 /64 ([`group`]). A
 //! source is only made to give up a connection for a source holding fewer, so a flood from one
 //! address evicts its own connections and never another address's probe; and a connection in
