@@ -386,7 +386,7 @@ fn the_sink_answers_its_health_under_1000_idle_connections() {
 fn closing_clients_that_never_read_do_not_stall_probes() {
     let _serial = one_at_a_time();
     const PROBES: usize = 20;
-    let mut summary = Summary::new(CLASS, "closing_clients_that_never_read_do_not_stall_probes");
+    let summary = Summary::new(CLASS, "closing_clients_that_never_read_do_not_stall_probes");
     let mut agent = agent();
     raise_fd_limit();
     let mut hostile = Vec::new();
@@ -404,21 +404,7 @@ fn closing_clients_that_never_read_do_not_stall_probes() {
             hostile.push(c);
         }
     }
-    let mut slow = Vec::new();
-    for _ in 0..PROBES {
-        let started = Instant::now();
-        let r = strict_probe(agent.health, Duration::from_secs(2), Duration::ZERO);
-        if r != Ok(200) {
-            slow.push(format!("{r:?} after {:?}", started.elapsed()));
-        }
-    }
-    summary.case(
-        "every probe answered 200 within 2 s",
-        (!slow.is_empty()).then(|| format!("{} of {PROBES}: {slow:?}", slow.len())),
-    );
-    drop(hostile);
-    summary.case("stops at once", stop_problem(&mut agent));
-    summary.assert_all_passed();
+    end_with_probes(summary, &mut agent, hostile, PROBES);
 }
 
 /// Kept-alive clients in every slot that pipeline requests for large answers (a 404 repeats
@@ -469,8 +455,20 @@ fn kept_alive_clients_that_never_read_their_answers_are_evicted_for_probes() {
         (!quiet).then(|| "still using CPU".to_string()),
     );
     std::thread::sleep(Duration::from_millis(1_200));
+    end_with_probes(summary, &mut agent, hostile, PROBES);
+}
+
+/// Sends `count` probes one after another while the `hostile` clients hold their connections:
+/// each must be answered 200 within 2 s. Then closes the hostile clients and stops the agent,
+/// which must end at once.
+fn end_with_probes(
+    mut summary: Summary,
+    agent: &mut robust_support::Agent,
+    hostile: Vec<TcpStream>,
+    count: usize,
+) {
     let mut slow = Vec::new();
-    for _ in 0..PROBES {
+    for _ in 0..count {
         let started = Instant::now();
         let r = strict_probe(agent.health, Duration::from_secs(2), Duration::ZERO);
         if r != Ok(200) {
@@ -479,10 +477,10 @@ fn kept_alive_clients_that_never_read_their_answers_are_evicted_for_probes() {
     }
     summary.case(
         "every probe answered 200 within 2 s",
-        (!slow.is_empty()).then(|| format!("{} of {PROBES}: {slow:?}", slow.len())),
+        (!slow.is_empty()).then(|| format!("{} of {count}: {slow:?}", slow.len())),
     );
     drop(hostile);
-    summary.case("stops at once", stop_problem(&mut agent));
+    summary.case("stops at once", stop_problem(agent));
     summary.assert_all_passed();
 }
 
