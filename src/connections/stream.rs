@@ -27,6 +27,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::millis_since;
+
 /// A listening socket whose accepted connections are not registered with the runtime.
 pub(super) struct Listener(AsyncFd<mio::net::TcpListener>);
 
@@ -94,7 +96,7 @@ impl Writes {
         match self.blocked_since_ms.load(Ordering::Relaxed) {
             0 => None,
             since => Some(Duration::from_millis(
-                millis(self.epoch).saturating_sub(since - 1),
+                millis_since(self.epoch).saturating_sub(since - 1),
             )),
         }
     }
@@ -105,14 +107,12 @@ impl Writes {
         if went_out {
             self.blocked_since_ms.store(0, Ordering::Relaxed);
         } else if !self.blocked() {
-            self.blocked_since_ms
-                .store(millis(self.epoch).saturating_add(1), Ordering::Relaxed);
+            self.blocked_since_ms.store(
+                millis_since(self.epoch).saturating_add(1),
+                Ordering::Relaxed,
+            );
         }
     }
-}
-
-fn millis(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug)]
