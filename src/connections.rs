@@ -78,9 +78,13 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+mod quick;
 mod spare;
 mod stream;
+#[cfg(test)]
+mod test_server;
 
+pub(crate) use quick::Quick;
 use spare::{KEPT_AFTER, Kept, Side, Spare};
 use stream::{Listener, Stream, Writes};
 
@@ -156,11 +160,13 @@ impl Default for Limits {
 
 /// Serves HTTP/1 on `listener` with `handler` under `limits` until `shutdown` completes, then
 /// stops as the module documentation describes and returns once every connection has ended.
-/// `name` prefixes log lines. Fails only at the start, if the listener cannot be taken over.
+/// `name` prefixes log lines; with `quick`, kept-alive connections give that answer without
+/// hyper ([`quick`]). Fails only at the start, if the listener cannot be taken over.
 pub(crate) async fn serve<H, Fut>(
     listener: TcpListener,
     limits: Limits,
     name: &'static str,
+    quick: Option<Quick>,
     shutdown: impl Future<Output = ()>,
     handler: H,
 ) -> std::io::Result<()>
@@ -258,6 +264,7 @@ where
             handler: Arc::clone(&handler),
             limits,
             name,
+            quick,
             ticket,
         };
         // Boxed: the connection's future (hyper's state inline) is a few KiB, and spawning
@@ -292,6 +299,7 @@ struct Served<H> {
     handler: Arc<H>,
     limits: Limits,
     name: &'static str,
+    quick: Option<Quick>,
     ticket: Ticket,
 }
 
@@ -348,13 +356,10 @@ where
 
 /// Serves one connection to its end: the client closes, a limit is reached, it is evicted, or
 /// the server stops; or until it moves to the second thread ([`spare`]), which it returns.
-///
-/// Besides hyper's work the task reacts to three things, checked on every wake-up without a
-/// lock: the accept loop's flags ([`Conn::evicting`], [`Conn::stopping`], which wake it through
-/// [`Conn::waker`]) and one timer, set to the earliest of the connection's deadline, the end of
-/// its idle time (which also bounds the time to send a request head) and the stop grace.
+/// A kept-alive connection of a server with a [`Quick`] answer is served by [`quick`] until a
+/// request needs hyper.
 async fn connection<H, Fut>(
-    stream: Stream,
+    mut stream: Stream,
     mut served: Served<H>,
     nodelay_inherited: bool,
     spare: Option<Arc<Spare>>,
@@ -367,6 +372,50 @@ where
         // Nagle would hold a kept-alive answer back until the client's delayed ACK.
         let _ = stream.set_nodelay();
     }
+    // One that has moved here was kept alive on the first thread.
+    let mut quick_next = served.ticket.kept.is_some();
+    loop {
+        if let Some(quick) = served.quick.filter(|_| quick_next) {
+            let state = &served.state;
+            match quick::serve(stream, &quick, state, &served.limits, served.name).await {
+                quick::Outcome::Ended => return None,
+                quick::Outcome::Hyper(rest) => stream = rest,
+            }
+        }
+        match with_hyper(stream, served, spare.as_ref()).await {
+            Phase::Ended => return None,
+            Phase::Moves(moving) => return Some(moving),
+            Phase::Quick(rest, back) => {
+                (stream, served, quick_next) = (rest, back, true);
+            }
+        }
+    }
+}
+
+/// How a connection left hyper.
+enum Phase<H> {
+    Ended,
+    /// Kept alive, to the second thread.
+    Moves(Moving<H>),
+    /// Kept alive, to quick answers on this thread.
+    Quick(Stream, Served<H>),
+}
+
+/// Serves a connection with hyper, as [`connection`] says.
+///
+/// Besides hyper's work the task reacts to three things, checked on every wake-up without a
+/// lock: the accept loop's flags ([`Conn::evicting`], [`Conn::stopping`], which wake it through
+/// [`Conn::waker`]) and one timer, set to the earliest of the connection's deadline, the end of
+/// its idle time (which also bounds the time to send a request head) and the stop grace.
+async fn with_hyper<H, Fut>(
+    stream: Stream,
+    mut served: Served<H>,
+    spare: Option<&Arc<Spare>>,
+) -> Phase<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr, Progress) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + Unpin + 'static,
+{
     let state = Arc::clone(&served.state);
     let limits = served.limits;
     let name = served.name;
@@ -437,7 +486,7 @@ where
             // Placed once (a connection on the second thread has no `spare`: it stays), when
             // it has become kept-alive and its last answer has gone out (hyper gives back its
             // socket, not what it still holds to send).
-            if let Some(spare) = &spare
+            if let Some(spare) = spare
                 && served.ticket.kept.is_none()
                 && state.kept_alive()
                 && !state.writes.blocked()
@@ -446,7 +495,7 @@ where
                 let kept = spare.place();
                 let moves = kept.side() == Side::There;
                 served.ticket.kept = Some(kept);
-                if moves {
+                if moves || served.quick.is_some() {
                     // Idle between requests: hyper lets go at once, writing nothing. (Pending:
                     // not idle after all; the request it is on is answered, and the connection
                     // closed, here.)
@@ -466,12 +515,12 @@ where
         match event {
             Event::Ended(Ok(())) => {
                 // hyper has sent what it held and shut the sending side down.
-                return None;
+                return Phase::Ended;
             }
             Event::Ended(Err(e)) => {
                 tracing::debug!("{name}: a connection ended: {e}");
                 shut_down(conn.into_parts().io.into_inner(), name).await;
-                return None;
+                return Phase::Ended;
             }
             Event::LetGo(r) => {
                 let parts = conn.into_parts();
@@ -479,31 +528,34 @@ where
                 if let Err(e) = r {
                     tracing::debug!("{name}: a connection ended: {e}");
                     shut_down(stream, name).await;
-                    return None;
+                    return Phase::Ended;
                 }
                 if state.stopping.load(Ordering::Acquire)
                     || state.evicting.load(Ordering::Acquire)
                     || state.closing_for().is_some()
                 {
                     shut_down(stream, name).await;
-                    return None;
+                    return Phase::Ended;
+                }
+                if served.ticket.kept.as_ref().map(Kept::side) != Some(Side::There) {
+                    return Phase::Quick(stream.unread_first(parts.read_buf), served);
                 }
                 return match stream.into_parts(parts.read_buf) {
-                    Ok((tcp, unread)) => Some(Moving {
+                    Ok((tcp, unread)) => Phase::Moves(Moving {
                         tcp,
                         unread,
                         served,
                     }),
                     Err(e) => {
                         tracing::debug!("{name}: a connection could not move: {e}");
-                        None
+                        Phase::Ended
                     }
                 };
             }
             Event::Evict => {
                 evict_seen = true;
                 if state.evictable() {
-                    return None;
+                    return Phase::Ended;
                 }
                 // Chosen while idle, but a request started since: answer it, then close.
                 Pin::new(&mut conn).graceful_shutdown();
@@ -521,7 +573,7 @@ where
                         // Idle at the deadline means idle since before its last idle timeout
                         // (every later answer said close): closing races no request.
                         tracing::debug!("{name}: a connection reached its deadline");
-                        return None;
+                        return Phase::Ended;
                     }
                     // Answer the request in progress (its answer says close), then close;
                     // none lives past twice the deadline.
@@ -544,7 +596,7 @@ where
         };
         if !state.busy() && quiet_until <= tokio::time::Instant::from_std(now) {
             tracing::debug!("{name}: a connection closed while idle");
-            return None;
+            return Phase::Ended;
         }
         let next = deadline.min(quiet_until);
         if next != due {
@@ -1112,6 +1164,7 @@ mod tests {
             listener,
             limits,
             "test",
+            None,
             async move {
                 let _ = stop_rx.await;
             },

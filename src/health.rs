@@ -44,6 +44,14 @@ pub use crate::connections::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BY
 /// Butler's `/health` body (fastify-healthcheck's default answer).
 pub const HEALTH_BODY: &str = r#"{"statusCode":200,"status":"ok"}"#;
 
+/// `/health` as a kept-alive connection answers it without hyper
+/// ([`crate::connections::Quick`]): the bytes [`respond`] gives (a test compares them).
+const QUICK: connections::Quick = connections::Quick {
+    path: "/health",
+    headers: "content-type: application/json; charset=utf-8\r\ncache-control: no-store\r\n",
+    body: HEALTH_BODY,
+};
+
 /// The kernel's queue of connections not yet accepted. The usual 128 overflows during a burst
 /// of a few hundred connections, and a probe whose SYN is dropped then waits a full second for
 /// the retransmission; the kernel caps this at `net.core.somaxconn`.
@@ -161,6 +169,7 @@ pub(crate) async fn serve(
         listener,
         limits,
         "health server",
+        Some(QUICK),
         shutdown,
         move |req, _peer, _progress| {
             let answer = respond(req.method(), req.uri().path(), req.uri().query(), || {

@@ -132,10 +132,7 @@ impl Drop for Kept {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
+    use super::super::test_server::{Server, answer, ask, request};
     use super::*;
 
     #[test]
@@ -166,91 +163,12 @@ mod tests {
         assert_eq!(spare.here.load(Ordering::Relaxed), 0);
     }
 
-    /// A server on a thread named `first` (as the health server's is `health`), whose answers
-    /// say which path they answer and which thread answered.
-    struct Server {
-        addr: std::net::SocketAddr,
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        ended: std::sync::mpsc::Receiver<()>,
-    }
-
-    impl Server {
-        fn start(limits: super::super::Limits) -> Server {
-            use http_body_util::Full;
-            use hyper::Response;
-            let (tell, told) = std::sync::mpsc::channel();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let (end, ended) = std::sync::mpsc::channel();
-            let _thread = crate::runtime::on_own_thread("first", move || async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tell.send(listener.local_addr().expect("addr"))
-                    .expect("tell");
-                super::super::serve(
-                    listener,
-                    limits,
-                    "test",
-                    async move {
-                        let _ = stopped.await;
-                    },
-                    |req, _peer, _progress| {
-                        let thread = std::thread::current();
-                        let body = format!("{} {}", req.uri().path(), thread.name().unwrap_or("?"));
-                        std::future::ready(Response::new(Full::new(Bytes::from(body))))
-                    },
-                )
-                .await
-                .expect("serve");
-                let _ = end.send(());
-            })
-            .expect("a thread");
-            let addr = told.recv().expect("the server's address");
-            Server {
-                addr,
-                stop: Some(stop),
-                ended,
-            }
-        }
-
-        fn connect(&self) -> std::net::TcpStream {
-            std::net::TcpStream::connect(self.addr).expect("connect")
-        }
-
-        /// Stops it, and says whether it ended (every connection closed) within 2 s.
-        fn stop(mut self) -> bool {
-            drop(self.stop.take());
-            self.ended.recv_timeout(Duration::from_secs(2)).is_ok()
-        }
-    }
-
-    fn request(path: &str) -> String {
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
-    }
-
-    /// Sends `raw` and reads one answer's body (`None`: the connection closed first). Waits a
-    /// little first: a connection moves when it waits for its next request, and a client that
-    /// sends it the moment it reads an answer can find the server still at work on that one
-    /// (hyper then reads on, and the connection stays where it is).
-    fn ask(c: &mut std::net::TcpStream, raw: &str) -> Option<String> {
-        std::thread::sleep(Duration::from_millis(10));
-        std::io::Write::write_all(c, raw.as_bytes()).ok()?;
-        answer(c)
-    }
-
-    fn answer(c: &mut std::net::TcpStream) -> Option<String> {
-        let (status, _, body) =
-            crate::test_support::http_answer::read_kept_alive_answer(c, Duration::from_secs(2))?;
-        assert_eq!(status, 200);
-        Some(body)
-    }
-
     /// The second kept-alive connection moves between two requests, with the start of its
     /// next request that the first thread had already read; the first stays; connections
     /// that close after each request never move.
     #[test]
     fn kept_alive_connections_share_two_threads_and_move_between_requests() {
-        let server = Server::start(Default::default());
+        let server = Server::start(Default::default(), None);
         let mut one = server.connect();
         let mut two = server.connect();
         assert_eq!(ask(&mut one, &request("/a")).as_deref(), Some("/a first"));
@@ -262,7 +180,7 @@ mod tests {
         let (start, rest) = third.split_at(9);
         let both = format!("{}{start}", request("/d"));
         assert_eq!(ask(&mut two, &both).as_deref(), Some("/d first"));
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(ask(&mut two, rest).as_deref(), Some("/e health-2"));
         assert_eq!(
             ask(&mut two, &request("/f")).as_deref(),
@@ -289,10 +207,13 @@ mod tests {
     /// idle the longest, the moved one, makes room for a newcomer.
     #[test]
     fn a_moved_connection_is_evicted_like_any_other() {
-        let server = Server::start(super::super::Limits {
-            max_connections: 3,
-            ..Default::default()
-        });
+        let server = Server::start(
+            super::super::Limits {
+                max_connections: 3,
+                ..Default::default()
+            },
+            None,
+        );
         let mut one = server.connect();
         let mut two = server.connect();
         for path in ["/a", "/b"] {
@@ -305,7 +226,7 @@ mod tests {
             ask(&mut two, &request("/e")).as_deref(),
             Some("/e health-2")
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(ask(&mut one, &request("/f")).as_deref(), Some("/f first"));
         let mut three = server.connect();
         assert!(ask(&mut three, &request("/g")).is_some());

@@ -794,3 +794,77 @@ async fn requests_already_there_at_accept_are_answered_and_a_reset_ends_only_its
     assert_eq!(get(server.addr, "GET", "/health").await.status, 200);
     server.stop().await;
 }
+
+/// A kept-alive connection's `/health` answers, which it gives without hyper
+/// ([`crate::connections::Quick`]), are byte for byte hyper's (but for the date): `GET` and
+/// `HEAD`, kept alive and closing.
+#[tokio::test]
+async fn kept_alive_health_answers_are_the_bytes_hyper_gives() {
+    /// One answer's bytes: the head, and the body unless it answers `HEAD`.
+    async fn raw_answer(conn: &mut TcpStream, head_only: bool) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut byte = [0];
+        let read = async {
+            loop {
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let len = if head_only {
+                        0
+                    } else {
+                        parse_answer(&got[..end + 4])
+                            .header("content-length")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0)
+                    };
+                    if got.len() == end + 4 + len {
+                        return;
+                    }
+                }
+                let n = conn.read(&mut byte).await.expect("read the answer");
+                assert_eq!(n, 1, "closed before a full answer: {got:?}");
+                got.push(byte[0]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("an answer within 5 s");
+        got
+    }
+    /// The answer with its date's value blanked.
+    fn undated(raw: &[u8]) -> String {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let at = text.find("\r\ndate: ").expect("a date header") + 8;
+        let end = at + text[at..].find("\r\n").expect("the header's end");
+        format!("{}{}", &text[..at], &text[end..])
+    }
+    let server = start_server(Limits::default()).await;
+    for (method, connection) in [
+        ("GET", ""),
+        ("HEAD", ""),
+        ("GET", "Connection: close\r\n"),
+        ("HEAD", "Connection: close\r\n"),
+    ] {
+        let request = format!("{method} /health HTTP/1.1\r\nHost: t\r\n{connection}\r\n");
+        let head_only = method == "HEAD";
+        // hyper answers a connection's first requests.
+        let mut fresh = TcpStream::connect(server.addr).await.expect("connect");
+        fresh.write_all(request.as_bytes()).await.expect("send");
+        let hypers = raw_answer(&mut fresh, head_only).await;
+        let mut kept = TcpStream::connect(server.addr).await.expect("connect");
+        for _ in 0..2 {
+            let get = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+            kept.write_all(get).await.expect("send");
+            raw_answer(&mut kept, false).await;
+        }
+        // Kept alive once it waits for its next request.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        kept.write_all(request.as_bytes()).await.expect("send");
+        let quick = raw_answer(&mut kept, head_only).await;
+        assert_eq!(undated(&quick), undated(&hypers), "{method} {connection:?}");
+        if !connection.is_empty() {
+            for c in [&mut fresh, &mut kept] {
+                assert!(closed_within(c, Duration::from_secs(2)).await.is_some());
+            }
+        }
+    }
+    server.stop().await;
+}

@@ -346,6 +346,7 @@ pub async fn serve(
         listener,
         limits(),
         "sink",
+        None,
         shutdown,
         move |req, peer, progress| {
             let shared = Arc::clone(&shared);
