@@ -434,11 +434,15 @@ mod tests {
         Some(String::from_utf8_lossy(&got).into_owned())
     }
 
-    /// Whether the server closes `c` (end of stream) within 2 s, with nothing more to read.
+    /// Whether the server closes `c` within 2 s, with nothing more to read: the end of the
+    /// stream, or a reset (a close with the client's bytes unread).
     fn closed(c: &mut std::net::TcpStream) -> bool {
         c.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        matches!(c.read(&mut [0; 64]), Ok(0))
+        match c.read(&mut [0; 64]) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 
     /// Two requests with hyper, then quick answers, on either thread; anything else goes to
@@ -582,6 +586,44 @@ mod tests {
         String::from_utf8_lossy(&body).into_owned()
     }
 
+    /// A kept-alive client that pipelines quick requests and never reads: once nothing of its
+    /// answers has gone out for [`super::super::STALLED`], it is evictable, and a newcomer
+    /// gets its slot (the only one). Its answers (256 KiB each here) fill the sockets'
+    /// buffers long before the request cap; `/health`'s few hundred bytes would not on
+    /// loopback, whose buffers grow to megabytes.
+    #[test]
+    fn a_client_that_never_reads_its_quick_answers_makes_room_once_stalled() {
+        let body: &'static str = String::leak("x".repeat(256 << 10));
+        let big = Quick {
+            path: "/q",
+            headers: "",
+            body,
+        };
+        let server = Server::start(
+            super::super::Limits {
+                max_connections: 1,
+                ..Default::default()
+            },
+            Some(big),
+        );
+        let mut hog = server.connect();
+        for _ in 0..2 {
+            assert_eq!(ask(&mut hog, &request("/q")).as_deref(), Some("/q first"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        hog.write_all(request("/q").repeat(400).as_bytes())
+            .expect("send");
+        std::thread::sleep(super::super::STALLED + Duration::from_millis(300));
+        let mut newcomer = server.connect();
+        assert_eq!(
+            ask(&mut newcomer, &request("/x")).as_deref(),
+            Some("/x first"),
+            "the stalled connection made room"
+        );
+        drop(hog);
+        assert!(server.stop());
+    }
+
     /// A quick connection closes when idle, makes room when every slot is taken, and at the
     /// stop a head still arriving gets the grace and an answer that closes.
     #[test]
@@ -601,6 +643,29 @@ mod tests {
         let asked = std::time::Instant::now();
         assert!(closed(&mut c), "closed when idle");
         assert!(asked.elapsed() >= idle - Duration::from_millis(50));
+        // A head dribbled a byte every 50 ms does not keep it open: the idle time bounds it.
+        let mut c = server.connect();
+        for _ in 0..3 {
+            assert!(ask(&mut c, &request("/q")).is_some());
+        }
+        let asked = std::time::Instant::now();
+        let mut dribble = c.try_clone().expect("a second handle");
+        let dribbler = std::thread::spawn(move || {
+            for b in b"GET /q HTTP/1.1\r\nX-Slow: "
+                .iter()
+                .chain([b'a'; 100].iter())
+            {
+                if dribble.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        assert!(closed(&mut c), "closed with its head unfinished");
+        let took = asked.elapsed();
+        assert!(took < idle + Duration::from_millis(500), "{took:?}");
+        drop(c);
+        dribbler.join().expect("the dribbler");
         assert!(server.stop());
 
         let server = Server::start(

@@ -458,6 +458,74 @@ fn kept_alive_clients_that_never_read_their_answers_are_evicted_for_probes() {
     end_with_probes(summary, &mut agent, hostile, PROBES);
 }
 
+/// The same attack on quick answers: kept-alive clients in every slot, each answered twice
+/// (from then on its `/health` requests are answered without hyper), then pipeline far more
+/// `/health` requests than the request cap (1000) and never read. The agent answers up to
+/// the cap and closes each connection after its last answer (the answers, a few hundred bytes
+/// each, fit the sockets' buffers on loopback: an answer that stops going out is the unit
+/// test `connections::quick::tests::a_client_that_never_reads_its_quick_answers_makes_room_once_stalled`);
+/// it must not spin on the unread requests or hold their bytes. Every probe is answered within
+/// 2 s, and the agent stops at once.
+#[test]
+fn kept_alive_health_clients_that_pipeline_and_never_read_are_evicted_for_probes() {
+    let _serial = one_at_a_time();
+    const PROBES: usize = 20;
+    let mut summary = Summary::new(
+        CLASS,
+        "kept_alive_health_clients_that_pipeline_and_never_read_are_evicted_for_probes",
+    );
+    let mut agent = agent();
+    raise_fd_limit();
+    let request = b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut hostile = Vec::new();
+    let mut not_kept = 0;
+    for _ in 0..MAX_CONNECTIONS {
+        let Ok(mut c) =
+            crate::common::connect_from_nonblocking_small_window([127, 0, 0, 2], agent.health)
+        else {
+            continue;
+        };
+        let kept = c.set_nonblocking(false).is_ok()
+            && (0..2).all(|_| {
+                c.write_all(request).is_ok()
+                    && crate::common::http_answer::read_kept_alive_answer(
+                        &mut c,
+                        Duration::from_secs(2),
+                    )
+                    .is_some_and(|a| a.0 == 200)
+            })
+            && c.set_nonblocking(true).is_ok();
+        if !kept {
+            not_kept += 1;
+        }
+        hostile.push(c);
+    }
+    summary.case(
+        "every client answered twice",
+        (not_kept > 0).then(|| format!("{not_kept} were not")),
+    );
+    // Kept alive once waiting for the next request; then 40,000 requests each, as much of
+    // them as the buffers take.
+    std::thread::sleep(Duration::from_millis(50));
+    let pipelined = request.repeat(40_000);
+    for c in &mut hostile {
+        let mut sent = 0;
+        while sent < pipelined.len() {
+            match c.write(&pipelined[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+    }
+    let quiet = wait_until_idle(agent.pid, Duration::from_secs(30));
+    summary.case(
+        "the agent has answered what it read within 30 s",
+        (!quiet).then(|| "still using CPU".to_string()),
+    );
+    std::thread::sleep(Duration::from_millis(1_200));
+    end_with_probes(summary, &mut agent, hostile, PROBES);
+}
+
 /// Sends `count` probes one after another while the `hostile` clients hold their connections:
 /// each must be answered 200 within 2 s. Then closes the hostile clients and stops the agent,
 /// which must end at once.
