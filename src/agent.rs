@@ -7,8 +7,9 @@
 //! 3. Gather host facts and the instance ID on the blocking pool: they read files and may be
 //!    slow on odd hosts, and must not stall the health server.
 //! 4. Release the readiness latch, log the start-up banner (Butler's lines), start the
-//!    telemetry scheduler and the config file's watcher (every [`WATCH_EVERY`], a change
-//!    re-reads the file as SIGHUP does, so `/readyz` follows a file that breaks or is fixed,
+//!    telemetry scheduler and the config file's watcher (woken by the kernel's reports of a
+//!    change, and every [`WATCH_EVERY`] × [`WATCH_UNREPORTED`] anyway; a change re-reads the
+//!    file as SIGHUP does, so `/readyz` follows a file that breaks or is fixed,
 //!    a Kubernetes ConfigMap update included).
 //! 5. Wait for a stop signal; then stop accepting, let health requests in flight finish, give
 //!    the telemetry task [`AgentSettings::shutdown_grace`](crate::config::AgentSettings) to
@@ -183,8 +184,17 @@ async fn agent(config: LoadedConfig, env: Arc<dyn Env>, roots: Roots) -> Result<
     Ok(())
 }
 
-/// How often the config file is looked at for a change: a `stat`, no read, unless it changed.
+/// How often the config file is looked at for a change when the kernel cannot report changes
+/// (no inotify): a `stat`, no read, unless it changed.
 pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// With inotify, a change is looked at as soon as it is reported, and the file is also looked
+/// at this many times less often, for file systems that report nothing (NFS, some FUSE
+/// mounts). An idle agent then wakes up about once a minute, not every 2 s.
+const WATCH_UNREPORTED: u32 = 30;
+/// After the kernel's first report of a change, how long to wait for the rest of it (a write
+/// in place is a truncation, then the text; a ConfigMap update is several renames) before
+/// looking once.
+const WATCH_SETTLE: Duration = Duration::from_millis(100);
 
 /// One version of the config file, as `stat` sees it through every symbolic link: a rewrite
 /// changes its size or times, kubelet's swap of the `..data` link (a ConfigMap update)
@@ -216,9 +226,11 @@ pub(crate) fn file_version(path: &Path) -> FileVersion {
     }
 }
 
-/// Looks at the config file every `every` and sends on `changed` when its version differs
-/// from the last one seen (at first `loaded`, the version that was loaded), until `stop`
-/// completes. The `stat` runs on the blocking pool (a hung network mount stalls only this
+/// Looks at the config file when the kernel reports a change in the directories its path
+/// goes through (inotify), and every `every` × [`WATCH_UNREPORTED`] anyway (every `every`
+/// where inotify is not available), and sends on `changed` when its version differs from the
+/// last one seen (at first `loaded`, the version that was loaded), until `stop` completes.
+/// Watches and `stat` run on the blocking pool (a hung network mount stalls only this
 /// watcher).
 async fn watch_config(
     path: PathBuf,
@@ -228,20 +240,28 @@ async fn watch_config(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let look = |path: &PathBuf| {
+    let mut notes = match Notes::new() {
+        Ok(notes) => Some(Arc::new(notes)),
+        Err(e) => {
+            tracing::debug!(
+                "config file: the kernel cannot report its changes ({e}); looking every {}",
+                humantime::format_duration(every)
+            );
+            None
+        }
+    };
+    // The version, and whether the kernel watches the file's directory.
+    let look = |path: &PathBuf, notes: Option<Arc<Notes>>| {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || file_version(&path))
+        tokio::task::spawn_blocking(move || {
+            let watched = notes.is_some_and(|n| n.watch(&path));
+            (file_version(&path), watched)
+        })
     };
     let mut last = loaded;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     loop {
-        let now = tokio::select! {
-            _ = tick.tick() => tokio::select! {
-                v = look(&path) => match v { Ok(v) => v, Err(_) => return },
-                () = stop.as_mut() => return,
-            },
+        let (now, watched) = tokio::select! {
+            v = look(&path, notes.clone()) => match v { Ok(v) => v, Err(_) => return },
             () = stop.as_mut() => return,
         };
         if now != last {
@@ -249,6 +269,121 @@ async fn watch_config(
             // Full: a change is already waiting to be read, which covers this one too.
             let _ = changed.try_send(());
         }
+        // A directory that is gone, or the kernel's watch limit reached: looked at as often
+        // as without inotify, until it is watched again.
+        let poll = if watched {
+            every.saturating_mul(WATCH_UNREPORTED)
+        } else {
+            every
+        };
+        let reported = async {
+            match &notes {
+                Some(n) => n.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            r = reported => match r {
+                Ok(()) => tokio::select! {
+                    () = tokio::time::sleep(WATCH_SETTLE) => {
+                        if let Some(n) = &notes {
+                            n.drain();
+                        }
+                    }
+                    () = stop.as_mut() => return,
+                },
+                Err(e) => {
+                    tracing::debug!(
+                        "config file: the kernel's reports of changes stopped ({e}); \
+                         looking every {}",
+                        humantime::format_duration(every)
+                    );
+                    notes = None;
+                }
+            },
+            () = stop.as_mut() => return,
+        }
+    }
+}
+
+/// The kernel's reports (inotify) of changes in the directories a config file's path goes
+/// through: its own directory (an editor's or kubelet's rename of the file or of the `..data`
+/// link of a ConfigMap) and, where links lead elsewhere, the directory of the file reached (a
+/// write in place).
+struct Notes(tokio::io::unix::AsyncFd<Inotify>);
+
+/// An inotify descriptor as the runtime registers it.
+struct Inotify(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Inotify {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Notes {
+    fn new() -> std::io::Result<Self> {
+        use nix::sys::inotify::InitFlags;
+        let inotify =
+            nix::sys::inotify::Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        // SAFETY: the inotify instance owns its descriptor (it closes it when dropped, and only
+        // then), so the descriptor stays open and the same for the `AsyncFd`'s whole life.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register(Inotify(inotify)) }?;
+        Ok(Notes(registered))
+    }
+
+    /// Watches the directories `path` goes through (again: one may have been replaced, and a
+    /// ConfigMap's file is reached through a new directory after each update). A directory
+    /// already watched keeps its one watch. Blocking: `stat`s and `readlink`s. Whether every
+    /// directory is watched.
+    fn watch(&self, path: &Path) -> bool {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let events = F::IN_MODIFY
+            | F::IN_ATTRIB
+            | F::IN_CLOSE_WRITE
+            | F::IN_MOVED_FROM
+            | F::IN_MOVED_TO
+            | F::IN_CREATE
+            | F::IN_DELETE
+            | F::IN_DELETE_SELF
+            | F::IN_MOVE_SELF
+            | F::IN_ONLYDIR;
+        let dir_of = |p: &Path| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut dirs = vec![dir_of(path)];
+        if let Ok(reached) = std::fs::canonicalize(path) {
+            let dir = dir_of(&reached);
+            if std::fs::canonicalize(&dirs[0]).ok().as_ref() != Some(&dir) {
+                dirs.push(dir);
+            }
+        }
+        // Every directory is tried, whatever the others gave.
+        let failed = dirs
+            .iter()
+            .filter(|dir| self.0.get_ref().0.add_watch(dir.as_path(), events).is_err())
+            .count();
+        failed == 0
+    }
+
+    /// Waits for the next report (of any change in a watched directory).
+    async fn changed(&self) -> std::io::Result<()> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Reads and forgets the reports already there (the rest of one change).
+    fn drain(&self) {
+        while self.0.get_ref().0.read_events().is_ok() {}
     }
 }
 
@@ -395,6 +530,104 @@ mod tests {
             file_version(&path),
             FileVersion::Unreadable(std::io::ErrorKind::NotFound)
         );
+    }
+
+    /// With the poll an hour apart, the kernel's reports alone bring each change within 2 s:
+    /// an editor's rename, a write in place, a ConfigMap's `..data` swap, and a write in place
+    /// to the file a link leads to in another directory; a change to another file in the
+    /// same directory is looked at and sends nothing.
+    #[tokio::test]
+    async fn changes_the_kernel_reports_are_seen_at_once() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_01_01")).unwrap();
+        std::fs::write(d.join("..2026_01_01/config.yaml"), "Butler: {}\n").unwrap();
+        symlink("..2026_01_01", d.join("..data")).unwrap();
+        symlink("..data/config.yaml", d.join("config.yaml")).unwrap();
+        let plain = d.join("plain.yaml");
+        std::fs::write(&plain, "Butler: {}\n").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("config.yaml");
+        std::fs::write(&target, "Butler: {}\n").unwrap();
+        symlink(&target, d.join("linked.yaml")).unwrap();
+
+        let (stop, token) = crate::shutdown::stop_channel();
+        let hour = Duration::from_secs(3600);
+        let mut watchers = Vec::new();
+        for name in ["config.yaml", "plain.yaml", "linked.yaml"] {
+            let path = d.join(name);
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let watcher = watch_config(path.clone(), file_version(&path), hour, tx, token.wait());
+            tokio::spawn(watcher);
+            watchers.push(rx);
+        }
+        let [configmap, plain_rx, linked] = &mut watchers[..] else {
+            unreachable!("three watchers");
+        };
+        let seen = |rx: &mut tokio::sync::mpsc::Receiver<()>| {
+            let got = rx.try_recv();
+            got.is_ok()
+        };
+        async fn within(rx: &mut tokio::sync::mpsc::Receiver<()>, what: &str) {
+            let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+            assert_eq!(got.ok().flatten(), Some(()), "{what} is seen within 2 s");
+        }
+        // Time for the first looks, which set up the watches.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let next = d.join("plain.yaml.new");
+        std::fs::write(&next, "Butler:\n  anonTelemetry: false\n").unwrap();
+        std::fs::rename(&next, &plain).unwrap();
+        within(plain_rx, "an editor's rename").await;
+        std::fs::write(&plain, "Butler:\n  anonTelemetry: true\n").unwrap();
+        within(plain_rx, "a write in place").await;
+
+        std::fs::create_dir(d.join("..2026_01_02")).unwrap();
+        std::fs::write(d.join("..2026_01_02/config.yaml"), "Butler: {}\n").unwrap();
+        symlink("..2026_01_02", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        within(configmap, "a ConfigMap's swap").await;
+
+        std::fs::write(&target, "Butler:\n  anonTelemetry: false\n").unwrap();
+        within(
+            linked,
+            "a write in place through a link to another directory",
+        )
+        .await;
+
+        std::fs::write(d.join("other.txt"), "x").unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !seen(configmap) && !seen(plain_rx) && !seen(linked),
+            "another file's change sends nothing"
+        );
+        stop.stop();
+    }
+
+    /// A file whose directory cannot be watched (here: not there yet) is looked at every
+    /// `every`, as without inotify, not 30 times less often.
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_watched_is_polled_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let later = dir.path().join("later");
+        let path = later.join("config.yaml");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let (stop, token) = crate::shutdown::stop_channel();
+        let every = Duration::from_millis(300);
+        tokio::spawn(watch_config(
+            path.clone(),
+            file_version(&path),
+            every,
+            tx,
+            token.wait(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::create_dir(&later).unwrap();
+        std::fs::write(&path, "Butler: {}\n").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(()), "seen within 2 s, not 9");
+        stop.stop();
     }
 
     #[tokio::test(start_paused = true)]

@@ -161,7 +161,8 @@ impl Default for Limits {
 /// Serves HTTP/1 on `listener` with `handler` under `limits` until `shutdown` completes, then
 /// stops as the module documentation describes and returns once every connection has ended.
 /// `name` prefixes log lines; with `quick`, kept-alive connections give that answer without
-/// hyper ([`quick`]). Fails only at the start, if the listener cannot be taken over.
+/// hyper ([`quick`]; kept-alive connections are those [`Limits::second_thread`] places, so it
+/// takes both). Fails only at the start, if the listener cannot be taken over.
 pub(crate) async fn serve<H, Fut>(
     listener: TcpListener,
     limits: Limits,

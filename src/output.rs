@@ -25,7 +25,8 @@ pub const QUEUE_LINES: usize = 4096;
 /// Bytes that may wait for the writer thread. One line longer than this passes when nothing
 /// else waits (it is in memory already).
 pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// How often the writer thread looks for dropped lines to report when nothing else comes.
+/// How often the writer thread looks for dropped lines to report when nothing else comes and
+/// some are not reported yet.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 enum Message {
@@ -114,7 +115,15 @@ impl Lines {
 
 fn write_loop(rx: Receiver<Message>, mut out: impl Write, state: &State, report: Report) {
     loop {
-        match rx.recv_timeout(REPORT_EVERY) {
+        // Idle, the thread sleeps until a line comes: a line is dropped only while others
+        // wait in the queue (so this thread is awake), and it reports drops after each line
+        // it writes. Only drops it could not report yet (its stream failed) need the timer.
+        let next = if state.dropped.load(Ordering::Acquire) > 0 {
+            rx.recv_timeout(REPORT_EVERY)
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        match next {
             Ok(Message::Line(line)) => {
                 state.queued_bytes.fetch_sub(line.len(), Ordering::AcqRel);
                 // A closed or failing stream loses the line; there is nowhere to say so.

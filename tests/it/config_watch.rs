@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crate::common;
 use crate::robust_support::Agent;
 
-/// The watcher looks every 2 s; the re-read is quick. Bounded well above that for a busy
-/// machine, and the time measured is printed.
+/// The watcher looks when the kernel reports a change (every 2 s without inotify); the
+/// re-read is quick. Bounded well above that for a busy machine, and the time measured is
+/// printed.
 const FOLLOW_BOUND: Duration = Duration::from_secs(10);
 
 const VALID: &str = "Butler:\n  anonTelemetry: false\n  butlerAgent:\n    interval: 2h\n";
