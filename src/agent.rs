@@ -496,11 +496,9 @@ mod tests {
         .expect("drain returns once the grace is over, not when the task ends");
     }
 
-    /// kubelet's ConfigMap layout and update: `config.yaml -> ..data/config.yaml`,
-    /// `..data -> ..<timestamp>`; an update writes a new timestamped directory, points
-    /// `..data_tmp` at it and renames that over `..data`.
-    #[test]
-    fn a_configmap_swap_and_a_rewrite_are_new_versions_and_nothing_else_is() {
+    /// A directory as kubelet lays out a ConfigMap volume: `config.yaml -> ..data/config.yaml`,
+    /// `..data -> ..2026_01_01`.
+    fn configmap() -> tempfile::TempDir {
         use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -508,6 +506,16 @@ mod tests {
         std::fs::write(d.join("..2026_01_01/config.yaml"), "Butler: {}\n").unwrap();
         symlink("..2026_01_01", d.join("..data")).unwrap();
         symlink("..data/config.yaml", d.join("config.yaml")).unwrap();
+        dir
+    }
+
+    /// kubelet's ConfigMap update: it writes a new timestamped directory, points `..data_tmp`
+    /// at it and renames that over `..data`.
+    #[test]
+    fn a_configmap_swap_and_a_rewrite_are_new_versions_and_nothing_else_is() {
+        use std::os::unix::fs::symlink;
+        let dir = configmap();
+        let d = dir.path();
         let path = d.join("config.yaml");
         let first = file_version(&path);
         assert!(matches!(first, FileVersion::File { .. }));
@@ -539,12 +547,8 @@ mod tests {
     #[tokio::test]
     async fn changes_the_kernel_reports_are_seen_at_once() {
         use std::os::unix::fs::symlink;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = configmap();
         let d = dir.path();
-        std::fs::create_dir(d.join("..2026_01_01")).unwrap();
-        std::fs::write(d.join("..2026_01_01/config.yaml"), "Butler: {}\n").unwrap();
-        symlink("..2026_01_01", d.join("..data")).unwrap();
-        symlink("..data/config.yaml", d.join("config.yaml")).unwrap();
         let plain = d.join("plain.yaml");
         std::fs::write(&plain, "Butler: {}\n").unwrap();
         let elsewhere = tempfile::tempdir().unwrap();

@@ -585,16 +585,8 @@ where
             }
         }
         // The next time to look: the deadline, and the end of the idle time or of the stop
-        // grace (while an answer is in progress, look again an idle time later).
-        let quiet_until = if state.busy() {
-            later(now, idle_limit)
-        } else {
-            let idle_due = later(state.idle_since(), idle_limit);
-            match stop_at {
-                Some(at) => idle_due.min(later(at, STOP_HEAD_GRACE)),
-                None => idle_due,
-            }
-        };
+        // grace.
+        let quiet_until = state.quiet_until(state.busy(), now, idle_limit, stop_at);
         if !state.busy() && quiet_until <= tokio::time::Instant::from_std(now) {
             tracing::debug!("{name}: a connection closed while idle");
             return Phase::Ended;
@@ -871,6 +863,26 @@ impl Conn {
     /// that closes (an idle connection whose last answer is still going out is neither).
     fn evictable(&self) -> bool {
         (!self.busy() && !self.writes.blocked()) || self.stalled()
+    }
+
+    /// When a connection that stays quiet is closed: the end of its idle time, or of the
+    /// stop grace once the stop has come (`stop_at`); while `busy` with an answer, look again
+    /// an idle time from `now`.
+    fn quiet_until(
+        &self,
+        busy: bool,
+        now: Instant,
+        idle_limit: Duration,
+        stop_at: Option<Instant>,
+    ) -> tokio::time::Instant {
+        if busy {
+            return later(now, idle_limit);
+        }
+        let idle_due = later(self.idle_since(), idle_limit);
+        match stop_at {
+            Some(at) => idle_due.min(later(at, STOP_HEAD_GRACE)),
+            None => idle_due,
+        }
     }
 
     fn idle_since(&self) -> Instant {

@@ -324,15 +324,7 @@ pub(super) async fn serve(
                     ending = true;
                     deadline = later(now, limits.connection_deadline);
                 }
-                let quiet_until = if busy {
-                    later(now, idle_limit)
-                } else {
-                    let idle_due = later(state.idle_since(), idle_limit);
-                    match stop_at {
-                        Some(at) => idle_due.min(later(at, STOP_HEAD_GRACE)),
-                        None => idle_due,
-                    }
-                };
+                let quiet_until = state.quiet_until(busy, now, idle_limit, stop_at);
                 if !busy && quiet_until <= tokio::time::Instant::from_std(now) {
                     tracing::debug!("{name}: a connection closed while idle");
                     return Poll::Ready(None);

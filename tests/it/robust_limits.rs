@@ -436,13 +436,7 @@ fn kept_alive_clients_that_never_read_their_answers_are_evicted_for_probes() {
             continue;
         };
         // As much as the buffers take: the server stops reading once its answers back up.
-        let mut sent = 0;
-        while sent < pipelined.len() {
-            match c.write(&pipelined.as_bytes()[sent..]) {
-                Ok(n) => sent += n,
-                Err(_) => break,
-            }
-        }
+        send_what_fits(&mut c, pipelined.as_bytes());
         hostile.push(c);
     }
     // The agent answers what it has read until the answers back up (a few MiB per
@@ -509,13 +503,7 @@ fn kept_alive_health_clients_that_pipeline_and_never_read_are_evicted_for_probes
     std::thread::sleep(Duration::from_millis(50));
     let pipelined = request.repeat(40_000);
     for c in &mut hostile {
-        let mut sent = 0;
-        while sent < pipelined.len() {
-            match c.write(&pipelined[sent..]) {
-                Ok(n) => sent += n,
-                Err(_) => break,
-            }
-        }
+        send_what_fits(c, &pipelined);
     }
     let quiet = wait_until_idle(agent.pid, Duration::from_secs(30));
     summary.case(
@@ -550,6 +538,17 @@ fn end_with_probes(
     drop(hostile);
     summary.case("stops at once", stop_problem(agent));
     summary.assert_all_passed();
+}
+
+/// Writes `bytes` on the non-blocking `c` until they are all out or the buffers are full.
+fn send_what_fits(c: &mut TcpStream, bytes: &[u8]) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match c.write(&bytes[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
 }
 
 /// Waits until process `pid` has used no CPU for 300 ms, at most `limit`; whether it did.
