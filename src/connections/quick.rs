@@ -655,7 +655,8 @@ mod tests {
         });
         assert!(closed(&mut c), "closed with its head unfinished");
         let took = asked.elapsed();
-        assert!(took < idle + Duration::from_millis(500), "{took:?}");
+        // The dribble would last 6 s; slack for a loaded machine.
+        assert!(took < idle + Duration::from_secs(2), "{took:?}");
         drop(c);
         dribbler.join().expect("the dribbler");
         assert!(server.stop());
